@@ -1,0 +1,67 @@
+//! The command line: `wasmkube serve`, `wasmkube store ...`, `wasmkube bench ...`.
+//!
+//! Every command follows Kubernetes' pattern: flags parse into `Options`, `complete()`
+//! fills defaults, `validate()` returns every problem at once ([`InvalidOptions`], exit
+//! code 2), `run()` does the work. This is the binary's edge: errors here are `anyhow`.
+
+mod bench;
+mod serve;
+mod store;
+
+use clap::{Parser, Subcommand};
+
+pub use serve::ServeOptions;
+
+#[derive(Parser, Debug)]
+#[command(name = "wasmkube", version, about = "A Kubernetes-style control plane whose behaviour is pluggable WebAssembly")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane (API server, storage, and every component) until SIGINT/SIGTERM.
+    Serve(ServeOptions),
+    /// Work with the embedded store's data dir: snapshots, load generation.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+    /// Benchmarks that print their figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Every problem found on the command line, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid options:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct InvalidOptions(pub Vec<String>);
+
+impl InvalidOptions {
+    /// `Ok` when no problem was found.
+    pub fn check(problems: Vec<String>) -> Result<(), InvalidOptions> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidOptions(problems))
+        }
+    }
+}
+
+/// Log through `tracing` to stderr; `RUST_LOG` filters (default: info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Run one command to completion on a fresh tokio runtime.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(options) => serve::run(options).await,
+            Command::Store(command) => store::run(command).await,
+            Command::Bench(command) => bench::run(command).await,
+        }
+    })
+}

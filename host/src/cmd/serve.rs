@@ -1,0 +1,282 @@
+//! `wasmkube serve`: options, then the server's life: bind, open storage (retrying while
+//! it is unreachable), serve, and on SIGINT/SIGTERM drain and close storage cleanly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use super::InvalidOptions;
+use crate::api::{self, AppState, Health};
+use crate::storage::{self, embedded::EmbeddedStore, StorageConfig, StorageMetrics, Store, StoreError};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    /// Durable on local disk in --data-dir; single node.
+    Embedded,
+    /// An etcd v3 cluster at --etcd-endpoints; for HA.
+    Etcd,
+}
+
+/// Flags of `wasmkube serve`, as parsed.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to serve HTTP on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: String,
+    /// Where the embedded store (and later certificates) live. Default:
+    /// $XDG_DATA_HOME/wasmkube, else $HOME/.local/share/wasmkube, else /var/lib/wasmkube.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Which storage backend to use.
+    #[arg(long, value_enum, default_value_t = StorageKind::Embedded)]
+    storage: StorageKind,
+    /// etcd client URLs, comma separated (http://127.0.0.1:2379); needs --storage etcd.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix in etcd, so several clusters can share one etcd.
+    #[arg(long, default_value = "/wasmkube")]
+    etcd_prefix: String,
+}
+
+/// Options with defaults filled in; only [`ServeOptions::complete`] makes one.
+pub struct CompletedServeOptions {
+    options: ServeOptions,
+    data_dir: PathBuf,
+}
+
+/// Options that passed validation; only [`CompletedServeOptions::validate`] makes one.
+pub struct ValidServeOptions {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    storage: StorageConfig,
+}
+
+impl ServeOptions {
+    pub fn complete(self) -> CompletedServeOptions {
+        let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        CompletedServeOptions { options: self, data_dir }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("wasmkube");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/wasmkube"),
+        None => PathBuf::from("/var/lib/wasmkube"),
+    }
+}
+
+impl CompletedServeOptions {
+    /// Check every flag; report all problems at once.
+    pub fn validate(self) -> Result<ValidServeOptions, InvalidOptions> {
+        let o = &self.options;
+        let mut problems = Vec::new();
+        let listen = o
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| problems.push(format!("--listen {:?}: {e}; expected an address like 127.0.0.1:6443", o.listen)))
+            .ok();
+        match o.storage {
+            StorageKind::Embedded if !o.etcd_endpoints.is_empty() => {
+                problems.push("--etcd-endpoints is only used with --storage etcd".into())
+            }
+            StorageKind::Etcd if o.etcd_endpoints.is_empty() => problems
+                .push("--storage etcd needs --etcd-endpoints, e.g. --etcd-endpoints http://127.0.0.1:2379".into()),
+            _ => {}
+        }
+        for endpoint in &o.etcd_endpoints {
+            if let Err(problem) = storage::check_etcd_endpoint(endpoint) {
+                problems.push(format!("--etcd-endpoints: {problem}"));
+            }
+        }
+        if !o.etcd_prefix.starts_with('/') {
+            problems.push(format!("--etcd-prefix {:?} must start with '/'", o.etcd_prefix));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("--data-dir must not be empty".into());
+        }
+        InvalidOptions::check(problems)?;
+        let storage = match o.storage {
+            StorageKind::Embedded => StorageConfig::Embedded { data_dir: self.data_dir.clone() },
+            StorageKind::Etcd => StorageConfig::Etcd {
+                endpoints: o.etcd_endpoints.clone(),
+                prefix: o.etcd_prefix.clone().into(),
+            },
+        };
+        #[allow(clippy::expect_used)] // a parse failure was reported above
+        let listen = listen.expect("listen address validated");
+        Ok(ValidServeOptions { listen, data_dir: self.data_dir, storage })
+    }
+}
+
+/// Parse, complete, validate and run.
+pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let options = options.complete().validate()?;
+    Server::start(options).await?.serve_until_signal().await
+}
+
+/// A running server: HTTP bound, storage opening or open.
+struct Server {
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    storage: tokio::task::JoinHandle<anyhow::Result<Arc<dyn Store>>>,
+    stop: watch::Sender<bool>,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    async fn start(options: ValidServeOptions) -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let storage_metrics = StorageMetrics::new(&registry).context("registering storage metrics")?;
+        let health = Health::default();
+        health.set("storage", Err("not opened yet".into()));
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.listen))?;
+        let (stop, stopped) = watch::channel(false);
+        let app = api::router(AppState { health: health.clone(), metrics: registry });
+        let http = {
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        };
+        tracing::info!(listen = %options.listen, data_dir = %options.data_dir.display(), "serving");
+        let storage = tokio::spawn(open_storage(options.storage, storage_metrics, health, stopped));
+        Ok(Self { http, storage, stop, data_dir: options.data_dir })
+    }
+
+    async fn serve_until_signal(mut self) -> anyhow::Result<()> {
+        let outcome = tokio::select! {
+            signal = shutdown_signal() => { tracing::info!(signal, "shutting down"); Ok(None) }
+            opened = &mut self.storage => match opened {
+                Ok(Ok(store)) => {
+                    let signal = shutdown_signal().await;
+                    tracing::info!(signal, "shutting down");
+                    Ok(Some(store))
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("storage task failed: {e}")),
+            },
+        };
+        let _ = self.stop.send(true);
+        let store = match outcome {
+            Ok(Some(store)) => Some(store),
+            Ok(None) => match (&mut self.storage).await {
+                Ok(Ok(store)) => Some(store),
+                _ => None,
+            },
+            Err(e) => {
+                let _ = self.http.await;
+                return Err(e);
+            }
+        };
+        match self.http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
+        }
+        if let Some(store) = store {
+            store.close().await.context("flushing storage")?;
+        }
+        tracing::info!(data_dir = %self.data_dir.display(), "stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Wait for SIGINT or SIGTERM; returns which.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Open storage, retrying with backoff while it is unreachable; `/readyz` says why until
+/// it answers. A data dir that cannot be used is fatal. Returns `Closed` if asked to stop
+/// first.
+async fn open_storage(
+    config: StorageConfig,
+    metrics: StorageMetrics,
+    health: Health,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let mut backoff = Duration::from_millis(200);
+    let mut store: Option<Arc<dyn Store>> = None;
+    loop {
+        if store.is_none() {
+            store = match open_backend(&config, metrics.clone()).await {
+                Ok(store) => Some(store),
+                Err(e @ (StoreError::DataDir { .. } | StoreError::DataDirInUse(_) | StoreError::InvalidRequest(_))) => {
+                    health.set("storage", Err(e.to_string()));
+                    return Err(e).context("cannot open storage");
+                }
+                Err(e) => {
+                    health.set("storage", Err(e.to_string()));
+                    tracing::warn!(error = %e, retry_in = ?backoff, "storage not reachable yet");
+                    None
+                }
+            };
+        }
+        if let Some(open) = &store {
+            match open.current_revision().await {
+                Ok(revision) => {
+                    health.set("storage", Ok(()));
+                    tracing::info!(backend = open.backend(), revision, "storage ready");
+                    tokio::spawn(monitor_storage(open.clone(), health.clone(), stopped.clone()));
+                    return Ok(open.clone());
+                }
+                Err(e) => {
+                    health.set("storage", Err(format!("{} backend: {e}", open.backend())));
+                    tracing::warn!(error = %e, retry_in = ?backoff, "storage not reachable yet");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopped.wait_for(|s| *s) => return Err(StoreError::Closed).context("stopped before storage was ready"),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn open_backend(config: &StorageConfig, metrics: StorageMetrics) -> storage::Result<Arc<dyn Store>> {
+    match config {
+        StorageConfig::Embedded { data_dir } => {
+            let store = Arc::new(EmbeddedStore::open(data_dir, metrics).await?);
+            super::store::serve_admin_socket(store.clone());
+            Ok(store)
+        }
+        StorageConfig::Etcd { .. } => storage::open(config, metrics).await,
+    }
+}
+
+/// Keep `/readyz` honest after start: ask storage for its revision every few seconds.
+async fn monitor_storage(store: Arc<dyn Store>, health: Health, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let state = store.current_revision().await.map(|_| ()).map_err(|e| format!("{} backend: {e}", store.backend()));
+        health.set("storage", state);
+    }
+}

@@ -1,0 +1,1 @@
+//! The watch cache (placeholder while it is written).

@@ -1,0 +1,782 @@
+//! The embedded backend: a single-node [`Store`] durable on local disk.
+//!
+//! Start with [`EmbeddedStore::open`]. The layout follows etcd's own: every write is a
+//! [`record::Record`] in fjall's `log` keyspace keyed by its revision, and an in-memory
+//! [`index::KeyIndex`] maps each key to the revisions that wrote it (rebuilt from the log
+//! at start). One committer thread owns every write: it drains whatever requests are
+//! queued, checks their preconditions, assigns revisions, writes them as one fjall batch
+//! with one `fdatasync`, and only then applies them to the index, publishes the events
+//! and acknowledges — group commit, so 64 writers share one sync.
+//!
+//! Invariants: an acknowledged write is on disk; readers never see a write before it is
+//! durable; the index changes only on the committer thread; compaction never drops the
+//! record that holds a key's value at the compacted revision.
+
+mod index;
+mod record;
+mod snapshot;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fjall::{KeyspaceCreateOptions, PersistMode, Readable};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use self::index::{Entry, KeyIndex};
+use self::record::{Record, RecordKind};
+pub use self::snapshot::SnapshotInfo;
+use super::{
+    check_range, check_value, prefix_end, Event, KeyValue, RangeRequest, RangeResponse, Result,
+    Revision, StorageMetrics, Store, StoreError, WatchItem, WatchStream,
+};
+
+const BACKEND: &str = "embedded";
+/// The file that marks a directory as a wasmkube data dir.
+const MARKER: &str = "wasmkube-store.json";
+const MARKER_CONTENT: &str = "{\"kind\":\"wasmkube-embedded-store\",\"format\":1}\n";
+const LOCK: &str = "LOCK";
+const DB: &str = "db";
+/// Most writes one commit takes; bounds the latency of the first writer in a batch.
+const MAX_BATCH: usize = 1024;
+/// Most records one catch-up read takes while holding the index lock.
+const CATCH_UP_CHUNK: usize = 512;
+/// Committed batches a live watcher may fall behind before it catches up from disk.
+const WATCH_BUFFER: usize = 1024;
+/// A quiet watcher hears that the store moved on at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+const META_COMPACTED: &[u8] = b"compacted";
+const META_REVISION_FLOOR: &[u8] = b"revision_floor";
+
+/// The embedded store. Cheap to share behind an `Arc`; see the module doc.
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<Request>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// State readers and the committer share.
+struct Shared {
+    dir: PathBuf,
+    db: fjall::Database,
+    log: fjall::Keyspace,
+    meta: fjall::Keyspace,
+    index: RwLock<KeyIndex>,
+    /// The latest committed and durable revision; readers read at or below it.
+    revision: AtomicI64,
+    compacted: AtomicI64,
+    events: Mutex<Option<broadcast::Sender<Arc<Vec<Event>>>>>,
+    metrics: StorageMetrics,
+    _lock: File,
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<Outcome>>,
+}
+
+enum Op {
+    Create { key: Bytes, value: Bytes },
+    Update { key: Bytes, value: Bytes, expected: Revision },
+    Delete { key: Bytes, expected: Option<Revision> },
+    Compact(Revision),
+    Close,
+}
+
+enum Outcome {
+    Put(KeyValue),
+    Deleted(KeyValue, Revision),
+    Done,
+}
+
+impl EmbeddedStore {
+    /// Open (or create) the store in `dir`. A directory that is not empty and holds no
+    /// wasmkube marker is refused untouched.
+    pub async fn open(dir: &Path, metrics: StorageMetrics) -> Result<Self> {
+        let dir = dir.to_path_buf();
+        let shared = tokio::task::spawn_blocking(move || Shared::open(dir, metrics))
+            .await
+            .map_err(|e| StoreError::Internal(format!("open task failed: {e}")))??;
+        let shared = Arc::new(shared);
+        let (requests, receiver) = mpsc::channel(4 * MAX_BATCH);
+        let committer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("store-committer".into())
+                .spawn(move || Committer { shared, requests: receiver }.run())
+                .map_err(|e| StoreError::Internal(format!("cannot start committer: {e}")))?
+        };
+        Ok(Self { shared, requests, committer: Mutex::new(Some(committer)) })
+    }
+
+    /// The data dir this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Write a consistent snapshot of the whole store to `out` (blocking; run it off the
+    /// async workers). Writes may continue meanwhile.
+    pub fn write_snapshot(&self, out: &mut dyn Write) -> Result<SnapshotInfo> {
+        let (view, revision, compacted) = {
+            let _index = self.shared.index.read();
+            (
+                self.shared.db.snapshot(),
+                self.shared.revision.load(Ordering::Acquire),
+                self.shared.compacted.load(Ordering::Acquire),
+            )
+        };
+        let records = view.iter(&self.shared.log).map(|guard| {
+            guard.into_inner().map_err(|e| StoreError::Internal(e.to_string()))
+        });
+        snapshot::write(out, revision, compacted, records)
+    }
+
+    async fn submit(&self, op: Op) -> Result<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request { op, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn read_at(&self, revision: Option<Revision>) -> Result<Revision> {
+        let current = self.shared.revision.load(Ordering::Acquire);
+        let Some(revision) = revision.filter(|r| *r > 0) else { return Ok(current) };
+        if revision > current {
+            return Err(StoreError::FutureRevision { requested: revision, current });
+        }
+        let compacted = self.shared.compacted.load(Ordering::Acquire);
+        if revision < compacted {
+            return Err(StoreError::Compacted { requested: revision, compacted });
+        }
+        Ok(revision)
+    }
+}
+
+/// Restore a snapshot written by [`EmbeddedStore::write_snapshot`] into `dir`, which must
+/// not exist or be empty. Returns what the snapshot held.
+pub fn restore_snapshot(input: &mut dyn std::io::Read, dir: &Path) -> Result<SnapshotInfo> {
+    let shared = Shared::create_empty(dir)?;
+    let restored = restore_into(&shared, input);
+    if restored.is_err() {
+        // The directory was empty before; leave nothing half-restored behind.
+        drop(shared);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    restored
+}
+
+/// Read a whole snapshot and check its checksum without restoring it.
+pub fn inspect_snapshot(input: &mut dyn std::io::Read) -> Result<SnapshotInfo> {
+    snapshot::read(input, |_, _| Ok(()))
+}
+
+fn restore_into(shared: &Shared, input: &mut dyn std::io::Read) -> Result<SnapshotInfo> {
+    let mut batch = shared.db.batch();
+    let mut pending = 0usize;
+    let info = snapshot::read(input, |log_key, record| {
+        batch.insert(&shared.log, log_key.to_vec(), record.to_vec());
+        pending += 1;
+        if pending == 4096 {
+            let full = std::mem::replace(&mut batch, shared.db.batch());
+            full.commit().map_err(fjall_error)?;
+            pending = 0;
+        }
+        Ok(())
+    })?;
+    batch.insert(&shared.meta, META_COMPACTED.to_vec(), info.compacted.to_be_bytes().to_vec());
+    batch.insert(&shared.meta, META_REVISION_FLOOR.to_vec(), info.revision.to_be_bytes().to_vec());
+    batch.durability(Some(PersistMode::SyncAll)).commit().map_err(fjall_error)?;
+    shared.db.persist(PersistMode::SyncAll).map_err(fjall_error)?;
+    Ok(info)
+}
+
+fn fjall_error(e: fjall::Error) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+fn data_dir_error(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::DataDir { path: path.to_path_buf(), reason: reason.into() }
+}
+
+impl Shared {
+    /// Take the directory (creating and marking it when new), lock it, open the engine.
+    fn prepare(dir: &Path, must_be_new: bool) -> Result<(File, fjall::Database)> {
+        let io = |what: &str, e: std::io::Error| data_dir_error(dir, format!("{what}: {e}"));
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create", e))?;
+        let marker = dir.join(MARKER);
+        let empty = std::fs::read_dir(dir).map_err(|e| io("cannot read", e))?.next().is_none();
+        if must_be_new && !empty {
+            return Err(data_dir_error(dir, "is not empty; restore into a new directory"));
+        }
+        if empty {
+            std::fs::write(&marker, MARKER_CONTENT).map_err(|e| io("cannot write marker", e))?;
+        } else {
+            match std::fs::read_to_string(&marker) {
+                Ok(content) if content == MARKER_CONTENT => {}
+                Ok(_) => return Err(data_dir_error(dir, format!("{MARKER} is not a format this wasmkube reads"))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(data_dir_error(
+                        dir,
+                        format!("is not empty and holds no {MARKER}, so it is not a wasmkube data dir; nothing was changed. Pass an empty or new directory"),
+                    ))
+                }
+                Err(e) => return Err(io("cannot read marker", e)),
+            }
+        }
+        let lock = File::create(dir.join(LOCK)).map_err(|e| io("cannot create lock file", e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::DataDirInUse(dir.to_path_buf()));
+        }
+        let db = fjall::Database::builder(dir.join(DB))
+            .open()
+            .map_err(|e| data_dir_error(dir, format!("the database is corrupt or unreadable: {e}")))?;
+        Ok((lock, db))
+    }
+
+    fn create_empty(dir: &Path) -> Result<Self> {
+        let (lock, db) = Self::prepare(dir, true)?;
+        Self::from_db(dir.to_path_buf(), lock, db, StorageMetrics::unregistered())
+    }
+
+    fn open(dir: PathBuf, metrics: StorageMetrics) -> Result<Self> {
+        let (lock, db) = Self::prepare(&dir, false)?;
+        let shared = Self::from_db(dir, lock, db, metrics)?;
+        shared.recover()?;
+        Ok(shared)
+    }
+
+    fn from_db(dir: PathBuf, lock: File, db: fjall::Database, metrics: StorageMetrics) -> Result<Self> {
+        let log = db.keyspace("log", KeyspaceCreateOptions::default).map_err(fjall_error)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(fjall_error)?;
+        let (events, _) = broadcast::channel(WATCH_BUFFER);
+        Ok(Self {
+            dir,
+            db,
+            log,
+            meta,
+            index: RwLock::new(KeyIndex::default()),
+            revision: AtomicI64::new(0),
+            compacted: AtomicI64::new(0),
+            events: Mutex::new(Some(events)),
+            metrics,
+            _lock: lock,
+        })
+    }
+
+    /// Rebuild the index from the log, then finish any compaction a crash interrupted.
+    fn recover(&self) -> Result<()> {
+        let started = Instant::now();
+        let meta_i64 = |key: &[u8]| -> Result<Revision> {
+            match self.meta.get(key).map_err(fjall_error)? {
+                Some(raw) => <[u8; 8]>::try_from(&raw[..])
+                    .map(i64::from_be_bytes)
+                    .map_err(|_| data_dir_error(&self.dir, "corrupt metadata")),
+                None => Ok(0),
+            }
+        };
+        let compacted = meta_i64(META_COMPACTED)?;
+        let mut revision = meta_i64(META_REVISION_FLOOR)?;
+        let mut index = self.index.write();
+        let mut records = 0u64;
+        for guard in self.log.iter() {
+            let (key, value) = guard.into_inner().map_err(fjall_error)?;
+            let record = Record::decode(&key, &value).map_err(|e| data_dir_error(&self.dir, e))?;
+            if record.revision <= revision && records > 0 {
+                return Err(data_dir_error(&self.dir, "log revisions are out of order"));
+            }
+            revision = revision.max(record.revision);
+            index.push(record.key.clone(), record.entry());
+            records += 1;
+        }
+        let leftovers = index.compact(compacted);
+        drop(index);
+        self.delete_records(&leftovers)?;
+        self.revision.store(revision, Ordering::Release);
+        self.compacted.store(compacted, Ordering::Release);
+        tracing::info!(dir = %self.dir.display(), records, revision, compacted, elapsed = ?started.elapsed(), "embedded store recovered");
+        Ok(())
+    }
+
+    fn delete_records(&self, revisions: &[Revision]) -> Result<()> {
+        for chunk in revisions.chunks(8192) {
+            let mut batch = self.db.batch();
+            for revision in chunk {
+                batch.remove(&self.log, Record::log_key(*revision).to_vec());
+            }
+            batch.commit().map_err(fjall_error)?;
+        }
+        Ok(())
+    }
+
+    /// Read the record at `revision` through `view`, or from the live tree (the committer,
+    /// the only writer, needs no snapshot).
+    fn read_record(&self, view: Option<&fjall::Snapshot>, revision: Revision) -> Result<Record> {
+        let log_key = Record::log_key(revision);
+        let raw = match view {
+            Some(view) => view.get(&self.log, log_key),
+            None => self.log.get(log_key),
+        };
+        let raw = raw
+            .map_err(fjall_error)?
+            .ok_or_else(|| StoreError::Internal(format!("record at revision {revision} is missing")))?;
+        Record::decode(&Record::log_key(revision), &raw).map_err(StoreError::Internal)
+    }
+
+    fn read_value(&self, view: Option<&fjall::Snapshot>, key: &Bytes, entry: Entry) -> Result<KeyValue> {
+        match self.read_record(view, entry.revision)?.kind {
+            RecordKind::Put { value, create_revision, version } => Ok(KeyValue {
+                key: key.clone(),
+                value,
+                create_revision,
+                mod_revision: entry.revision,
+                version,
+            }),
+            RecordKind::Delete => Err(StoreError::Internal(format!(
+                "index points at a delete for a live key at revision {}",
+                entry.revision
+            ))),
+        }
+    }
+
+    /// Events with revisions in `[from, upto]` on keys under `prefix`, from disk, at most
+    /// `CATCH_UP_CHUNK` records. Returns the events and the next revision to read.
+    fn catch_up(&self, prefix: &[u8], from: Revision, upto: Revision) -> Result<(Vec<Event>, Revision)> {
+        let index = self.index.read();
+        let compacted = self.compacted.load(Ordering::Acquire);
+        if from < compacted {
+            return Err(StoreError::Compacted { requested: from, compacted });
+        }
+        let view = self.db.snapshot();
+        let mut events = Vec::new();
+        let mut next = from;
+        let start = Record::log_key(from);
+        let end = Record::log_key(upto);
+        for guard in view.range(&self.log, start..=end).take(CATCH_UP_CHUNK) {
+            let (key, raw) = guard.into_inner().map_err(fjall_error)?;
+            let record = Record::decode(&key, &raw).map_err(StoreError::Internal)?;
+            next = record.revision + 1;
+            if !record.key.starts_with(prefix) {
+                continue;
+            }
+            let prev = match index.at(&record.key, record.revision - 1) {
+                Some(entry) => Some(self.read_value(Some(&view), &record.key, entry)?),
+                None => None,
+            };
+            events.push(match record.kind {
+                RecordKind::Put { .. } => Event::Put {
+                    kv: record.into_key_value().ok_or_else(|| StoreError::Internal("put without value".into()))?,
+                    prev,
+                },
+                RecordKind::Delete => Event::Delete {
+                    key: record.key,
+                    revision: record.revision,
+                    prev: prev.ok_or_else(|| StoreError::Internal("delete without previous value".into()))?,
+                },
+            });
+        }
+        // Revisions with no record (compacted away or never written to) are skipped.
+        if events.is_empty() && next == from {
+            next = upto + 1;
+        }
+        Ok((events, next))
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn create(&self, key: Bytes, value: Bytes) -> Result<KeyValue> {
+        let timer = self.shared.metrics.start(BACKEND, "create");
+        let result = async {
+            check_value(&value)?;
+            match self.submit(Op::Create { key, value }).await? {
+                Outcome::Put(kv) => Ok(kv),
+                _ => Err(StoreError::Internal("unexpected outcome".into())),
+            }
+        }
+        .await;
+        timer.finish(result)
+    }
+
+    async fn get(&self, key: Bytes) -> Result<(Option<KeyValue>, Revision)> {
+        let timer = self.shared.metrics.start(BACKEND, "get");
+        let result = (|| {
+            let (entry, view, revision) = {
+                let index = self.shared.index.read();
+                (index.latest(&key), self.shared.db.snapshot(), self.shared.revision.load(Ordering::Acquire))
+            };
+            match entry.filter(Entry::is_live) {
+                Some(entry) => Ok((Some(self.shared.read_value(Some(&view), &key, entry)?), revision)),
+                None => Ok((None, revision)),
+            }
+        })();
+        timer.finish(result)
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        let timer = self.shared.metrics.start(BACKEND, "range");
+        let result = async {
+            check_range(&request)?;
+            let revision = self.read_at(request.revision)?;
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || {
+                let start = request.start.as_ref().unwrap_or(&request.prefix);
+                let end = prefix_end(&request.prefix);
+                let (entries, more, view) = {
+                    let index = shared.index.read();
+                    let (entries, more) = index.range(start, &end, revision, request.limit);
+                    (entries, more, shared.db.snapshot())
+                };
+                let kvs = entries
+                    .into_iter()
+                    .map(|(key, entry)| shared.read_value(Some(&view), &key, entry))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RangeResponse { kvs, revision, more })
+            })
+            .await
+            .map_err(|e| StoreError::Internal(format!("range task failed: {e}")))?
+        }
+        .await;
+        timer.finish(result)
+    }
+
+    async fn update(&self, key: Bytes, value: Bytes, expected: Revision) -> Result<KeyValue> {
+        let timer = self.shared.metrics.start(BACKEND, "update");
+        let result = async {
+            check_value(&value)?;
+            match self.submit(Op::Update { key, value, expected }).await? {
+                Outcome::Put(kv) => Ok(kv),
+                _ => Err(StoreError::Internal("unexpected outcome".into())),
+            }
+        }
+        .await;
+        timer.finish(result)
+    }
+
+    async fn delete(&self, key: Bytes, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
+        let timer = self.shared.metrics.start(BACKEND, "delete");
+        let result = match self.submit(Op::Delete { key, expected }).await {
+            Ok(Outcome::Deleted(kv, revision)) => Ok((kv, revision)),
+            Ok(_) => Err(StoreError::Internal("unexpected outcome".into())),
+            Err(e) => Err(e),
+        };
+        timer.finish(result)
+    }
+
+    async fn watch(&self, prefix: Bytes, from: Revision) -> Result<WatchStream> {
+        let current = self.shared.revision.load(Ordering::Acquire);
+        let from = if from <= 0 { current + 1 } else { from };
+        let compacted = self.shared.compacted.load(Ordering::Acquire);
+        if from < compacted {
+            return Err(StoreError::Compacted { requested: from, compacted });
+        }
+        let live = self.shared.events.lock().as_ref().map(|s| s.subscribe()).ok_or(StoreError::Closed)?;
+        let watcher = Watcher {
+            shared: self.shared.clone(),
+            prefix,
+            next: from,
+            live,
+            last_progress: Instant::now(),
+            _gauge: self.shared.metrics.watcher("store"),
+        };
+        Ok(Box::pin(futures::stream::unfold(Some(watcher), |state| async move {
+            let mut watcher = state?;
+            match watcher.step().await {
+                Ok(item) => Some((Ok(item), Some(watcher))),
+                Err(e) => Some((Err(e), None)),
+            }
+        })))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let timer = self.shared.metrics.start(BACKEND, "compact");
+        let result = self.submit(Op::Compact(revision)).await.map(|_| ());
+        timer.finish(result)
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.shared.revision.load(Ordering::Acquire))
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision> {
+        Ok(self.shared.compacted.load(Ordering::Acquire))
+    }
+
+    async fn close(&self) -> Result<()> {
+        let result = self.submit(Op::Close).await.map(|_| ());
+        let committer = self.committer.lock().take();
+        if let Some(committer) = committer {
+            let _ = tokio::task::spawn_blocking(move || committer.join()).await;
+        }
+        match result {
+            Err(StoreError::Closed) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// One watch: catches up from disk while behind, then follows committed batches live.
+struct Watcher {
+    shared: Arc<Shared>,
+    prefix: Bytes,
+    /// The next revision this watcher must deliver.
+    next: Revision,
+    live: broadcast::Receiver<Arc<Vec<Event>>>,
+    last_progress: Instant,
+    _gauge: super::metrics::WatcherGuard,
+}
+
+impl Watcher {
+    async fn step(&mut self) -> Result<WatchItem> {
+        loop {
+            let current = self.shared.revision.load(Ordering::Acquire);
+            if self.next <= current {
+                let shared = self.shared.clone();
+                let (prefix, from) = (self.prefix.clone(), self.next);
+                let (events, next) = tokio::task::spawn_blocking(move || shared.catch_up(&prefix, from, current))
+                    .await
+                    .map_err(|e| StoreError::Internal(format!("watch task failed: {e}")))??;
+                self.next = next;
+                if !events.is_empty() {
+                    return Ok(self.deliver(events));
+                }
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(batch) => {
+                    let Some(first) = batch.first() else { continue };
+                    if first.revision() > self.next {
+                        continue; // a gap: the loop catches up from disk
+                    }
+                    let last = batch.last().map_or(self.next, Event::revision);
+                    let events: Vec<Event> = batch
+                        .iter()
+                        .filter(|e| e.revision() >= self.next && e.key().starts_with(&self.prefix))
+                        .cloned()
+                        .collect();
+                    self.next = self.next.max(last + 1);
+                    if !events.is_empty() {
+                        return Ok(self.deliver(events));
+                    }
+                    if self.last_progress.elapsed() >= PROGRESS_EVERY {
+                        self.last_progress = Instant::now();
+                        return Ok(WatchItem::Progress(self.next - 1));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return Err(StoreError::Closed),
+            }
+        }
+    }
+
+    fn deliver(&mut self, events: Vec<Event>) -> WatchItem {
+        self.shared.metrics.delivered("store", events.len());
+        self.last_progress = Instant::now();
+        WatchItem::Events(events)
+    }
+}
+
+/// The only writer: see the module doc.
+struct Committer {
+    shared: Arc<Shared>,
+    requests: mpsc::Receiver<Request>,
+}
+
+/// A key's state as the batch being built sees it.
+#[derive(Clone)]
+enum Pending {
+    Live(KeyValue),
+    Deleted,
+}
+
+impl Committer {
+    fn run(mut self) {
+        let mut closing = None;
+        while closing.is_none() {
+            let Some(first) = self.requests.blocking_recv() else { break };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let mut writes = Vec::with_capacity(batch.len());
+            let mut compactions = Vec::new();
+            for request in batch {
+                match request.op {
+                    Op::Compact(revision) => compactions.push((revision, request.reply)),
+                    Op::Close => closing = Some(request.reply),
+                    _ => writes.push(request),
+                }
+            }
+            if !writes.is_empty() {
+                self.commit(writes);
+            }
+            for (revision, reply) in compactions {
+                let _ = reply.send(self.compact(revision).map(|()| Outcome::Done));
+            }
+        }
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            let _ = request.reply.send(Err(StoreError::Closed));
+        }
+        self.shared.events.lock().take();
+        let flushed = self.shared.db.persist(PersistMode::SyncAll).map_err(fjall_error);
+        if let Some(reply) = closing {
+            let _ = reply.send(flushed.map(|()| Outcome::Done));
+        }
+    }
+
+    fn current(&self, pending: &HashMap<Bytes, Pending>, index: &KeyIndex, key: &Bytes) -> Result<Option<KeyValue>> {
+        match pending.get(key) {
+            Some(Pending::Live(kv)) => Ok(Some(kv.clone())),
+            Some(Pending::Deleted) => Ok(None),
+            None => match index.latest(key).filter(Entry::is_live) {
+                Some(entry) => Ok(Some(self.shared.read_value(None, key, entry)?)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn commit(&mut self, requests: Vec<Request>) {
+        let shared = self.shared.clone();
+        let mut next = shared.revision.load(Ordering::Acquire) + 1;
+        let mut pending: HashMap<Bytes, Pending> = HashMap::new();
+        let mut batch = shared.db.batch().durability(Some(PersistMode::SyncData));
+        let mut events = Vec::new();
+        let mut replies = Vec::with_capacity(requests.len());
+        {
+            let index = shared.index.read();
+            for request in requests {
+                let outcome = self.decide(request.op, &index, &mut pending, next);
+                if let Ok((record, event)) = &outcome {
+                    batch.insert(&shared.log, Record::log_key(record.revision).to_vec(), record.encode());
+                    events.push(event.clone());
+                    next += 1;
+                }
+                replies.push((request.reply, outcome.map(|(_, event)| event)));
+            }
+        }
+        let written = events.len();
+        if written > 0 {
+            if let Err(e) = batch.commit() {
+                tracing::error!(error = %e, "embedded store commit failed; the store refuses writes from now on");
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(StoreError::Internal(format!("commit failed: {e}"))));
+                }
+                return;
+            }
+            shared.metrics.observe_batch(written);
+            let mut index = shared.index.write();
+            for event in &events {
+                let entry = match event {
+                    Event::Put { kv, .. } => Entry { revision: kv.mod_revision, create_revision: kv.create_revision, version: kv.version },
+                    Event::Delete { revision, .. } => Entry::deletion(*revision),
+                };
+                index.push(event.key().clone(), entry);
+            }
+            shared.revision.store(next - 1, Ordering::Release);
+            drop(index);
+            if let Some(sender) = shared.events.lock().as_ref() {
+                let _ = sender.send(Arc::new(events));
+            }
+        }
+        for (reply, outcome) in replies {
+            let _ = reply.send(outcome.map(|event| match event {
+                Event::Put { kv, .. } => Outcome::Put(kv),
+                Event::Delete { revision, prev, .. } => Outcome::Deleted(prev, revision),
+            }));
+        }
+    }
+
+    /// Check one write against the state so far and build its record and event.
+    fn decide(
+        &self,
+        op: Op,
+        index: &KeyIndex,
+        pending: &mut HashMap<Bytes, Pending>,
+        revision: Revision,
+    ) -> Result<(Record, Event)> {
+        let (key, value, expected) = match op {
+            Op::Create { key, value } => {
+                if let Some(current) = self.current(pending, index, &key)? {
+                    return Err(StoreError::AlreadyExists { current });
+                }
+                let kv = KeyValue { key: key.clone(), value, create_revision: revision, mod_revision: revision, version: 1 };
+                return Ok(self.put(pending, kv, None));
+            }
+            Op::Update { key, value, expected } => (key, Some(value), Some(expected)),
+            Op::Delete { key, expected } => (key, None, expected),
+            Op::Compact(_) | Op::Close => return Err(StoreError::Internal("not a write".into())),
+        };
+        let Some(current) = self.current(pending, index, &key)? else {
+            return Err(StoreError::NotFound { key });
+        };
+        if let Some(expected) = expected.filter(|e| *e != current.mod_revision) {
+            return Err(StoreError::Conflict { key, expected, current: Some(current) });
+        }
+        match value {
+            Some(value) => {
+                let kv = KeyValue {
+                    key,
+                    value,
+                    create_revision: current.create_revision,
+                    mod_revision: revision,
+                    version: current.version + 1,
+                };
+                Ok(self.put(pending, kv, Some(current)))
+            }
+            None => {
+                pending.insert(key.clone(), Pending::Deleted);
+                let record = Record { revision, key: key.clone(), kind: RecordKind::Delete };
+                Ok((record, Event::Delete { key, revision, prev: current }))
+            }
+        }
+    }
+
+    fn put(&self, pending: &mut HashMap<Bytes, Pending>, kv: KeyValue, prev: Option<KeyValue>) -> (Record, Event) {
+        pending.insert(kv.key.clone(), Pending::Live(kv.clone()));
+        let record = Record {
+            revision: kv.mod_revision,
+            key: kv.key.clone(),
+            kind: RecordKind::Put { value: kv.value.clone(), create_revision: kv.create_revision, version: kv.version },
+        };
+        (record, Event::Put { kv, prev })
+    }
+
+    fn compact(&mut self, revision: Revision) -> Result<()> {
+        let shared = &self.shared;
+        let current = shared.revision.load(Ordering::Acquire);
+        if revision > current {
+            return Err(StoreError::FutureRevision { requested: revision, current });
+        }
+        if revision <= shared.compacted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Record the compaction durably first: after a crash, recovery finishes it.
+        let mut batch = shared.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(&shared.meta, META_COMPACTED.to_vec(), revision.to_be_bytes().to_vec());
+        batch.insert(&shared.meta, META_REVISION_FLOOR.to_vec(), current.to_be_bytes().to_vec());
+        batch.commit().map_err(fjall_error)?;
+        let dropped = {
+            let mut index = shared.index.write();
+            shared.compacted.store(revision, Ordering::Release);
+            index.compact(revision)
+        };
+        shared.delete_records(&dropped)?;
+        tracing::debug!(revision, dropped = dropped.len(), "embedded store compacted");
+        Ok(())
+    }
+}

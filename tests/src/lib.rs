@@ -1,0 +1,144 @@
+//! Shared harness for the end-to-end tests: the real `wasmkube` binary, a real `etcd`
+//! started on free loopback ports in a temp dir, and waiting on conditions with deadlines.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmkube::storage::{embedded::EmbeddedStore, etcd::EtcdStore, StorageMetrics, Store};
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 must work on a test machine")
+}
+
+/// The `wasmkube` binary built beside this test (`target/<profile>/wasmkube`).
+pub fn wasmkube_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let bin = profile_dir.join("wasmkube");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p wasmkube`; the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Poll `check` until it returns `Some` or `deadline` passes; panics naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real etcd (Debian's etcd-server) on free loopback ports, in a temp dir; killed on drop.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub async fn start() -> Etcd {
+        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("etcd is not installed: `apt-get install etcd-server` (the README's test command installs it)");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let child = Command::new(binary)
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!("--initial-cluster=test=http://127.0.0.1:{peer}"))
+            .arg("--log-level=error")
+            .arg("--logger=zap")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting etcd");
+        let etcd = Etcd { child, endpoint, _dir: dir };
+        let health = format!("{}/health", etcd.endpoint);
+        wait_for("etcd to report healthy", Duration::from_secs(30), || async {
+            let body = reqwest::get(&health).await.ok()?.text().await.ok()?;
+            body.contains("\"health\":\"true\"").then_some(())
+        })
+        .await;
+        etcd
+    }
+
+    /// A store on this etcd under a fresh key prefix.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        let store = EtcdStore::connect(&[self.endpoint.clone()], "/test".into(), StorageMetrics::unregistered())
+            .await
+            .expect("connecting to etcd");
+        Arc::new(store)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which backend a conformance test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Embedded,
+    Etcd,
+}
+
+/// A store of either backend, and what keeps it alive (temp dir or etcd process).
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = dyn Store;
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl TestStore {
+    pub async fn open(backend: Backend) -> TestStore {
+        match backend {
+            Backend::Embedded => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = EmbeddedStore::open(dir.path(), StorageMetrics::unregistered())
+                    .await
+                    .expect("opening the embedded store");
+                TestStore { store: Arc::new(store), _keep: Box::new(dir) }
+            }
+            Backend::Etcd => {
+                let etcd = Etcd::start().await;
+                let store = etcd.store().await;
+                TestStore { store, _keep: Box::new(etcd) }
+            }
+        }
+    }
+}

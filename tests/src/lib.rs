@@ -56,13 +56,18 @@ pub struct Etcd {
 
 impl Etcd {
     pub async fn start() -> Etcd {
+        Self::start_on(free_port()).await
+    }
+
+    /// Start etcd serving clients on `client_port`.
+    pub async fn start_on(client_port: u16) -> Etcd {
         let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
             .into_iter()
             .map(PathBuf::from)
             .find(|p| p.exists())
             .expect("etcd is not installed: `apt-get install etcd-server` (the README's test command installs it)");
         let dir = tempfile::tempdir().expect("temp dir");
-        let (client, peer) = (free_port(), free_port());
+        let (client, peer) = (client_port, free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
         let child = Command::new(binary)
             .arg("--name=test")
@@ -141,4 +146,58 @@ impl TestStore {
             }
         }
     }
+}
+
+/// A `wasmkube` process started by a test; killed on drop if still running.
+pub struct Process {
+    pub child: Child,
+}
+
+impl Process {
+    /// Start `wasmkube` with `args`, stdout and stderr piped.
+    pub fn start(args: &[&str]) -> Process {
+        let child = Command::new(wasmkube_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting wasmkube");
+        Process { child }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}) failed", self.child.id());
+    }
+
+    /// Wait for the process to exit within `deadline`; returns its exit code and stderr.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> (Option<i32>, String) {
+        let status = wait_for("wasmkube to exit", deadline, || {
+            let status = self.child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await;
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        (status.code(), stderr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `url`; the status code and body, or `None` if nothing answered.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
 }

@@ -21,8 +21,8 @@ pub enum StoreCommand {
     /// Save or restore a snapshot of the embedded store (like `etcdctl snapshot`).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
-    /// Write keys from concurrent writers until killed or done, printing `ACK <key> <revision>`
-    /// for every acknowledged (durable) write.
+    /// Write keys (`/load/<pid>/<writer>/<n>`) from concurrent writers until killed or done,
+    /// printing `ACK <key> <revision>` for every acknowledged (durable) write.
     Load(LoadOptions),
 }
 
@@ -186,7 +186,7 @@ async fn load(options: LoadOptions) -> anyhow::Result<()> {
         writers.spawn(async move {
             let mut n = 0u64;
             while keys == 0 || n < keys {
-                let key = format!("/load/{writer}/{n}");
+                let key = format!("/load/{}/{writer}/{n}", std::process::id());
                 let kv = store.create(key.clone().into(), value.clone()).await?;
                 let mut out = acks.lock();
                 writeln!(out, "ACK {key} {}", kv.mod_revision)?;

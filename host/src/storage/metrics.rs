@@ -61,7 +61,13 @@ impl StorageMetrics {
                 )?,
             })
         };
-        build().expect("storage metric definitions are valid")
+        let metrics = build().expect("storage metric definitions are valid");
+        // Export every layer's series from the start, at zero.
+        for layer in ["store", "cache"] {
+            metrics.watchers.with_label_values(&[layer]);
+            metrics.watch_events.with_label_values(&[layer]);
+        }
+        metrics
     }
 
     /// Time one operation; the guard records when [`OpTimer::finish`] is called.

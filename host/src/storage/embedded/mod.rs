@@ -506,7 +506,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        Ok(self.shared.revision.load(Ordering::Acquire))
+        let timer = self.shared.metrics.start(BACKEND, "current_revision");
+        timer.finish(Ok(self.shared.revision.load(Ordering::Acquire)))
     }
 
     async fn compacted_revision(&self) -> Result<Revision> {

@@ -133,7 +133,9 @@ impl EmbeddedStore {
                 self.shared.compacted.load(Ordering::Acquire),
             )
         };
-        let records = view.iter(&self.shared.log).map(|guard| {
+        // Records past `revision` may already be in fjall while the committer has not yet
+        // published them; they belong to the next snapshot.
+        let records = view.range(&self.shared.log, ..=Record::log_key(revision)).map(|guard| {
             guard.into_inner().map_err(|e| StoreError::Internal(e.to_string()))
         });
         snapshot::write(out, revision, compacted, records)
@@ -286,12 +288,14 @@ impl Shared {
         let mut revision = meta_i64(META_REVISION_FLOOR)?;
         let mut index = self.index.write();
         let mut records = 0u64;
+        let mut previous = 0;
         for guard in self.log.iter() {
             let (key, value) = guard.into_inner().map_err(fjall_error)?;
             let record = Record::decode(&key, &value).map_err(|e| data_dir_error(&self.dir, e))?;
-            if record.revision <= revision && records > 0 {
+            if record.revision <= previous {
                 return Err(data_dir_error(&self.dir, "log revisions are out of order"));
             }
+            previous = record.revision;
             revision = revision.max(record.revision);
             index.push(record.key.clone(), record.entry());
             records += 1;

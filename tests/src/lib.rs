@@ -2,20 +2,16 @@
 //! started on free loopback ports in a temp dir, and waiting on conditions with deadlines.
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmkube::storage::{embedded::EmbeddedStore, etcd::EtcdStore, StorageMetrics, Store};
+use wasmkube::storage::{embedded::EmbeddedStore, etcd::EtcdStore, local_etcd::LocalEtcd, StorageMetrics, Store};
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again soon).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0 must work on a test machine")
+    wasmkube::storage::local_etcd::free_port().expect("binding 127.0.0.1:0 must work on a test machine")
 }
 
 /// The `wasmkube` binary built beside this test (`target/<profile>/wasmkube`).
@@ -49,63 +45,30 @@ where
 
 /// A real etcd (Debian's etcd-server) on free loopback ports, in a temp dir; killed on drop.
 pub struct Etcd {
-    child: Child,
+    local: LocalEtcd,
     pub endpoint: String,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
     pub async fn start() -> Etcd {
-        Self::start_on(free_port()).await
+        Self::start_on(0).await
     }
 
-    /// Start etcd serving clients on `client_port`.
+    /// Start etcd serving clients on `client_port` (0: a free one).
     pub async fn start_on(client_port: u16) -> Etcd {
-        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .expect("etcd is not installed: `apt-get install etcd-server` (the README's test command installs it)");
         let dir = tempfile::tempdir().expect("temp dir");
-        let (client, peer) = (client_port, free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let child = Command::new(binary)
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-cluster=test=http://127.0.0.1:{peer}"))
-            .arg("--log-level=error")
-            .arg("--logger=zap")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting etcd");
-        let etcd = Etcd { child, endpoint, _dir: dir };
-        let health = format!("{}/health", etcd.endpoint);
-        wait_for("etcd to report healthy", Duration::from_secs(30), || async {
-            let body = reqwest::get(&health).await.ok()?.text().await.ok()?;
-            body.contains("\"health\":\"true\"").then_some(())
-        })
-        .await;
-        etcd
+        let local = LocalEtcd::start(dir.path(), client_port).await.unwrap_or_else(|e| panic!("{e}"));
+        let endpoint = local.endpoint().to_string();
+        Etcd { local, endpoint, _dir: dir }
     }
 
-    /// A store on this etcd under a fresh key prefix.
+    /// A store on this etcd under the `/test` prefix.
     pub async fn store(&self) -> Arc<dyn Store> {
-        let store = EtcdStore::connect(&[self.endpoint.clone()], "/test".into(), StorageMetrics::unregistered())
+        let store = EtcdStore::connect(&[self.local.endpoint().to_string()], "/test".into(), StorageMetrics::unregistered())
             .await
             .expect("connecting to etcd");
         Arc::new(store)
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -19,6 +19,7 @@
 // pub mod cache;
 pub mod embedded;
 pub mod etcd;
+pub mod local_etcd;
 mod metrics;
 
 use std::{fmt, pin::Pin, sync::Arc};

@@ -16,7 +16,7 @@
 //! Only `registry` (the API server's generic store) may use this module; components talk
 //! to the API, never to storage.
 
-// pub mod cache;
+pub mod cache;
 pub mod embedded;
 pub mod etcd;
 pub mod local_etcd;

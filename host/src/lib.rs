@@ -3,6 +3,6 @@
 //! The layers (see ARCHITECTURE.md) stand on each other, never the other way round:
 //! `cmd` drives everything; `storage` is the bottom and knows nothing above it.
 
-pub mod storage;
 pub mod api;
 pub mod cmd;
+pub mod storage;

@@ -65,9 +65,10 @@ impl Etcd {
 
     /// A store on this etcd under the `/test` prefix.
     pub async fn store(&self) -> Arc<dyn Store> {
-        let store = EtcdStore::connect(&[self.local.endpoint().to_string()], "/test".into(), StorageMetrics::unregistered())
-            .await
-            .expect("connecting to etcd");
+        let store =
+            EtcdStore::connect(&[self.local.endpoint().to_string()], "/test".into(), StorageMetrics::unregistered())
+                .await
+                .expect("connecting to etcd");
         Arc::new(store)
     }
 }

@@ -23,7 +23,7 @@ fn load_and_kill(dir: &std::path::Path, min_acks: usize) -> BTreeMap<String, i64
         record(&mut acked, &line);
     }
     load.child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
-    // Acks printed before the kill are still in the pipe: every one of them counts.
+                                         // Acks printed before the kill are still in the pipe: every one of them counts.
     for line in lines {
         let Ok(line) = line else { break };
         record(&mut acked, &line);

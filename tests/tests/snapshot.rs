@@ -22,11 +22,8 @@ async fn contents(dir: &Path, revision: Option<i64>) -> (BTreeMap<Bytes, (Bytes,
     let page = store.range(RangeRequest { prefix: "/".into(), revision, ..Default::default() }).await.unwrap();
     let current = store.current_revision().await.unwrap();
     store.close().await.unwrap();
-    let map = page
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision, kv.version)))
-        .collect();
+    let map =
+        page.kvs.into_iter().map(|kv| (kv.key, (kv.value, kv.create_revision, kv.mod_revision, kv.version))).collect();
     (map, current)
 }
 
@@ -57,13 +54,15 @@ async fn snapshot_saved_from_a_running_server_restores_the_same_store() {
         http_get(&format!("http://{listen}/readyz")).await.filter(|(code, _)| *code == 200)
     })
     .await;
-    let (ok, stdout, stderr) = wasmkube(&["store", "snapshot", "save", "--data-dir", data.to_str().unwrap(), snap.to_str().unwrap()]);
+    let (ok, stdout, stderr) =
+        wasmkube(&["store", "snapshot", "save", "--data-dir", data.to_str().unwrap(), snap.to_str().unwrap()]);
     assert!(ok, "save while serving: {stderr}");
     assert!(stdout.contains("saved snapshot"), "{stdout}");
     serve.signal(libc::SIGTERM);
     assert_eq!(serve.wait_exit(Duration::from_secs(30)).await.0, Some(0));
 
-    let (ok, stdout, stderr) = wasmkube(&["store", "snapshot", "restore", "--data-dir", restored.to_str().unwrap(), snap.to_str().unwrap()]);
+    let (ok, stdout, stderr) =
+        wasmkube(&["store", "snapshot", "restore", "--data-dir", restored.to_str().unwrap(), snap.to_str().unwrap()]);
     assert!(ok, "restore: {stderr}");
     assert!(stdout.contains("restored revision"), "{stdout}");
     assert_eq!(contents(&restored, None).await, contents(&data, None).await, "latest state and revision match");
@@ -71,7 +70,8 @@ async fn snapshot_saved_from_a_running_server_restores_the_same_store() {
 
     // Restoring over an existing data dir is refused, and it stays as it was.
     let before = contents(&data, None).await;
-    let (ok, _, stderr) = wasmkube(&["store", "snapshot", "restore", "--data-dir", data.to_str().unwrap(), snap.to_str().unwrap()]);
+    let (ok, _, stderr) =
+        wasmkube(&["store", "snapshot", "restore", "--data-dir", data.to_str().unwrap(), snap.to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains(data.to_str().unwrap()) && stderr.contains("not empty"), "{stderr}");
     assert_eq!(contents(&data, None).await, before);
@@ -81,7 +81,8 @@ async fn snapshot_saved_from_a_running_server_restores_the_same_store() {
     let damaged = root.path().join("damaged.db");
     std::fs::write(&damaged, &bytes[..bytes.len() - 10]).unwrap();
     let target = root.path().join("from-damaged");
-    let (ok, _, stderr) = wasmkube(&["store", "snapshot", "restore", "--data-dir", target.to_str().unwrap(), damaged.to_str().unwrap()]);
+    let (ok, _, stderr) =
+        wasmkube(&["store", "snapshot", "restore", "--data-dir", target.to_str().unwrap(), damaged.to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("not a valid wasmkube snapshot"), "{stderr}");
     assert!(!target.exists(), "nothing left behind");

@@ -239,11 +239,8 @@ enum Op {
 }
 
 fn ops() -> impl Strategy<Value = Vec<Vec<Op>>> {
-    let op = prop_oneof![
-        (0u8..12).prop_map(Op::Create),
-        (0u8..12).prop_map(Op::Update),
-        (0u8..12).prop_map(Op::Delete),
-    ];
+    let op =
+        prop_oneof![(0u8..12).prop_map(Op::Create), (0u8..12).prop_map(Op::Update), (0u8..12).prop_map(Op::Delete),];
     prop::collection::vec(prop::collection::vec(op, 1..40), 2..8)
 }
 
@@ -258,11 +255,17 @@ async fn run_workload(store: Arc<dyn Store>, prefix: String, writers: Vec<Vec<Op
                 let mut acked = Vec::new();
                 for (i, op) in ops.into_iter().enumerate() {
                     let result = match op {
-                        Op::Create(k) => store.create(b(&format!("{prefix}{k}")), b(&format!("{w}.{i}"))).await.map(|kv| kv.mod_revision),
+                        Op::Create(k) => store
+                            .create(b(&format!("{prefix}{k}")), b(&format!("{w}.{i}")))
+                            .await
+                            .map(|kv| kv.mod_revision),
                         Op::Update(k) => {
                             let key = b(&format!("{prefix}{k}"));
                             match store.get(key.clone()).await.unwrap().0 {
-                                Some(kv) => store.update(key, b(&format!("{w}.{i}")), kv.mod_revision).await.map(|kv| kv.mod_revision),
+                                Some(kv) => store
+                                    .update(key, b(&format!("{w}.{i}")), kv.mod_revision)
+                                    .await
+                                    .map(|kv| kv.mod_revision),
                                 None => continue,
                             }
                         }
@@ -270,7 +273,11 @@ async fn run_workload(store: Arc<dyn Store>, prefix: String, writers: Vec<Vec<Op
                     };
                     match result {
                         Ok(revision) => acked.push(revision),
-                        Err(StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {}
+                        Err(
+                            StoreError::AlreadyExists { .. }
+                            | StoreError::Conflict { .. }
+                            | StoreError::NotFound { .. },
+                        ) => {}
                         Err(e) => panic!("unexpected error: {e}"),
                     }
                 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use wasmkube::storage::cache::{
-    CacheConfig, CacheError, CacheItem, CacheWatch, CachedEvent, EventType, ExpiredBecause, ListRequest,
-    ListSource, WatchCache, WatchRequest,
+    CacheConfig, CacheError, CacheItem, CacheWatch, CachedEvent, EventType, ExpiredBecause, ListRequest, ListSource,
+    WatchCache, WatchRequest,
 };
 use wasmkube::storage::{
     KeyValue, RangeRequest, RangeResponse, Revision, StorageMetrics, Store, StoreError, WatchItem, WatchStream,
@@ -177,10 +177,7 @@ async fn list_at_a_min_revision_waits_for_a_write_just_made(store: TestStore) {
     let cache = start(store.store.clone(), "/cm/", config()).await;
     for i in 0..10 {
         let kv = store.create(b(&format!("/cm/{i}")), b("v")).await.unwrap();
-        let list = cache
-            .list(ListRequest { min_revision: Some(kv.mod_revision), ..Default::default() })
-            .await
-            .unwrap();
+        let list = cache.list(ListRequest { min_revision: Some(kv.mod_revision), ..Default::default() }).await.unwrap();
         assert_eq!(list.source, ListSource::Cache, "the write's own event reaches the cache");
         assert!(list.revision >= kv.mod_revision);
         assert_eq!(list.items.last(), Some(&kv));
@@ -383,10 +380,7 @@ async fn stuck_watcher_is_expired_while_others_keep_receiving(store: TestStore) 
 
 async fn filters_and_key_prefixes_narrow_a_watch(store: TestStore) {
     let cache = start(store.store.clone(), "/f/", config()).await;
-    let mut under_a = cache
-        .watch(WatchRequest { key_prefix: Some(b("/f/a/")), ..Default::default() })
-        .await
-        .unwrap();
+    let mut under_a = cache.watch(WatchRequest { key_prefix: Some(b("/f/a/")), ..Default::default() }).await.unwrap();
     // Like a selector: events where the object matches now or matched before.
     let keep = |value: &Bytes| value.starts_with(b"keep");
     let mut kept = cache
@@ -622,7 +616,12 @@ impl Store for Flaky {
         self.inner.range(request)
     }
 
-    fn update<'life0, 'async_trait>(&'life0 self, key: Bytes, value: Bytes, expected: Revision) -> Boxed<'async_trait, KeyValue>
+    fn update<'life0, 'async_trait>(
+        &'life0 self,
+        key: Bytes,
+        value: Bytes,
+        expected: Revision,
+    ) -> Boxed<'async_trait, KeyValue>
     where
         'life0: 'async_trait,
         Self: 'async_trait,

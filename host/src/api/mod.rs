@@ -32,7 +32,8 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode_to_string(&state.metrics.gather()) {
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
-        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n"))
-            .into_response(),
+        Err(e) => {
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response()
+        }
     }
 }

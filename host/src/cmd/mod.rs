@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 pub use serve::ServeOptions;
 
 #[derive(Parser, Debug)]
-#[command(name = "wasmkube", version, about = "A Kubernetes-style control plane whose behaviour is pluggable WebAssembly")]
+#[command(
+    name = "wasmkube",
+    version,
+    about = "A Kubernetes-style control plane whose behaviour is pluggable WebAssembly"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -80,7 +80,9 @@ impl CompletedServeOptions {
         let listen = o
             .listen
             .parse::<SocketAddr>()
-            .map_err(|e| problems.push(format!("--listen {:?}: {e}; expected an address like 127.0.0.1:6443", o.listen)))
+            .map_err(|e| {
+                problems.push(format!("--listen {:?}: {e}; expected an address like 127.0.0.1:6443", o.listen))
+            })
             .ok();
         match o.storage {
             StorageKind::Embedded if !o.etcd_endpoints.is_empty() => {
@@ -104,10 +106,9 @@ impl CompletedServeOptions {
         InvalidOptions::check(problems)?;
         let storage = match o.storage {
             StorageKind::Embedded => StorageConfig::Embedded { data_dir: self.data_dir.clone() },
-            StorageKind::Etcd => StorageConfig::Etcd {
-                endpoints: o.etcd_endpoints.clone(),
-                prefix: o.etcd_prefix.clone().into(),
-            },
+            StorageKind::Etcd => {
+                StorageConfig::Etcd { endpoints: o.etcd_endpoints.clone(), prefix: o.etcd_prefix.clone().into() }
+            }
         };
         #[allow(clippy::expect_used)] // a parse failure was reported above
         let listen = listen.expect("listen address validated");

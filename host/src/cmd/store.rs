@@ -75,7 +75,8 @@ async fn save(data_dir: &Path, file: &Path) -> anyhow::Result<()> {
             let store = Arc::new(store);
             let (writer, path) = (store.clone(), partial.clone());
             let info = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let mut out = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                let mut out =
+                    std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
                 let info = writer.write_snapshot(&mut out)?;
                 out.sync_all()?;
                 Ok(info)
@@ -101,13 +102,12 @@ async fn save(data_dir: &Path, file: &Path) -> anyhow::Result<()> {
 /// The server holds the data dir: ask it for the snapshot over its admin socket.
 async fn save_through_server(dir: &Path, partial: &Path) -> anyhow::Result<embedded::SnapshotInfo> {
     let socket = dir.join(ADMIN_SOCKET);
-    let mut stream = tokio::net::UnixStream::connect(&socket).await.with_context(|| {
-        format!("the data dir is in use but its server does not answer on {}", socket.display())
-    })?;
-    stream.write_all(b"snapshot\n").await?;
-    let mut out = tokio::fs::File::create(partial)
+    let mut stream = tokio::net::UnixStream::connect(&socket)
         .await
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+        .with_context(|| format!("the data dir is in use but its server does not answer on {}", socket.display()))?;
+    stream.write_all(b"snapshot\n").await?;
+    let mut out =
+        tokio::fs::File::create(partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
     tokio::io::copy(&mut stream, &mut out).await.context("receiving the snapshot")?;
     out.sync_all().await?;
     drop(out);
@@ -127,12 +127,7 @@ async fn restore(data_dir: &Path, file: &Path) -> anyhow::Result<()> {
         Ok(embedded::restore_snapshot(&mut input, &dir)?)
     })
     .await??;
-    println!(
-        "restored revision {} ({} records) into {}",
-        info.revision,
-        info.records,
-        data_dir.display()
-    );
+    println!("restored revision {} ({} records) into {}", info.revision, info.records, data_dir.display());
     Ok(())
 }
 

@@ -35,10 +35,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::metrics::WatcherGuard;
-use super::{
-    Event, KeyValue, RangeRequest, Revision, StorageMetrics, Store, StoreError, WatchItem,
-    WatchStream,
-};
+use super::{Event, KeyValue, RangeRequest, Revision, StorageMetrics, Store, StoreError, WatchItem, WatchStream};
 
 /// The metrics layer this module records under.
 const LAYER: &str = "cache";
@@ -334,7 +331,8 @@ impl WatchCache {
         let shared = &self.handle.shared;
         let prefix = shared.narrow(request.key_prefix)?.unwrap_or_else(|| shared.prefix.clone());
         let min = request.min_revision.unwrap_or(0);
-        let reached = tokio::time::timeout(shared.config.list_wait, shared.wait_status(|s| s.ready && s.revision >= min)).await;
+        let reached =
+            tokio::time::timeout(shared.config.list_wait, shared.wait_status(|s| s.ready && s.revision >= min)).await;
         if let Ok(status) = reached {
             status?;
             if let Some(list) = shared.snapshot(&prefix, min)? {
@@ -572,7 +570,11 @@ impl State {
         }
         for (id, end) in gone {
             if end.is_some() {
-                tracing::debug!(watcher = id, revision = event.revision, "watch cache expired a watcher that fell behind");
+                tracing::debug!(
+                    watcher = id,
+                    revision = event.revision,
+                    "watch cache expired a watcher that fell behind"
+                );
             }
             self.end(id, end);
         }
@@ -644,7 +646,8 @@ impl Shared {
         let since = if request.since <= 0 { state.revision } else { request.since };
         let (live, receiver) = mpsc::channel(self.config.watcher_buffer);
         let end = Arc::new(OnceLock::new());
-        let slot = Slot { live, since, key_prefix, filter: request.filter, bookmarks: request.bookmarks, end: end.clone() };
+        let slot =
+            Slot { live, since, key_prefix, filter: request.filter, bookmarks: request.bookmarks, end: end.clone() };
         let replay: VecDeque<_> = state
             .window
             .after(since)
@@ -809,7 +812,11 @@ impl Shared {
 }
 
 /// Every key under `prefix`, read in pages at the revision of the first.
-async fn list_store(store: &dyn Store, prefix: &Bytes, page_size: usize) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+async fn list_store(
+    store: &dyn Store,
+    prefix: &Bytes,
+    page_size: usize,
+) -> Result<(Vec<KeyValue>, Revision), StoreError> {
     let mut request = RangeRequest { prefix: prefix.clone(), limit: page_size, ..Default::default() };
     let mut kvs = Vec::new();
     loop {
@@ -1029,7 +1036,10 @@ mod tests {
         for (id, buffer) in [(0, 1), (1, 8)] {
             let (live, receiver) = mpsc::channel(buffer);
             let end = Arc::new(OnceLock::new());
-            state.watchers.insert(id, Slot { live, since: 0, key_prefix: None, filter: None, bookmarks: false, end: end.clone() });
+            state.watchers.insert(
+                id,
+                Slot { live, since: 0, key_prefix: None, filter: None, bookmarks: false, end: end.clone() },
+            );
             receivers.push(receiver);
             ends.push(end);
         }

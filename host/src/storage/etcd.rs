@@ -38,15 +38,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, PutOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
 };
 use tokio::sync::watch;
 
 use super::metrics::WatcherGuard;
 use super::{
-    check_etcd_endpoint, check_range, check_value, prefix_end, Event, KeyValue, RangeRequest,
-    RangeResponse, Result, Revision, StorageMetrics, Store, StoreError, WatchItem, WatchStream,
+    check_etcd_endpoint, check_range, check_value, prefix_end, Event, KeyValue, RangeRequest, RangeResponse, Result,
+    Revision, StorageMetrics, Store, StoreError, WatchItem, WatchStream,
 };
 
 const BACKEND: &str = "etcd";
@@ -135,9 +135,7 @@ fn classify(error: etcd_client::Error) -> Failure {
                 code::INVALID_ARGUMENT | code::FAILED_PRECONDITION | code::OUT_OF_RANGE => {
                     StoreError::InvalidRequest(format!("etcd: {described}"))
                 }
-                code::INTERNAL | code::DATA_LOSS => {
-                    StoreError::Internal(format!("etcd: {described}"))
-                }
+                code::INTERNAL | code::DATA_LOSS => StoreError::Internal(format!("etcd: {described}")),
                 // Unavailable, DeadlineExceeded, Cancelled, Unknown (how tonic reports most
                 // transport failures), Unimplemented (something else answers there),
                 // ResourceExhausted, Aborted, PermissionDenied, ...: nothing this call did
@@ -168,9 +166,7 @@ async fn bounded<T>(what: &str, call: impl Future<Output = Result<T, etcd_client
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>, what: &str) -> Result<Revision> {
-    header
-        .map(|h| h.revision())
-        .ok_or_else(|| StoreError::Internal(format!("etcd answered {what} without a header")))
+    header.map(|h| h.revision()).ok_or_else(|| StoreError::Internal(format!("etcd answered {what} without a header")))
 }
 
 impl EtcdStore {
@@ -472,10 +468,13 @@ impl EtcdStore {
         }
         let revision = header_revision(response.header(), "a delete")?;
         let prev = match response.op_responses().into_iter().next() {
-            Some(TxnOpResponse::Delete(delete)) => delete.prev_kvs().first().map(|kv| self.key_value(kv)).transpose()?,
+            Some(TxnOpResponse::Delete(delete)) => {
+                delete.prev_kvs().first().map(|kv| self.key_value(kv)).transpose()?
+            }
             _ => None,
         };
-        let prev = prev.ok_or_else(|| StoreError::Internal("etcd answered a delete without the deleted value".into()))?;
+        let prev =
+            prev.ok_or_else(|| StoreError::Internal("etcd answered a delete without the deleted value".into()))?;
         Ok((prev, revision))
     }
 
@@ -487,10 +486,8 @@ impl EtcdStore {
         if from > 0 && !self.readable_at(from).await? {
             return Err(self.compacted_error(from).await);
         }
-        let mut options = WatchOptions::new()
-            .with_range(self.etcd_range_end(&prefix))
-            .with_prev_key()
-            .with_progress_notify();
+        let mut options =
+            WatchOptions::new().with_range(self.etcd_range_end(&prefix)).with_prev_key().with_progress_notify();
         if from > 0 {
             options = options.with_start_revision(from);
         }
@@ -722,10 +719,8 @@ impl Watch {
         let revision = kv.mod_revision();
         // etcd leaves out the previous value when the revision before the event is
         // compacted away. An update or delete without it cannot be delivered faithfully.
-        let history_gone = || StoreError::Compacted {
-            requested: self.next,
-            compacted: saw_compacted(&self.compacted, revision),
-        };
+        let history_gone =
+            || StoreError::Compacted { requested: self.next, compacted: saw_compacted(&self.compacted, revision) };
         // A delete's kv is etcd's tombstone: version 0 (every put has version ≥ 1). This
         // reads the kind without `Event::event_type`, which panics on an unknown type.
         if kv.version() == 0 {

@@ -39,7 +39,8 @@ impl LocalEtcd {
     /// Start etcd with its data in `dir`, serving clients on `client_port` (0: a free one),
     /// and wait until it answers.
     pub async fn start(dir: &Path, client_port: u16) -> Result<Self, LocalEtcdError> {
-        let binary = ETCD_BINARIES.iter().map(PathBuf::from).find(|p| p.exists()).ok_or(LocalEtcdError::NotInstalled)?;
+        let binary =
+            ETCD_BINARIES.iter().map(PathBuf::from).find(|p| p.exists()).ok_or(LocalEtcdError::NotInstalled)?;
         let client_port = if client_port == 0 { free_port().map_err(LocalEtcdError::NoPort)? } else { client_port };
         let peer_port = free_port().map_err(LocalEtcdError::NoPort)?;
         let endpoint = format!("http://127.0.0.1:{client_port}");

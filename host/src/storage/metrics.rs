@@ -4,8 +4,7 @@
 use std::time::Instant;
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 /// Handles to the storage metrics. Cheap to clone; every clone records into the same series.
@@ -53,10 +52,7 @@ impl StorageMetrics {
                     &["layer"],
                 )?,
                 watch_events: IntCounterVec::new(
-                    Opts::new(
-                        "wasmkube_storage_watch_events_total",
-                        "Watch events delivered to watchers, by layer.",
-                    ),
+                    Opts::new("wasmkube_storage_watch_events_total", "Watch events delivered to watchers, by layer."),
                     &["layer"],
                 )?,
             })

@@ -50,13 +50,7 @@ impl KeyIndex {
 
     /// Live entries of keys in `[start, end)` at `revision`, in key order, at most `limit`
     /// (0: no limit). Returns whether more live keys follow.
-    pub fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        revision: Revision,
-        limit: usize,
-    ) -> (Vec<(Bytes, Entry)>, bool) {
+    pub fn range(&self, start: &[u8], end: &[u8], revision: Revision, limit: usize) -> (Vec<(Bytes, Entry)>, bool) {
         let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
         let mut found = Vec::new();
         for (key, entries) in self.keys.range::<[u8], _>((Bound::Included(start), upper)) {

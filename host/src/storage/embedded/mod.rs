@@ -35,8 +35,8 @@ use self::index::{Entry, KeyIndex};
 use self::record::{Record, RecordKind};
 pub use self::snapshot::SnapshotInfo;
 use super::{
-    check_range, check_value, prefix_end, Event, KeyValue, RangeRequest, RangeResponse, Result,
-    Revision, StorageMetrics, Store, StoreError, WatchItem, WatchStream,
+    check_range, check_value, prefix_end, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision,
+    StorageMetrics, Store, StoreError, WatchItem, WatchStream,
 };
 
 const BACKEND: &str = "embedded";
@@ -135,9 +135,9 @@ impl EmbeddedStore {
         };
         // Records past `revision` may already be in fjall while the committer has not yet
         // published them; they belong to the next snapshot.
-        let records = view.range(&self.shared.log, ..=Record::log_key(revision)).map(|guard| {
-            guard.into_inner().map_err(|e| StoreError::Internal(e.to_string()))
-        });
+        let records = view
+            .range(&self.shared.log, ..=Record::log_key(revision))
+            .map(|guard| guard.into_inner().map_err(|e| StoreError::Internal(e.to_string())));
         snapshot::write(out, revision, compacted, records)
     }
 
@@ -336,13 +336,9 @@ impl Shared {
 
     fn read_value(&self, view: Option<&fjall::Snapshot>, key: &Bytes, entry: Entry) -> Result<KeyValue> {
         match self.read_record(view, entry.revision)?.kind {
-            RecordKind::Put { value, create_revision, version } => Ok(KeyValue {
-                key: key.clone(),
-                value,
-                create_revision,
-                mod_revision: entry.revision,
-                version,
-            }),
+            RecordKind::Put { value, create_revision, version } => {
+                Ok(KeyValue { key: key.clone(), value, create_revision, mod_revision: entry.revision, version })
+            }
             RecordKind::Delete => Err(StoreError::Internal(format!(
                 "index points at a delete for a live key at revision {}",
                 entry.revision
@@ -592,24 +588,57 @@ impl Watcher {
     }
 }
 
-/// The only writer: see the module doc.
-struct Committer {
-    shared: Arc<Shared>,
-    requests: mpsc::Receiver<Request>,
-}
-
-/// A key's state as the batch being built sees it.
+/// A key's state as the writes in flight left it.
 #[derive(Clone)]
 enum Pending {
     Live(KeyValue),
     Deleted,
 }
 
+/// Writes in the journal but not yet synced, applied or acknowledged: for each key the
+/// newest such write. The sequencer adds to it; the syncer removes a key once the index
+/// holds that write. The sequencer reads it before the index, so it always decides against
+/// the latest state even while a sync is under way.
+type InFlight = Mutex<HashMap<Bytes, (Revision, Pending)>>;
+
+/// What the sequencer hands the syncer, in revision order.
+enum Stage {
+    /// A batch written to the journal (not yet synced).
+    Written {
+        events: Vec<Event>,
+        replies: Vec<(oneshot::Sender<Result<Outcome>>, Result<Event>)>,
+    },
+    Compact(Revision, oneshot::Sender<Result<Outcome>>),
+    Close(oneshot::Sender<Result<Outcome>>),
+}
+
+/// The first stage of the write pipeline and the only writer of the journal: see the
+/// module doc. It decides each write against the in-flight writes and the index, assigns
+/// revisions and writes the batch to fjall's journal without syncing, then hands it to
+/// the syncer and goes on with the next batch while that one syncs.
+struct Committer {
+    shared: Arc<Shared>,
+    requests: mpsc::Receiver<Request>,
+}
+
 impl Committer {
     fn run(mut self) {
-        let mut closing = None;
-        while closing.is_none() {
-            let Some(first) = self.requests.blocking_recv() else { break };
+        let in_flight: Arc<InFlight> = Arc::default();
+        let (stages, staged) = std::sync::mpsc::channel();
+        let syncer = {
+            let syncer = Syncer { shared: self.shared.clone(), in_flight: in_flight.clone() };
+            std::thread::Builder::new().name("store-syncer".into()).spawn(move || syncer.run(staged))
+        };
+        let syncer = match syncer {
+            Ok(syncer) => syncer,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the store's syncer thread");
+                self.refuse_all(StoreError::Internal(format!("cannot start the syncer: {e}")));
+                return;
+            }
+        };
+        let mut next = self.shared.revision.load(Ordering::Acquire) + 1;
+        'serve: while let Some(first) = self.requests.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match self.requests.try_recv() {
@@ -618,115 +647,114 @@ impl Committer {
                 }
             }
             let mut writes = Vec::with_capacity(batch.len());
-            let mut compactions = Vec::new();
             for request in batch {
-                match request.op {
-                    Op::Compact(revision) => compactions.push((revision, request.reply)),
-                    Op::Close => closing = Some(request.reply),
-                    _ => writes.push(request),
+                let stage = match request.op {
+                    Op::Compact(revision) => Stage::Compact(revision, request.reply),
+                    Op::Close => Stage::Close(request.reply),
+                    _ => {
+                        writes.push(request);
+                        continue;
+                    }
+                };
+                // Keep revision order: the writes before it go first.
+                if !writes.is_empty() {
+                    let stage = self.write(std::mem::take(&mut writes), &in_flight, &mut next);
+                    let _ = stages.send(stage);
+                }
+                let closing = matches!(stage, Stage::Close(_));
+                let _ = stages.send(stage);
+                if closing {
+                    break 'serve;
                 }
             }
             if !writes.is_empty() {
-                self.commit(writes);
-            }
-            for (revision, reply) in compactions {
-                let _ = reply.send(self.compact(revision).map(|()| Outcome::Done));
+                let stage = self.write(writes, &in_flight, &mut next);
+                let _ = stages.send(stage);
             }
         }
+        drop(stages);
+        let _ = syncer.join();
+        self.refuse_all(StoreError::Closed);
+    }
+
+    fn refuse_all(&mut self, error: StoreError) {
         self.requests.close();
         while let Ok(request) = self.requests.try_recv() {
-            let _ = request.reply.send(Err(StoreError::Closed));
-        }
-        self.shared.events.lock().take();
-        let flushed = self.shared.db.persist(PersistMode::SyncAll).map_err(fjall_error);
-        if let Some(reply) = closing {
-            let _ = reply.send(flushed.map(|()| Outcome::Done));
+            let _ = request.reply.send(Err(match &error {
+                StoreError::Closed => StoreError::Closed,
+                other => StoreError::Internal(other.to_string()),
+            }));
         }
     }
 
-    fn current(&self, pending: &HashMap<Bytes, Pending>, index: &KeyIndex, key: &Bytes) -> Result<Option<KeyValue>> {
-        match pending.get(key) {
-            Some(Pending::Live(kv)) => Ok(Some(kv.clone())),
-            Some(Pending::Deleted) => Ok(None),
-            None => match index.latest(key).filter(Entry::is_live) {
-                Some(entry) => Ok(Some(self.shared.read_value(None, key, entry)?)),
-                None => Ok(None),
-            },
+    fn current(&self, in_flight: &InFlight, index: &KeyIndex, key: &Bytes) -> Result<Option<KeyValue>> {
+        if let Some((_, pending)) = in_flight.lock().get(key) {
+            return Ok(match pending {
+                Pending::Live(kv) => Some(kv.clone()),
+                Pending::Deleted => None,
+            });
+        }
+        match index.latest(key).filter(Entry::is_live) {
+            Some(entry) => Ok(Some(self.shared.read_value(None, key, entry)?)),
+            None => Ok(None),
         }
     }
 
-    fn commit(&mut self, requests: Vec<Request>) {
+    /// Decide every write, write the successful ones to the journal (no sync).
+    fn write(&mut self, requests: Vec<Request>, in_flight: &InFlight, next: &mut Revision) -> Stage {
         let shared = self.shared.clone();
-        let mut next = shared.revision.load(Ordering::Acquire) + 1;
-        let mut pending: HashMap<Bytes, Pending> = HashMap::new();
-        let mut batch = shared.db.batch().durability(Some(PersistMode::SyncData));
+        let first = *next;
+        let mut batch = shared.db.batch();
         let mut events = Vec::new();
         let mut replies = Vec::with_capacity(requests.len());
         {
             let index = shared.index.read();
             for request in requests {
-                let outcome = self.decide(request.op, &index, &mut pending, next);
+                let outcome = self.decide(request.op, &index, in_flight, *next);
                 if let Ok((record, event)) = &outcome {
                     batch.insert(&shared.log, Record::log_key(record.revision).to_vec(), record.encode());
                     events.push(event.clone());
-                    next += 1;
+                    *next += 1;
                 }
                 replies.push((request.reply, outcome.map(|(_, event)| event)));
             }
         }
-        let written = events.len();
-        if written > 0 {
-            if let Err(e) = batch.commit() {
-                tracing::error!(error = %e, "embedded store commit failed; the store refuses writes from now on");
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(StoreError::Internal(format!("commit failed: {e}"))));
-                }
-                return;
-            }
-            shared.metrics.observe_batch(written);
-            let mut index = shared.index.write();
+        if let Err(e) = batch.commit() {
+            tracing::error!(error = %e, "embedded store journal write failed; the store refuses writes from now on");
+            // Nothing of this batch reached the journal: its revisions are free again.
+            *next = first;
+            let mut in_flight = in_flight.lock();
             for event in &events {
-                let entry = match event {
-                    Event::Put { kv, .. } => Entry { revision: kv.mod_revision, create_revision: kv.create_revision, version: kv.version },
-                    Event::Delete { revision, .. } => Entry::deletion(*revision),
-                };
-                index.push(event.key().clone(), entry);
+                in_flight.remove(event.key());
             }
-            shared.revision.store(next - 1, Ordering::Release);
-            drop(index);
-            if let Some(sender) = shared.events.lock().as_ref() {
-                let _ = sender.send(Arc::new(events));
-            }
+            let failed = replies
+                .into_iter()
+                .map(|(reply, outcome)| {
+                    let outcome = outcome.and(Err(StoreError::Internal(format!("journal write failed: {e}"))));
+                    (reply, outcome)
+                })
+                .collect();
+            return Stage::Written { events: Vec::new(), replies: failed };
         }
-        for (reply, outcome) in replies {
-            let _ = reply.send(outcome.map(|event| match event {
-                Event::Put { kv, .. } => Outcome::Put(kv),
-                Event::Delete { revision, prev, .. } => Outcome::Deleted(prev, revision),
-            }));
-        }
+        Stage::Written { events, replies }
     }
 
     /// Check one write against the state so far and build its record and event.
-    fn decide(
-        &self,
-        op: Op,
-        index: &KeyIndex,
-        pending: &mut HashMap<Bytes, Pending>,
-        revision: Revision,
-    ) -> Result<(Record, Event)> {
+    fn decide(&self, op: Op, index: &KeyIndex, in_flight: &InFlight, revision: Revision) -> Result<(Record, Event)> {
         let (key, value, expected) = match op {
             Op::Create { key, value } => {
-                if let Some(current) = self.current(pending, index, &key)? {
+                if let Some(current) = self.current(in_flight, index, &key)? {
                     return Err(StoreError::AlreadyExists { current });
                 }
-                let kv = KeyValue { key: key.clone(), value, create_revision: revision, mod_revision: revision, version: 1 };
-                return Ok(self.put(pending, kv, None));
+                let kv =
+                    KeyValue { key: key.clone(), value, create_revision: revision, mod_revision: revision, version: 1 };
+                return Ok(put(in_flight, kv, None));
             }
             Op::Update { key, value, expected } => (key, Some(value), Some(expected)),
             Op::Delete { key, expected } => (key, None, expected),
             Op::Compact(_) | Op::Close => return Err(StoreError::Internal("not a write".into())),
         };
-        let Some(current) = self.current(pending, index, &key)? else {
+        let Some(current) = self.current(in_flight, index, &key)? else {
             return Err(StoreError::NotFound { key });
         };
         if let Some(expected) = expected.filter(|e| *e != current.mod_revision) {
@@ -741,27 +769,121 @@ impl Committer {
                     mod_revision: revision,
                     version: current.version + 1,
                 };
-                Ok(self.put(pending, kv, Some(current)))
+                Ok(put(in_flight, kv, Some(current)))
             }
             None => {
-                pending.insert(key.clone(), Pending::Deleted);
+                in_flight.lock().insert(key.clone(), (revision, Pending::Deleted));
                 let record = Record { revision, key: key.clone(), kind: RecordKind::Delete };
                 Ok((record, Event::Delete { key, revision, prev: current }))
             }
         }
     }
+}
 
-    fn put(&self, pending: &mut HashMap<Bytes, Pending>, kv: KeyValue, prev: Option<KeyValue>) -> (Record, Event) {
-        pending.insert(kv.key.clone(), Pending::Live(kv.clone()));
-        let record = Record {
-            revision: kv.mod_revision,
-            key: kv.key.clone(),
-            kind: RecordKind::Put { value: kv.value.clone(), create_revision: kv.create_revision, version: kv.version },
-        };
-        (record, Event::Put { kv, prev })
+fn put(in_flight: &InFlight, kv: KeyValue, prev: Option<KeyValue>) -> (Record, Event) {
+    in_flight.lock().insert(kv.key.clone(), (kv.mod_revision, Pending::Live(kv.clone())));
+    let record = Record {
+        revision: kv.mod_revision,
+        key: kv.key.clone(),
+        kind: RecordKind::Put { value: kv.value.clone(), create_revision: kv.create_revision, version: kv.version },
+    };
+    (record, Event::Put { kv, prev })
+}
+
+/// The second stage: one `fdatasync` for every batch written since the last one, then
+/// each batch in order is applied to the index, published and acknowledged. Owns the
+/// index's writes and compaction.
+struct Syncer {
+    shared: Arc<Shared>,
+    in_flight: Arc<InFlight>,
+}
+
+impl Syncer {
+    fn run(self, staged: std::sync::mpsc::Receiver<Stage>) {
+        let (mut total_writes, mut total_syncs) = (0u64, 0u64);
+        let mut closing = None;
+        while closing.is_none() {
+            let Ok(first) = staged.recv() else { break };
+            let mut stages = vec![first];
+            stages.extend(staged.try_iter());
+            let writes: usize =
+                stages.iter().map(|s| if let Stage::Written { events, .. } = s { events.len() } else { 0 }).sum();
+            let synced = if writes > 0 {
+                self.shared.db.persist(PersistMode::SyncData).map_err(|e| {
+                    tracing::error!(error = %e, "embedded store sync failed; the store refuses writes from now on");
+                    StoreError::Internal(format!("sync failed: {e}"))
+                })
+            } else {
+                Ok(())
+            };
+            if writes > 0 && synced.is_ok() {
+                self.shared.metrics.observe_batch(writes);
+                total_writes += writes as u64;
+                total_syncs += 1;
+            }
+            for stage in stages {
+                match stage {
+                    Stage::Written { events, replies } => self.publish(events, replies, &synced),
+                    Stage::Compact(revision, reply) => {
+                        let _ = reply.send(self.compact(revision).map(|()| Outcome::Done));
+                    }
+                    Stage::Close(reply) => closing = Some(reply),
+                }
+            }
+        }
+        self.shared.events.lock().take();
+        tracing::info!(writes = total_writes, syncs = total_syncs, "embedded store closing");
+        let flushed = self.shared.db.persist(PersistMode::SyncAll).map_err(fjall_error);
+        if let Some(reply) = closing {
+            let _ = reply.send(flushed.map(|()| Outcome::Done));
+        }
     }
 
-    fn compact(&mut self, revision: Revision) -> Result<()> {
+    fn publish(
+        &self,
+        events: Vec<Event>,
+        replies: Vec<(oneshot::Sender<Result<Outcome>>, Result<Event>)>,
+        synced: &Result<()>,
+    ) {
+        if let Err(e) = synced {
+            for (reply, outcome) in replies {
+                let _ = reply.send(outcome.and(Err(StoreError::Internal(e.to_string()))));
+            }
+            return;
+        }
+        if let Some(last) = events.last().map(Event::revision) {
+            let mut index = self.shared.index.write();
+            for event in &events {
+                let entry = match event {
+                    Event::Put { kv, .. } => {
+                        Entry { revision: kv.mod_revision, create_revision: kv.create_revision, version: kv.version }
+                    }
+                    Event::Delete { revision, .. } => Entry::deletion(*revision),
+                };
+                index.push(event.key().clone(), entry);
+            }
+            self.shared.revision.store(last, Ordering::Release);
+            drop(index);
+            let mut in_flight = self.in_flight.lock();
+            for event in &events {
+                if in_flight.get(event.key()).is_some_and(|(revision, _)| *revision == event.revision()) {
+                    in_flight.remove(event.key());
+                }
+            }
+            drop(in_flight);
+            if let Some(sender) = self.shared.events.lock().as_ref() {
+                let _ = sender.send(Arc::new(events));
+            }
+        }
+        for (reply, outcome) in replies {
+            let _ = reply.send(outcome.map(|event| match event {
+                Event::Put { kv, .. } => Outcome::Put(kv),
+                Event::Delete { revision, prev, .. } => Outcome::Deleted(prev, revision),
+            }));
+        }
+    }
+
+    fn compact(&self, revision: Revision) -> Result<()> {
         let shared = &self.shared;
         let current = shared.revision.load(Ordering::Acquire);
         if revision > current {

@@ -34,9 +34,7 @@ impl Record {
 
     pub fn encode(&self) -> Vec<u8> {
         let (kind, value, create_revision, version) = match &self.kind {
-            RecordKind::Put { value, create_revision, version } => {
-                (PUT, &value[..], *create_revision, *version)
-            }
+            RecordKind::Put { value, create_revision, version } => (PUT, &value[..], *create_revision, *version),
             RecordKind::Delete => (DELETE, &[][..], 0, 0),
         };
         let mut out = BytesMut::with_capacity(HEADER + self.key.len() + value.len());
@@ -67,11 +65,7 @@ impl Record {
         let key = bytes.get(HEADER..HEADER + key_len).ok_or_else(|| corrupt("short key"))?;
         let value = &bytes[HEADER + key_len..];
         let kind = match header[0] {
-            PUT => RecordKind::Put {
-                value: Bytes::copy_from_slice(value),
-                create_revision,
-                version,
-            },
+            PUT => RecordKind::Put { value: Bytes::copy_from_slice(value), create_revision, version },
             DELETE => RecordKind::Delete,
             other => return Err(corrupt(&format!("unknown kind {other}"))),
         };
@@ -91,13 +85,9 @@ impl Record {
     /// The key-value a put record holds.
     pub fn into_key_value(self) -> Option<KeyValue> {
         match self.kind {
-            RecordKind::Put { value, create_revision, version } => Some(KeyValue {
-                key: self.key,
-                value,
-                create_revision,
-                mod_revision: self.revision,
-                version,
-            }),
+            RecordKind::Put { value, create_revision, version } => {
+                Some(KeyValue { key: self.key, value, create_revision, mod_revision: self.revision, version })
+            }
             RecordKind::Delete => None,
         }
     }
@@ -109,10 +99,7 @@ mod tests {
 
     #[test]
     fn put_and_delete_round_trip() {
-        for kind in [
-            RecordKind::Put { value: "v".into(), create_revision: 3, version: 2 },
-            RecordKind::Delete,
-        ] {
+        for kind in [RecordKind::Put { value: "v".into(), create_revision: 3, version: 2 }, RecordKind::Delete] {
             let record = Record { revision: 7, key: "/registry/a".into(), kind };
             let decoded = Record::decode(&Record::log_key(7), &record.encode());
             assert_eq!(decoded, Ok(record));

@@ -65,10 +65,7 @@ pub(super) fn write(
     Ok(SnapshotInfo { revision, compacted, records: count })
 }
 
-pub(super) fn read(
-    input: &mut dyn Read,
-    mut record: impl FnMut(&[u8], &[u8]) -> Result<()>,
-) -> Result<SnapshotInfo> {
+pub(super) fn read(input: &mut dyn Read, mut record: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<SnapshotInfo> {
     let mut input = std::io::BufReader::new(input);
     let mut crc = crc32fast::Hasher::new();
     let invalid = |what: &str| StoreError::InvalidRequest(format!("not a valid wasmkube snapshot: {what}"));

@@ -169,6 +169,18 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>, what: &str) -> 
     header.map(|h| h.revision()).ok_or_else(|| StoreError::Internal(format!("etcd answered {what} without a header")))
 }
 
+/// How the backend connects to etcd; the benchmark's raw-etcd baseline uses the same.
+pub fn connect_options() -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+        // etcd answers pings on a connection with no stream with GOAWAY ("too many pings").
+        .with_keep_alive_while_idle(false)
+        // Fail fast with "no leader" instead of waiting on a member cut off from the quorum.
+        .with_require_leader(true)
+}
+
 impl EtcdStore {
     /// A store on the etcd cluster at `endpoints` (`http://host:port` or `host:port`),
     /// keeping every key under `prefix`. Does not dial: an etcd that is down makes calls
@@ -181,14 +193,7 @@ impl EtcdStore {
             check_etcd_endpoint(endpoint)
                 .map_err(|problem| StoreError::InvalidRequest(format!("etcd endpoint {problem}")))?;
         }
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
-            // etcd answers pings on a connection with no stream with GOAWAY ("too many pings").
-            .with_keep_alive_while_idle(false)
-            // Fail fast with "no leader" instead of waiting on a member cut off from the quorum.
-            .with_require_leader(true);
+        let options = connect_options();
         let client = match tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(endpoints, Some(options))).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {

@@ -214,7 +214,9 @@ pub async fn run(options: StorageBenchOptions) -> anyhow::Result<()> {
     };
     let store = EtcdStore::connect(&[endpoint.clone()], "/wasmkube".into(), StorageMetrics::unregistered()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let raw_target = RawEtcd(etcd_client::Client::connect([endpoint.as_str()], None).await?);
+    let raw_target = RawEtcd(
+        etcd_client::Client::connect([endpoint.as_str()], Some(crate::storage::etcd::connect_options())).await?,
+    );
     let (mut etcd, mut raw) = (Vec::new(), Vec::new());
     for round in 0..options.rounds.max(1) {
         reset_peak_rss();

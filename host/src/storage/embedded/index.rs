@@ -128,6 +128,44 @@ mod tests {
         assert_eq!(page.len(), 1, "only /p/a existed at revision 1");
     }
 
+    proptest::proptest! {
+        /// The index against a model that keeps every state: reads at any revision at or
+        /// above the compaction agree, before and after compacting.
+        #[test]
+        fn index_matches_a_full_history_model(ops in proptest::collection::vec((0u8..6, proptest::bool::ANY), 1..80), compact_at in 0usize..80) {
+            use std::collections::BTreeMap;
+            let mut index = KeyIndex::default();
+            let mut states: Vec<BTreeMap<u8, Entry>> = vec![BTreeMap::new()];
+            for (i, (key, put)) in ops.iter().enumerate() {
+                let revision = i as Revision + 1;
+                let mut state = states.last().cloned().unwrap_or_default();
+                let entry = match (put, state.get(key)) {
+                    (true, Some(live)) => Entry { revision, create_revision: live.create_revision, version: live.version + 1 },
+                    (true, None) => Entry { revision, create_revision: revision, version: 1 },
+                    (false, Some(_)) => Entry::deletion(revision),
+                    (false, None) => { states.push(state); continue; }
+                };
+                if entry.is_live() { state.insert(*key, entry); } else { state.remove(key); }
+                index.push(Bytes::from(vec![*key]), entry);
+                states.push(state);
+            }
+            let check = |index: &KeyIndex, from: usize| {
+                for (revision, state) in states.iter().enumerate().skip(from) {
+                    for key in 0u8..6 {
+                        assert_eq!(index.at(&[key], revision as Revision), state.get(&key).copied(), "key {key} at {revision}");
+                    }
+                    let (all, more) = index.range(&[], &[], revision as Revision, 0);
+                    assert!(!more);
+                    assert_eq!(all.len(), state.len());
+                }
+            };
+            check(&index, 0);
+            let compact_at = compact_at.min(states.len() - 1).max(1);
+            index.compact(compact_at as Revision);
+            check(&index, compact_at);
+        }
+    }
+
     #[test]
     fn compact_keeps_value_at_compaction_revision() {
         let mut index = KeyIndex::default();

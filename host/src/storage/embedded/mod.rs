@@ -3,14 +3,21 @@
 //! Start with [`EmbeddedStore::open`]. The layout follows etcd's own: every write is a
 //! [`record::Record`] in fjall's `log` keyspace keyed by its revision, and an in-memory
 //! [`index::KeyIndex`] maps each key to the revisions that wrote it (rebuilt from the log
-//! at start). One committer thread owns every write: it drains whatever requests are
-//! queued, checks their preconditions, assigns revisions, writes them as one fjall batch
-//! with one `fdatasync`, and only then applies them to the index, publishes the events
-//! and acknowledges — group commit, so 64 writers share one sync.
+//! at start). Writes go through a two-stage pipeline (group commit):
+//! 1. the *committer* thread drains whatever requests are queued, checks their
+//!    preconditions against the writes in flight and the index, assigns revisions, and
+//!    writes them as one fjall batch to the journal — without syncing;
+//! 2. the *syncer* thread takes every batch written since its last sync, makes them durable
+//!    with one `fdatasync`, and only then applies them to the index, publishes the
+//!    revision and the events, and acknowledges.
 //!
-//! Invariants: an acknowledged write is on disk; readers never see a write before it is
-//! durable; the index changes only on the committer thread; compaction never drops the
-//! record that holds a key's value at the compacted revision.
+//! While one sync runs, the next batch is already being decided and written, so 64 writers
+//! share few syncs and the disk is never idle waiting for the CPU.
+//!
+//! Invariants: an acknowledged write is on disk; readers (who go through the index) never
+//! see a write before it is durable; only the committer writes the journal and only the
+//! syncer writes the index; compaction never drops the record that holds a key's value at
+//! the compacted revision.
 
 mod index;
 mod record;

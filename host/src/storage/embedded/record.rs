@@ -106,6 +106,19 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_to_a_record_or_an_error(key in proptest::collection::vec(0u8.., 0..12), bytes in proptest::collection::vec(0u8.., 0..64)) {
+            let _ = Record::decode(&key, &bytes);
+        }
+
+        #[test]
+        fn every_record_round_trips(revision in 1i64.., key in proptest::collection::vec(0u8.., 0..40), value in proptest::collection::vec(0u8.., 0..200), create in 1i64.., version in 1i64..) {
+            let record = Record { revision, key: key.into(), kind: RecordKind::Put { value: value.into(), create_revision: create, version } };
+            proptest::prop_assert_eq!(Record::decode(&Record::log_key(revision), &record.encode()), Ok(record));
+        }
+    }
+
     #[test]
     fn truncated_record_is_an_error_not_a_panic() {
         let record = Record { revision: 1, key: "k".into(), kind: RecordKind::Delete };

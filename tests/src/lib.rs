@@ -165,3 +165,23 @@ pub async fn http_get(url: &str) -> Option<(u16, String)> {
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
 }
+
+/// Turn each `async fn case(store: TestStore)` named into two tests, `embedded::case` and
+/// `etcd::case`: one suite, written once, run against both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                super::$case($crate::TestStore::open($crate::Backend::Embedded).await).await
+            })*
+        }
+        mod etcd {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                super::$case($crate::TestStore::open($crate::Backend::Etcd).await).await
+            })*
+        }
+    };
+}

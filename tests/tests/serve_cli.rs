@@ -111,3 +111,31 @@ async fn unreachable_etcd_keeps_serve_alive_and_not_ready_until_it_appears() {
     let (code, stderr) = serve.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_damaged_journal_is_reported_instead_of_serving_an_older_store() {
+    use wasmkube::storage::{embedded::EmbeddedStore, StorageMetrics, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), StorageMetrics::unregistered()).await.unwrap();
+    for i in 0..200 {
+        store.create(format!("/k/{i}").into(), "v".into()).await.unwrap();
+    }
+    store.close().await.unwrap();
+    drop(store);
+    // Overwrite the start of every journal: the writes it held are gone.
+    for entry in std::fs::read_dir(dir.path().join("db")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jnl") {
+            use std::io::{Seek, Write};
+            let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.seek(std::io::SeekFrom::Start(0)).unwrap();
+            file.write_all(&vec![0x5a; 64 * 1024]).unwrap();
+        }
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut serve = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
+    let (code, stderr) = serve.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(dir.path().to_str().unwrap()) && stderr.contains("is corrupt"), "{stderr}");
+    assert!(stderr.contains("revision 200 was durable"), "{stderr}");
+}

@@ -11,25 +11,7 @@ use proptest::prelude::*;
 use wasmkube::storage::{Event, KeyValue, RangeRequest, Revision, Store, StoreError, WatchItem, MAX_VALUE_BYTES};
 use wasmkube_tests::TestStore;
 
-/// Each case becomes `embedded::<case>` and `etcd::<case>`.
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                super::$case(wasmkube_tests::TestStore::open(wasmkube_tests::Backend::Embedded).await).await
-            })*
-        }
-        mod etcd {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                super::$case(wasmkube_tests::TestStore::open(wasmkube_tests::Backend::Etcd).await).await
-            })*
-        }
-    };
-}
-
-conformance!(
+wasmkube_tests::both_backends!(
     crud_tracks_revisions_and_versions,
     failed_writes_commit_nothing,
     values_over_the_limit_are_refused_on_both_backends,

@@ -3,8 +3,6 @@
 //! cut the cache's upstream watch and refuse new ones while the real store keeps running,
 //! so the history the cache resumes from (or finds compacted) is the backend's own.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,25 +18,7 @@ use wasmkube::storage::{
 };
 use wasmkube_tests::{wait_for, TestStore};
 
-/// Each case becomes `embedded::<case>` and `etcd::<case>`.
-macro_rules! both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                super::$case(wasmkube_tests::TestStore::open(wasmkube_tests::Backend::Embedded).await).await
-            })*
-        }
-        mod etcd {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                super::$case(wasmkube_tests::TestStore::open(wasmkube_tests::Backend::Etcd).await).await
-            })*
-        }
-    };
-}
-
-both_backends!(
+wasmkube_tests::both_backends!(
     list_from_memory_matches_a_store_range,
     list_at_a_min_revision_waits_for_a_write_just_made,
     list_reads_the_store_when_the_cache_cannot_reach_the_revision,
@@ -583,128 +563,75 @@ impl Flaky {
     }
 }
 
-/// What `#[async_trait]` turns an `async fn` into (this crate does not depend on it).
-type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
+#[async_trait::async_trait]
 impl Store for Flaky {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
 
-    fn create<'life0, 'async_trait>(&'life0 self, key: Bytes, value: Bytes) -> Boxed<'async_trait, KeyValue>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.create(key, value)
+    async fn create(&self, key: Bytes, value: Bytes) -> Result<KeyValue, StoreError> {
+        self.inner.create(key, value).await
     }
 
-    fn get<'life0, 'async_trait>(&'life0 self, key: Bytes) -> Boxed<'async_trait, (Option<KeyValue>, Revision)>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.get(key)
+    async fn get(&self, key: Bytes) -> Result<(Option<KeyValue>, Revision), StoreError> {
+        self.inner.get(key).await
     }
 
-    fn range<'life0, 'async_trait>(&'life0 self, request: RangeRequest) -> Boxed<'async_trait, RangeResponse>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
         self.range_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.range(request)
+        self.inner.range(request).await
     }
 
-    fn update<'life0, 'async_trait>(
-        &'life0 self,
-        key: Bytes,
-        value: Bytes,
-        expected: Revision,
-    ) -> Boxed<'async_trait, KeyValue>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.update(key, value, expected)
+    async fn update(&self, key: Bytes, value: Bytes, expected: Revision) -> Result<KeyValue, StoreError> {
+        self.inner.update(key, value, expected).await
     }
 
-    fn delete<'life0, 'async_trait>(
-        &'life0 self,
-        key: Bytes,
-        expected: Option<Revision>,
-    ) -> Boxed<'async_trait, (KeyValue, Revision)>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.delete(key, expected)
+    async fn delete(&self, key: Bytes, expected: Option<Revision>) -> Result<(KeyValue, Revision), StoreError> {
+        self.inner.delete(key, expected).await
     }
 
-    fn watch<'life0, 'async_trait>(&'life0 self, prefix: Bytes, from: Revision) -> Boxed<'async_trait, WatchStream>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            self.watch_calls.fetch_add(1, Ordering::SeqCst);
-            if self.refuse.load(Ordering::SeqCst) {
-                return Err(StoreError::Unavailable("test: watches are refused".into()));
-            }
-            let inner = self.inner.watch(prefix, from).await?;
-            let breaks = self.breaks.subscribe();
-            let drop_progress = self.drop_progress.clone();
-            let stream = futures::stream::unfold(Some((inner, breaks)), move |state| {
-                let drop_progress = drop_progress.clone();
-                async move {
-                    let (mut inner, mut breaks) = state?;
-                    loop {
-                        tokio::select! {
-                            _ = breaks.changed() => {
-                                return Some((Err(StoreError::Unavailable("test: watch cut".into())), None));
-                            }
-                            item = inner.next() => match item {
-                                Some(Ok(WatchItem::Progress(_))) if drop_progress.load(Ordering::SeqCst) => continue,
-                                Some(item) => return Some((item, Some((inner, breaks)))),
-                                None => return None,
-                            },
+    async fn watch(&self, prefix: Bytes, from: Revision) -> Result<WatchStream, StoreError> {
+        self.watch_calls.fetch_add(1, Ordering::SeqCst);
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("test: watches are refused".into()));
+        }
+        let inner = self.inner.watch(prefix, from).await?;
+        let breaks = self.breaks.subscribe();
+        let drop_progress = self.drop_progress.clone();
+        let stream = futures::stream::unfold(Some((inner, breaks)), move |state| {
+            let drop_progress = drop_progress.clone();
+            async move {
+                let (mut inner, mut breaks) = state?;
+                loop {
+                    tokio::select! {
+                        _ = breaks.changed() => {
+                            return Some((Err(StoreError::Unavailable("test: watch cut".into())), None));
                         }
+                        item = inner.next() => match item {
+                            Some(Ok(WatchItem::Progress(_))) if drop_progress.load(Ordering::SeqCst) => continue,
+                            Some(item) => return Some((item, Some((inner, breaks)))),
+                            None => return None,
+                        },
                     }
                 }
-            });
-            Ok(Box::pin(stream) as WatchStream)
-        })
+            }
+        });
+        Ok(Box::pin(stream) as WatchStream)
     }
 
-    fn compact<'life0, 'async_trait>(&'life0 self, revision: Revision) -> Boxed<'async_trait, ()>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.compact(revision)
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.inner.compact(revision).await
     }
 
-    fn current_revision<'life0, 'async_trait>(&'life0 self) -> Boxed<'async_trait, Revision>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.current_revision()
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        self.inner.current_revision().await
     }
 
-    fn compacted_revision<'life0, 'async_trait>(&'life0 self) -> Boxed<'async_trait, Revision>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.compacted_revision()
+    async fn compacted_revision(&self) -> Result<Revision, StoreError> {
+        self.inner.compacted_revision().await
     }
 
-    fn close<'life0, 'async_trait>(&'life0 self) -> Boxed<'async_trait, ()>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.close()
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
     }
 }

@@ -990,9 +990,9 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
-    #[test]
-    fn store_events_become_typed_cache_events() {
-        let mut state = State {
+    /// A ready cache state with nothing in it and a window of 8 events.
+    fn empty_state() -> State {
+        State {
             objects: BTreeMap::new(),
             window: Window::new(8, 0),
             revision: 0,
@@ -1000,7 +1000,12 @@ mod tests {
             stopped: false,
             watchers: HashMap::new(),
             next_id: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn store_events_become_typed_cache_events() {
+        let mut state = empty_state();
         let kv = |value: &'static str, revision, version| KeyValue {
             key: "/k/a".into(),
             value: value.into(),
@@ -1022,15 +1027,7 @@ mod tests {
 
     #[test]
     fn full_watchers_are_expired_and_others_keep_receiving() {
-        let mut state = State {
-            objects: BTreeMap::new(),
-            window: Window::new(8, 0),
-            revision: 0,
-            ready: true,
-            stopped: false,
-            watchers: HashMap::new(),
-            next_id: 0,
-        };
+        let mut state = empty_state();
         let mut receivers = Vec::new();
         let mut ends = Vec::new();
         for (id, buffer) in [(0, 1), (1, 8)] {

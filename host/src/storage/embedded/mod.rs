@@ -60,6 +60,11 @@ const CATCH_UP_CHUNK: usize = 512;
 const WATCH_BUFFER: usize = 1024;
 /// A quiet watcher hears that the store moved on at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// A file holding a revision known to be durable, rewritten about once a second and at
+/// close. Recovery must reach it: fjall truncates a damaged journal silently, and this is
+/// how that loss is caught instead of serving an older store.
+const DURABLE_REVISION: &str = "durable-revision";
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 const META_COMPACTED: &[u8] = b"compacted";
 const META_REVISION_FLOOR: &[u8] = b"revision_floor";
 
@@ -203,7 +208,26 @@ fn restore_into(shared: &Shared, input: &mut dyn std::io::Read) -> Result<Snapsh
     batch.insert(&shared.meta, META_REVISION_FLOOR.to_vec(), info.revision.to_be_bytes().to_vec());
     batch.durability(Some(PersistMode::SyncAll)).commit().map_err(fjall_error)?;
     shared.db.persist(PersistMode::SyncAll).map_err(fjall_error)?;
+    write_durable_revision(&shared.dir, info.revision).map_err(|e| StoreError::Internal(e.to_string()))?;
     Ok(info)
+}
+
+fn read_durable_revision(dir: &Path) -> Result<Revision> {
+    match std::fs::read_to_string(dir.join(DURABLE_REVISION)) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| data_dir_error(dir, format!("{DURABLE_REVISION} holds {:?}, not a revision", text.trim()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(data_dir_error(dir, format!("cannot read {DURABLE_REVISION}: {e}"))),
+    }
+}
+
+/// Record that `revision` is durable (atomically: write, then rename over the old file).
+fn write_durable_revision(dir: &Path, revision: Revision) -> std::io::Result<()> {
+    let partial = dir.join(format!("{DURABLE_REVISION}.partial"));
+    std::fs::write(&partial, format!("{revision}\n"))?;
+    std::fs::rename(partial, dir.join(DURABLE_REVISION))
 }
 
 fn fjall_error(e: fjall::Error) -> StoreError {
@@ -306,6 +330,17 @@ impl Shared {
             revision = revision.max(record.revision);
             index.push(record.key.clone(), record.entry());
             records += 1;
+        }
+        let durable = read_durable_revision(&self.dir)?;
+        if revision < durable {
+            return Err(data_dir_error(
+                &self.dir,
+                format!(
+                    "is corrupt: its log ends at revision {revision} but revision {durable} was durable \
+                     (recorded in {DURABLE_REVISION}); the journal is damaged. Restore from a snapshot \
+                     (wasmkube store snapshot restore) into a new directory"
+                ),
+            ));
         }
         let leftovers = index.compact(compacted);
         drop(index);
@@ -808,6 +843,7 @@ struct Syncer {
 impl Syncer {
     fn run(self, staged: std::sync::mpsc::Receiver<Stage>) {
         let (mut total_writes, mut total_syncs) = (0u64, 0u64);
+        let mut durable_written = Instant::now();
         let mut closing = None;
         while closing.is_none() {
             let Ok(first) = staged.recv() else { break };
@@ -837,12 +873,26 @@ impl Syncer {
                     Stage::Close(reply) => closing = Some(reply),
                 }
             }
+            if writes > 0 && durable_written.elapsed() >= DURABLE_EVERY {
+                self.record_durable();
+                durable_written = Instant::now();
+            }
         }
         self.shared.events.lock().take();
         tracing::info!(writes = total_writes, syncs = total_syncs, "embedded store closing");
         let flushed = self.shared.db.persist(PersistMode::SyncAll).map_err(fjall_error);
+        if flushed.is_ok() {
+            self.record_durable();
+        }
         if let Some(reply) = closing {
             let _ = reply.send(flushed.map(|()| Outcome::Done));
+        }
+    }
+
+    fn record_durable(&self) {
+        let revision = self.shared.revision.load(Ordering::Acquire);
+        if let Err(e) = write_durable_revision(&self.shared.dir, revision) {
+            tracing::warn!(error = %e, "cannot record the durable revision");
         }
     }
 

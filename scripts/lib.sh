@@ -26,6 +26,13 @@ ensure_build_tools() {
     exit 1
   }
   ensure_command protoc protobuf-compiler "building etcd-client (it compiles etcd's .proto files)"
-  # rustup installs the toolchain and targets that rust-toolchain.toml lists on first use.
-  rustup show active-toolchain >/dev/null 2>&1 || true
+  # Install the toolchain and the targets rust-toolchain.toml lists (wasm32-wasip2 for the
+  # plugins); plain cargo would install a missing toolchain but not a missing target.
+  if command -v rustup >/dev/null 2>&1; then
+    rustup toolchain install >/dev/null 2>&1 || {
+      echo "error: rustup could not install the toolchain and targets in rust-toolchain.toml;" >&2
+      echo "       run 'rustup toolchain install' in $(pwd) to see why." >&2
+      exit 1
+    }
+  fi
 }

@@ -103,3 +103,53 @@ pub(super) fn read(input: &mut dyn Read, mut record: impl FnMut(&[u8], &[u8]) ->
     }
     Ok(SnapshotInfo { revision, compacted, records })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let records = records.iter().map(|(revision, body)| {
+            Ok((fjall::Slice::from(&revision.to_be_bytes()[..]), fjall::Slice::from(*body)))
+        });
+        write(&mut out, 9, 3, records).expect("writing to memory");
+        out
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_counts_records() {
+        let bytes = image(&[(3, b"first"), (9, b"second")]);
+        let mut seen = Vec::new();
+        let info = read(&mut bytes.as_slice(), |key, body| {
+            seen.push((key.to_vec(), body.to_vec()));
+            Ok(())
+        })
+        .expect("a valid snapshot");
+        assert_eq!(info, SnapshotInfo { revision: 9, compacted: 3, records: 2 });
+        assert_eq!(seen[1], (9u64.to_be_bytes().to_vec(), b"second".to_vec()));
+    }
+
+    #[test]
+    fn any_damage_is_an_error() {
+        let bytes = image(&[(3, b"first"), (9, b"second")]);
+        for cut in 0..bytes.len() {
+            assert!(read(&mut &bytes[..cut], |_, _| Ok(())).is_err(), "truncated at {cut}");
+        }
+        for flip in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[flip] ^= 0x01;
+            assert!(read(&mut damaged.as_slice(), |_, _| Ok(())).is_err(), "bit flipped at {flip}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(0u8.., 0..256)) {
+            let mut with_magic = MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = read(&mut bytes.as_slice(), |_, _| Ok(()));
+            let _ = read(&mut with_magic.as_slice(), |_, _| Ok(()));
+        }
+    }
+}

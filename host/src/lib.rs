@@ -5,4 +5,5 @@
 
 pub mod api;
 pub mod cmd;
+pub mod registry;
 pub mod storage;

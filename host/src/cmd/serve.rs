@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::InvalidOptions;
 use crate::api::{self, AppState, Health};
+use crate::registry::Registry;
 use crate::storage::{self, embedded::EmbeddedStore, StorageConfig, StorageMetrics, Store, StoreError};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,11 +137,13 @@ impl Server {
         let storage_metrics = StorageMetrics::new(&registry).context("registering storage metrics")?;
         let health = Health::default();
         health.set("storage", Err("not opened yet".into()));
+        health.set("registry", Err("waiting for storage".into()));
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
         let (stop, stopped) = watch::channel(false);
-        let app = api::router(AppState { health: health.clone(), metrics: registry });
+        let api_registry = Arc::new(std::sync::OnceLock::new());
+        let app = api::router(AppState { health: health.clone(), metrics: registry, registry: api_registry.clone() });
         let http = {
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
@@ -152,7 +155,14 @@ impl Server {
             })
         };
         tracing::info!(listen = %options.listen, data_dir = %options.data_dir.display(), "serving");
-        let storage = tokio::spawn(open_storage(options.storage, storage_metrics, health, stopped));
+        let storage = tokio::spawn(async move {
+            let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped).await?;
+            let registry = Registry::new(store.clone(), storage_metrics);
+            registry.seed().await.context("creating the built-in namespaces")?;
+            let _ = api_registry.set(Arc::new(registry));
+            health.set("registry", Ok(()));
+            Ok(store)
+        });
         Ok(Self { http, storage, stop, data_dir: options.data_dir })
     }
 

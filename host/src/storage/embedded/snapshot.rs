@@ -110,9 +110,9 @@ mod tests {
 
     fn image(records: &[(u64, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
-        let records = records.iter().map(|(revision, body)| {
-            Ok((fjall::Slice::from(&revision.to_be_bytes()[..]), fjall::Slice::from(*body)))
-        });
+        let records = records
+            .iter()
+            .map(|(revision, body)| Ok((fjall::Slice::from(&revision.to_be_bytes()[..]), fjall::Slice::from(*body))));
         write(&mut out, 9, 3, records).expect("writing to memory");
         out
     }

@@ -1,0 +1,310 @@
+//! The REST handlers of resources: one route catches `/api/v1/...`, parses the path into a
+//! [`Target`] and calls the registry. List, watch (a stream of JSON lines), get, create
+//! (POST), update (PUT) and delete. Tables for `kubectl get`.
+
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::registry::{ListOptions, Object, Registry, Resource, WatchEvent};
+
+/// Longest a watch stays open without `timeoutSeconds` (kube-apiserver's default minimum
+/// request timeout).
+const MAX_WATCH: Duration = Duration::from_secs(1800);
+
+/// What a path names.
+struct Target {
+    resource: Resource,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+fn parse_core_path(registry: &Registry, path: &str) -> Result<Target, ApiError> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let unknown = || ApiError::not_found(format!("the server could not find the requested resource (/api/v1/{path})"));
+    let resource = |plural: &str| registry.resource("", "v1", plural).cloned().ok_or_else(unknown);
+    match segments.as_slice() {
+        ["namespaces", ns, plural, rest @ ..] if registry.resource("", "v1", plural).is_some_and(|r| r.namespaced) => {
+            let name = match rest {
+                [] => None,
+                [name] => Some(name.to_string()),
+                _ => return Err(unknown()),
+            };
+            Ok(Target { resource: resource(plural)?, namespace: Some(ns.to_string()), name })
+        }
+        [plural] => Ok(Target { resource: resource(plural)?, namespace: None, name: None }),
+        [plural, name] => Ok(Target { resource: resource(plural)?, namespace: None, name: Some(name.to_string()) }),
+        _ => Err(unknown()),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Params {
+    watch: Option<String>,
+    resource_version: Option<String>,
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
+    allow_watch_bookmarks: Option<bool>,
+    timeout_seconds: Option<u64>,
+}
+
+impl Params {
+    fn watching(&self) -> bool {
+        matches!(self.watch.as_deref(), Some("true" | "1"))
+    }
+
+    fn resource_version(&self) -> Result<Option<i64>, ApiError> {
+        match self.resource_version.as_deref() {
+            None | Some("") => Ok(None),
+            Some(rv) => rv
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number"))),
+        }
+    }
+}
+
+pub(super) async fn core(
+    State(state): State<AppState>,
+    method: Method,
+    Path(path): Path<String>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let registry = state.registry()?;
+    let target = parse_core_path(&registry, &path)?;
+    let namespace = target.namespace.as_deref();
+    let resource = &target.resource;
+    match (method, target.name.as_deref()) {
+        (Method::GET, None) if params.watching() => watch(&registry, resource, namespace, &params).await,
+        (Method::GET, None) => {
+            let options = ListOptions {
+                resource_version: params.resource_version()?,
+                limit: params.limit.unwrap_or(0),
+                continue_token: params.continue_token.clone().filter(|t| !t.is_empty()),
+            };
+            let list = registry.list(resource, namespace, options).await?;
+            if wants_table(&headers) {
+                return Ok(Json(table(resource, &list.items, list.resource_version)).into_response());
+            }
+            let mut metadata = json!({"resourceVersion": list.resource_version.to_string()});
+            if let Some(token) = list.continue_token {
+                metadata["continue"] = Value::String(token);
+            }
+            Ok(Json(json!({
+                "kind": format!("{}List", resource.kind),
+                "apiVersion": resource.api_version(),
+                "metadata": metadata,
+                "items": list.items,
+            }))
+            .into_response())
+        }
+        (Method::GET, Some(name)) => {
+            let object = registry.get(resource, namespace, name).await?;
+            if wants_table(&headers) {
+                let revision = object_revision(&object);
+                return Ok(Json(table(resource, std::slice::from_ref(&object), revision)).into_response());
+            }
+            Ok(Json(object).into_response())
+        }
+        (Method::POST, None) => {
+            let object = registry.create(resource, namespace, json_body(&headers, &body)?).await?;
+            Ok((StatusCode::CREATED, Json(object)).into_response())
+        }
+        (Method::PUT, Some(name)) => {
+            let object = registry.update(resource, namespace, name, json_body(&headers, &body)?).await?;
+            Ok(Json(object).into_response())
+        }
+        (Method::DELETE, Some(name)) => {
+            let precondition = delete_precondition(&body)?;
+            let object = registry.delete(resource, namespace, name, precondition).await?;
+            Ok(Json(object).into_response())
+        }
+        (method, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {})",
+            resource.qualified()
+        ))),
+    }
+}
+
+fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format ({content_type}); send application/json"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// `DeleteOptions.preconditions.resourceVersion`, if the body has one.
+fn delete_precondition(body: &[u8]) -> Result<Option<i64>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let options: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}")))?;
+    match options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+        None | Some("") => Ok(None),
+        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid precondition {rv:?}"))),
+    }
+}
+
+fn object_revision(object: &Object) -> i64 {
+    object
+        .get("metadata")
+        .and_then(|m| m.get("resourceVersion"))
+        .and_then(Value::as_str)
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A watch: the current state as ADDED events when no resourceVersion is given (or "0"),
+/// then every change, one JSON object per line.
+async fn watch(
+    registry: &Registry,
+    resource: &Resource,
+    namespace: Option<&str>,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let requested = params.resource_version()?;
+    let mut initial = Vec::new();
+    let since = match requested {
+        Some(rv) if rv > 0 => rv,
+        _ => {
+            let options = ListOptions { resource_version: requested, ..ListOptions::default() };
+            let list = registry.list(resource, namespace, options).await?;
+            for item in list.items {
+                let mut line = serde_json::to_vec(&json!({"type": "ADDED", "object": item}))
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+                line.push(b'\n');
+                initial.push(Bytes::from(line));
+            }
+            list.resource_version
+        }
+    };
+    let bookmarks = params.allow_watch_bookmarks.unwrap_or(false);
+    let events = match registry.watch(resource, namespace, since, bookmarks).await {
+        Ok(events) => events.boxed(),
+        // A watch from a revision too old to replay is an ERROR event in the stream, not a failed request.
+        Err(crate::registry::Error::Gone(message)) => {
+            futures::stream::once(async move { WatchEvent::Expired(message) }).boxed()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (kind, api_version) = (resource.kind, resource.api_version());
+    let lines = events.map(move |event| match event {
+        WatchEvent::Change(line) => line,
+        WatchEvent::Bookmark(revision) => event_line(
+            "BOOKMARK",
+            json!({
+                "kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": revision.to_string()},
+            }),
+        ),
+        WatchEvent::Expired(message) => {
+            event_line("ERROR", ApiError::new(StatusCode::GONE, "Expired", message).status())
+        }
+    });
+    let limit = params.timeout_seconds.map_or(MAX_WATCH, |s| Duration::from_secs(s).min(MAX_WATCH));
+    let stream = futures::stream::iter(initial)
+        .chain(lines)
+        .take_until(tokio::time::sleep(limit))
+        .map(Ok::<_, std::convert::Infallible>);
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
+}
+
+fn event_line(kind: &str, object: Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` first.
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| media.contains("as=Table") && media.contains("g=meta.k8s.io") && media.contains("v=v1"))
+}
+
+/// A `meta.k8s.io/v1` Table with Name and Age, rows carrying the object's metadata.
+fn table(resource: &Resource, items: &[Object], revision: i64) -> Value {
+    let now = SystemTime::now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let metadata = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            let name = metadata.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let age = metadata
+                .get("creationTimestamp")
+                .and_then(Value::as_str)
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+                .and_then(|created| now.duration_since(created).ok())
+                .map_or_else(|| "<unknown>".to_string(), human_duration);
+            json!({
+                "cells": [name, age],
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": revision.to_string()},
+        "columnDefinitions": [
+            {"name": "Name", "type": "string", "format": "name", "description": format!("Name of the {}", resource.singular), "priority": 0},
+            {"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0},
+        ],
+        "rows": rows,
+    })
+}
+
+/// Kubernetes' `duration.HumanDuration`: 45s, 5m30s, 3h, 2d4h, 3y...
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let pair = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{big_unit}")
+        } else {
+            format!("{big}{big_unit}{small}{small_unit}")
+        }
+    };
+    match s {
+        0..120 => format!("{s}s"),
+        120..600 => pair(s / 60, "m", s % 60, "s"),
+        600..10_800 => format!("{}m", s / 60),
+        10_800..28_800 => pair(s / 3600, "h", (s % 3600) / 60, "m"),
+        28_800..172_800 => format!("{}h", s / 3600),
+        172_800..691_200 => pair(s / 86_400, "d", (s % 86_400) / 3600, "h"),
+        691_200..63_072_000 => format!("{}d", s / 86_400),
+        _ => format!("{}y", s / 31_536_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_read_like_kubectl() {
+        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(human_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(human_duration(Duration::from_secs(330)), "5m30s");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3h");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86_400)), "3d");
+    }
+}

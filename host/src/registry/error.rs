@@ -1,0 +1,48 @@
+//! The registry's errors: one variant per Kubernetes `Status` reason the registry can
+//! produce. The API layer turns them into `Status` objects; nothing here knows HTTP.
+
+/// One problem with one field of an object (a `StatusCause`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cause {
+    /// `FieldValueRequired`, `FieldValueInvalid`, ...
+    pub reason: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl Cause {
+    pub fn required(field: &str, message: &str) -> Self {
+        Self { reason: "FieldValueRequired", field: field.into(), message: message.into() }
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self { reason: "FieldValueInvalid", field: field.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `resource` is qualified ("configmaps", "deployments.apps"); `name` may be empty.
+    #[error("{resource} \"{name}\" not found")]
+    NotFound { resource: String, name: String },
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists { resource: String, name: String },
+    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {message}")]
+    Conflict { resource: String, name: String, message: String },
+    #[error("{kind} \"{name}\" is invalid: {}", .causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
+    Invalid { kind: String, name: String, causes: Vec<Cause> },
+    #[error("{0}")]
+    BadRequest(String),
+    /// The requested history is gone (410): list again.
+    #[error("{0}")]
+    Gone(String),
+    /// The request asked for a future revision and waiting did not help (504).
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}

@@ -1,0 +1,484 @@
+//! The registry: ONE generic REST store for every resource (Kubernetes' generic registry
+//! `Store`). Create, get, list, update, delete and watch, optimistic concurrency on
+//! `resourceVersion` and the keys in storage are written once here; a resource differs
+//! only by its [`Strategy`] (what it is called, defaults, validation).
+//!
+//! Start with [`Registry::new`], then [`Registry::resource`] to find a resource and the
+//! verbs on [`Registry`]. Objects are JSON (`serde_json::Map`); the API layer decodes and
+//! encodes the wire format. Only this module talks to `storage`.
+//!
+//! Invariants:
+//! - an object is stored without `metadata.resourceVersion`; every object leaving the
+//!   registry carries the store revision that wrote it as its resourceVersion;
+//! - an update whose resourceVersion is stale fails with [`Error::Conflict`], never
+//!   overwrites;
+//! - a namespaced object can only be created in a namespace that exists.
+
+mod core;
+mod error;
+mod object;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+pub use self::error::{Cause, Error};
+use self::object::ObjectExt;
+use crate::storage::cache::{CacheConfig, CacheError, CacheItem, CacheWatch, WatchCache, WatchRequest};
+use crate::storage::{KeyValue, RangeRequest, Revision, StorageMetrics, Store, StoreError};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A JSON object as the registry handles it.
+pub type Object = Map<String, Value>;
+
+/// What a resource is called and where it lives: one entry of discovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// API group; "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    /// The URL segment, e.g. "configmaps".
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+}
+
+impl Resource {
+    /// `v1` for the core group, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The storage prefix of every object of this resource.
+    fn prefix(&self) -> String {
+        let group = if self.group.is_empty() { "core" } else { self.group };
+        format!("/registry/{group}/{}/", self.plural)
+    }
+
+    /// "configmaps" or "configmaps.apps": how errors name the resource.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+/// How one resource differs from the others. Every hook has a default, so a plain data
+/// kind (ConfigMap) only names itself.
+pub trait Strategy: Send + Sync + 'static {
+    fn resource(&self) -> &Resource;
+
+    /// Fill defaults on create (after the generic fields are set).
+    fn prepare_for_create(&self, _object: &mut Object) {}
+
+    /// Fill defaults on update; `old` is the stored object.
+    fn prepare_for_update(&self, _object: &mut Object, _old: &Object) {}
+
+    /// Whether `metadata.generation` counts spec changes (workloads do; ConfigMaps do not).
+    fn tracks_generation(&self) -> bool {
+        false
+    }
+
+    /// Problems with the object, each naming its field.
+    fn validate(&self, _object: &Object) -> Vec<Cause> {
+        Vec::new()
+    }
+}
+
+/// Which objects a list or watch wants.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    /// Kubernetes' resourceVersion parameter: `None` = the latest (consistent read),
+    /// `Some(0)` = whatever the cache holds, `Some(n)` = not older than `n`.
+    pub resource_version: Option<Revision>,
+    pub limit: usize,
+    /// The continue token of the previous page.
+    pub continue_token: Option<String>,
+}
+
+/// A page of a list.
+#[derive(Debug)]
+pub struct ObjectList {
+    pub items: Vec<Object>,
+    pub resource_version: Revision,
+    pub continue_token: Option<String>,
+}
+
+/// One watch event in the API's terms.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// ADDED, MODIFIED or DELETED, and the event's wire encoding, computed once for all watchers.
+    Change(Bytes),
+    /// Every event up to this revision has been sent.
+    Bookmark(Revision),
+    /// The watch ended: the client must list again (410 Gone).
+    Expired(String),
+}
+
+struct Entry {
+    strategy: Arc<dyn Strategy>,
+    cache: WatchCache,
+}
+
+/// Every served resource over one store; see the module doc.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    entries: BTreeMap<(&'static str, &'static str), Entry>,
+}
+
+impl Registry {
+    /// A registry serving every built-in resource, each with its own watch cache.
+    pub fn new(store: Arc<dyn Store>, metrics: StorageMetrics) -> Self {
+        let mut entries = BTreeMap::new();
+        for strategy in core::strategies() {
+            let resource = strategy.resource().clone();
+            let cache = WatchCache::start(
+                store.clone(),
+                Bytes::from(resource.prefix()),
+                CacheConfig::default(),
+                metrics.clone(),
+            );
+            entries.insert((resource.group, resource.plural), Entry { strategy, cache });
+        }
+        Self { store, entries }
+    }
+
+    /// Every served resource, in a stable order.
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.entries.values().map(|e| e.strategy.resource())
+    }
+
+    /// The resource `plural` in `group` at `version`, if served.
+    pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<&Resource> {
+        self.entries
+            .iter()
+            .find(|((g, p), _)| *g == group && *p == plural)
+            .map(|(_, e)| e.strategy.resource())
+            .filter(|r| r.version == version)
+    }
+
+    fn entry(&self, resource: &Resource) -> Result<&Entry> {
+        self.entries
+            .get(&(resource.group, resource.plural))
+            .ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: String::new() })
+    }
+
+    /// Create the built-in namespaces a fresh cluster has; existing ones are left alone.
+    pub async fn seed(&self) -> Result<()> {
+        let namespaces = self
+            .resource("", "v1", "namespaces")
+            .ok_or_else(|| Error::Internal("namespaces are not served".into()))?
+            .clone();
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let object = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            match self.create(&namespaces, None, object).await {
+                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn key(resource: &Resource, namespace: Option<&str>, name: &str) -> Bytes {
+        match namespace {
+            Some(ns) if resource.namespaced => format!("{}{ns}/{name}", resource.prefix()).into(),
+            _ => format!("{}{name}", resource.prefix()).into(),
+        }
+    }
+
+    /// The storage prefix a list or watch reads: the resource's, or one namespace's.
+    fn list_prefix(resource: &Resource, namespace: Option<&str>) -> Bytes {
+        match namespace {
+            Some(ns) if resource.namespaced => format!("{}{ns}/", resource.prefix()).into(),
+            _ => resource.prefix().into(),
+        }
+    }
+
+    fn check_namespace(resource: &Resource, namespace: Option<&str>) -> Result<()> {
+        match (resource.namespaced, namespace) {
+            (true, None) => {
+                Err(Error::BadRequest(format!("{} is namespaced: the request needs a namespace", resource.qualified())))
+            }
+            (false, Some(_)) => Err(Error::NotFound { resource: resource.qualified(), name: String::new() }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn namespace_exists(&self, namespace: &str) -> Result<()> {
+        let key = Bytes::from(format!("/registry/core/namespaces/{namespace}"));
+        match self.store.get(key).await.map_err(Error::from_store)? {
+            (Some(_), _) => Ok(()),
+            (None, _) => Err(Error::NotFound { resource: "namespaces".into(), name: namespace.into() }),
+        }
+    }
+
+    /// Create `body` (generateName honoured); returns the stored object.
+    pub async fn create(&self, resource: &Resource, namespace: Option<&str>, body: Value) -> Result<Object> {
+        Self::check_namespace(resource, namespace)?;
+        let entry = self.entry(resource)?;
+        let mut object = object::into_object(body, resource)?;
+        let metadata = object.metadata_mut();
+        if let Some(ns) = namespace {
+            match metadata.get("namespace").and_then(Value::as_str) {
+                Some(given) if !given.is_empty() && given != ns => {
+                    return Err(Error::BadRequest(format!(
+                        "the namespace of the object ({given}) does not match the namespace on the request ({ns})"
+                    )))
+                }
+                _ => {
+                    metadata.insert("namespace".into(), Value::String(ns.into()));
+                }
+            }
+        } else {
+            metadata.remove("namespace");
+        }
+        let name = match metadata.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            Some(name) => name.to_string(),
+            None => match metadata.get("generateName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                Some(base) => format!("{base}{}", object::random_suffix()),
+                None => {
+                    return Err(Error::Invalid {
+                        kind: resource.kind.into(),
+                        name: String::new(),
+                        causes: vec![Cause::required("metadata.name", "name or generateName is required")],
+                    })
+                }
+            },
+        };
+        metadata.insert("name".into(), Value::String(name.clone()));
+        metadata.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+        metadata.insert("creationTimestamp".into(), Value::String(object::now()));
+        metadata.remove("resourceVersion");
+        metadata.remove("deletionTimestamp");
+        metadata.remove("generation");
+        if entry.strategy.tracks_generation() {
+            metadata.insert("generation".into(), Value::from(1));
+        }
+        entry.strategy.prepare_for_create(&mut object);
+        self.validate(entry, &object, &name)?;
+        if let Some(ns) = namespace {
+            self.namespace_exists(ns).await?;
+        }
+        let key = Self::key(resource, namespace, &name);
+        match self.store.create(key, object::encode(&object)?).await {
+            Ok(kv) => object::decode(&kv),
+            Err(StoreError::AlreadyExists { .. }) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
+            Err(e) => Err(Error::from_store(e)),
+        }
+    }
+
+    fn validate(&self, entry: &Entry, object: &Object, name: &str) -> Result<()> {
+        let mut causes = object::validate_metadata(object, entry.strategy.resource().namespaced);
+        causes.extend(entry.strategy.validate(object));
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid { kind: entry.strategy.resource().kind.into(), name: name.into(), causes })
+        }
+    }
+
+    pub async fn get(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<Object> {
+        Self::check_namespace(resource, namespace)?;
+        let key = Self::key(resource, namespace, name);
+        match self.store.get(key).await.map_err(Error::from_store)? {
+            (Some(kv), _) => object::decode(&kv),
+            (None, _) => Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
+        }
+    }
+
+    /// List objects of `resource` (in `namespace`, or everywhere).
+    pub async fn list(&self, resource: &Resource, namespace: Option<&str>, options: ListOptions) -> Result<ObjectList> {
+        if namespace.is_some() && !resource.namespaced {
+            return Err(Error::NotFound { resource: resource.qualified(), name: String::new() });
+        }
+        let prefix = Self::list_prefix(resource, namespace);
+        let entry = self.entry(resource)?;
+        if options.resource_version == Some(0) && options.limit == 0 && options.continue_token.is_none() {
+            // "Any": served from the watch cache without a round trip to storage.
+            let list = entry
+                .cache
+                .list(crate::storage::cache::ListRequest { key_prefix: Some(prefix), min_revision: None })
+                .await
+                .map_err(Error::from_cache)?;
+            let items = list.items.iter().map(object::decode).collect::<Result<_>>()?;
+            return Ok(ObjectList { items, resource_version: list.revision, continue_token: None });
+        }
+        let mut request = RangeRequest { prefix: prefix.clone(), limit: options.limit, ..Default::default() };
+        if let Some(token) = &options.continue_token {
+            let (revision, start) = decode_continue(token, &prefix)?;
+            request.revision = Some(revision);
+            request.start = Some(start);
+        } else if let Some(revision) = options.resource_version.filter(|r| *r > 0) {
+            let current = self.store.current_revision().await.map_err(Error::from_store)?;
+            if revision > current {
+                return Err(Error::Timeout(format!("Too large resource version: {revision}, current: {current}")));
+            }
+        }
+        let page = self.store.range(request.clone()).await.map_err(Error::from_store)?;
+        let continue_token =
+            page.next_page(&request).and_then(|next| next.start).map(|start| encode_continue(page.revision, &start));
+        let items = page.kvs.iter().map(object::decode).collect::<Result<_>>()?;
+        Ok(ObjectList { items, resource_version: page.revision, continue_token })
+    }
+
+    /// Replace an object. A `metadata.resourceVersion` in the body must match the stored one.
+    pub async fn update(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+    ) -> Result<Object> {
+        Self::check_namespace(resource, namespace)?;
+        let entry = self.entry(resource)?;
+        let mut object = object::into_object(body, resource)?;
+        match object.metadata().get("name").and_then(Value::as_str) {
+            Some(given) if given != name => {
+                return Err(Error::BadRequest(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )))
+            }
+            _ => {}
+        }
+        let key = Self::key(resource, namespace, name);
+        let (current, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
+        let current = current.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
+        let old = object::decode(&current)?;
+        let expected = match object.metadata().get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
+        {
+            Some(rv) => rv.parse::<Revision>().map_err(|_| {
+                Error::BadRequest(format!("metadata.resourceVersion {rv:?} is not a valid resource version"))
+            })?,
+            None => current.mod_revision,
+        };
+        object::carry_over_system_fields(&mut object, &old, namespace, name);
+        entry.strategy.prepare_for_update(&mut object, &old);
+        if entry.strategy.tracks_generation() {
+            object::bump_generation(&mut object, &old);
+        }
+        self.validate(entry, &object, name)?;
+        match self.store.update(key, object::encode(&object)?, expected).await {
+            Ok(kv) => object::decode(&kv),
+            Err(StoreError::Conflict { .. }) => Err(Error::Conflict {
+                resource: resource.qualified(),
+                name: name.into(),
+                message: "the object has been modified; please apply your changes to the latest version and try again"
+                    .into(),
+            }),
+            Err(StoreError::NotFound { .. }) => {
+                Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
+            }
+            Err(e) => Err(Error::from_store(e)),
+        }
+    }
+
+    /// Delete an object, if `precondition` (a resourceVersion) still holds; returns its last state.
+    pub async fn delete(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        precondition: Option<Revision>,
+    ) -> Result<Object> {
+        Self::check_namespace(resource, namespace)?;
+        let key = Self::key(resource, namespace, name);
+        match self.store.delete(key, precondition).await {
+            Ok((kv, _)) => object::decode(&kv),
+            Err(StoreError::NotFound { .. }) => Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
+            Err(StoreError::Conflict { .. }) => Err(Error::Conflict {
+                resource: resource.qualified(),
+                name: name.into(),
+                message: "the ResourceVersion in the precondition does not match the ResourceVersion in record. The object might have been modified".into(),
+            }),
+            Err(e) => Err(Error::from_store(e)),
+        }
+    }
+
+    /// Watch `resource` from `since` (exclusive; 0 = now), each event already encoded.
+    pub async fn watch(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        since: Revision,
+        bookmarks: bool,
+    ) -> Result<impl futures::Stream<Item = WatchEvent> + Send + 'static + use<>> {
+        let entry = self.entry(resource)?;
+        let request =
+            WatchRequest { since, key_prefix: Some(Self::list_prefix(resource, namespace)), filter: None, bookmarks };
+        let watch: CacheWatch = entry.cache.watch(request).await.map_err(Error::from_cache)?;
+        use futures::StreamExt;
+        Ok(watch.map(|item| match item {
+            Ok(CacheItem::Event(event)) => WatchEvent::Change(event.encoded(object::encode_watch_event)),
+            Ok(CacheItem::Progress(revision)) => WatchEvent::Bookmark(revision),
+            Err(e) => WatchEvent::Expired(e.to_string()),
+        }))
+    }
+}
+
+/// A continue token: the revision the first page was read at and where the next starts.
+fn encode_continue(revision: Revision, start: &[u8]) -> String {
+    let token = serde_json::json!({"v": "wasmkube.io/v1", "rv": revision, "start": String::from_utf8_lossy(start)});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &[u8]) -> Result<(Revision, Bytes)> {
+    let invalid = || Error::BadRequest("continue key is not valid: request a new list".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+    let revision = value.get("rv").and_then(Value::as_i64).ok_or_else(invalid)?;
+    let start = value.get("start").and_then(Value::as_str).ok_or_else(invalid)?;
+    if !start.as_bytes().starts_with(prefix) {
+        return Err(invalid());
+    }
+    Ok((revision, Bytes::copy_from_slice(start.as_bytes())))
+}
+
+impl Error {
+    fn from_store(e: StoreError) -> Self {
+        match e {
+            StoreError::Compacted { requested, .. } => Error::Gone(format!(
+                "The provided continue parameter is too old to display a consistent list result (revision {requested} was compacted). You can start a new list without the continue parameter"
+            )),
+            StoreError::FutureRevision { requested, current } => {
+                Error::Timeout(format!("Too large resource version: {requested}, current: {current}"))
+            }
+            StoreError::ValueTooLarge { size, limit } => {
+                Error::TooLarge(format!("the object is {size} bytes; the limit is {limit}"))
+            }
+            StoreError::Unavailable(why) => Error::Unavailable(why),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+
+    fn from_cache(e: CacheError) -> Self {
+        match e {
+            CacheError::TooOld { requested, oldest } => {
+                Error::Gone(format!("too old resource version: {requested} ({oldest})"))
+            }
+            CacheError::Expired { .. } => Error::Gone(e.to_string()),
+            CacheError::FutureRevision { requested, current } => {
+                Error::Timeout(format!("Too large resource version: {requested}, current: {current}"))
+            }
+            CacheError::NotReady => Error::Unavailable("the watch cache is not ready yet".into()),
+            CacheError::Store(e) => Self::from_store(e),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Decode a stored value for tests and the API: the object with its resourceVersion.
+pub fn decode(kv: &KeyValue) -> Result<Object> {
+    object::decode(kv)
+}

@@ -1,0 +1,198 @@
+//! Object plumbing shared by every resource: decoding a request body, the metadata fields
+//! the registry owns (uid, creationTimestamp, generation, resourceVersion), and the stored
+//! and watch encodings.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::{Cause, Error, Object, Resource, Result};
+use crate::storage::cache::{CachedEvent, EventType};
+use crate::storage::KeyValue;
+
+pub(super) trait ObjectExt {
+    fn metadata(&self) -> &Map<String, Value>;
+    fn metadata_mut(&mut self) -> &mut Map<String, Value>;
+}
+
+static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+impl ObjectExt for Object {
+    fn metadata(&self) -> &Map<String, Value> {
+        self.get("metadata").and_then(Value::as_object).unwrap_or(&EMPTY)
+    }
+
+    fn metadata_mut(&mut self) -> &mut Map<String, Value> {
+        let slot = self.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        match slot {
+            Value::Object(map) => map,
+            _ => unreachable!("metadata was just made an object"),
+        }
+    }
+}
+
+/// A request body as an object of `resource`: apiVersion and kind must match (or be absent).
+pub(super) fn into_object(body: Value, resource: &Resource) -> Result<Object> {
+    let Value::Object(mut object) = body else {
+        return Err(Error::BadRequest("the request body must be a JSON object".into()));
+    };
+    let api_version = resource.api_version();
+    for (field, what, expected) in
+        [("apiVersion", "API version", api_version.as_str()), ("kind", "kind", resource.kind)]
+    {
+        match object.get(field).and_then(Value::as_str) {
+            None | Some("") => {
+                object.insert(field.into(), Value::String(expected.into()));
+            }
+            Some(given) if given == expected => {}
+            Some(given) => {
+                return Err(Error::BadRequest(format!(
+                    "the {what} in the data ({given}) does not match the expected {what} ({expected})"
+                )))
+            }
+        }
+    }
+    if object.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(Error::BadRequest("metadata must be an object".into()));
+    }
+    Ok(object)
+}
+
+/// The generic metadata rules: DNS-1123 names, string labels and annotations.
+pub(super) fn validate_metadata(object: &Object, namespaced: bool) -> Vec<Cause> {
+    let metadata = object.metadata();
+    let mut causes = Vec::new();
+    if let Some(name) = metadata.get("name").and_then(Value::as_str) {
+        if let Some(problem) = dns_subdomain_problem(name) {
+            causes.push(Cause::invalid("metadata.name", format!("Invalid value: {name:?}: {problem}")));
+        }
+    }
+    if namespaced && metadata.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty) {
+        causes.push(Cause::required("metadata.namespace", "Required value"));
+    }
+    for field in ["labels", "annotations"] {
+        match metadata.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) if map.values().all(Value::is_string) => {}
+            Some(_) => causes.push(Cause::invalid(&format!("metadata.{field}"), "must map strings to strings")),
+        }
+    }
+    causes
+}
+
+/// Kubernetes' DNS-1123 subdomain rule: lowercase alphanumerics, '-' and '.', at most
+/// 253 characters, starting and ending with an alphanumeric.
+fn dns_subdomain_problem(name: &str) -> Option<&'static str> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() || name.len() > 253 {
+        return Some("must be no more than 253 characters and not empty");
+    }
+    if !name.chars().all(ok_char) || !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+        return Some(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        );
+    }
+    None
+}
+
+/// On update the client may not change what the registry owns: uid, creation time, the
+/// name and namespace.
+pub(super) fn carry_over_system_fields(object: &mut Object, old: &Object, namespace: Option<&str>, name: &str) {
+    let old_metadata = old.metadata().clone();
+    let metadata = object.metadata_mut();
+    for field in ["uid", "creationTimestamp", "generation"] {
+        match old_metadata.get(field) {
+            Some(value) => metadata.insert(field.into(), value.clone()),
+            None => metadata.remove(field),
+        };
+    }
+    metadata.insert("name".into(), Value::String(name.into()));
+    if let Some(ns) = namespace {
+        metadata.insert("namespace".into(), Value::String(ns.into()));
+    }
+    metadata.remove("resourceVersion");
+}
+
+/// `metadata.generation` counts changes to everything but metadata and status.
+pub(super) fn bump_generation(object: &mut Object, old: &Object) {
+    let spec_changed = object.iter().any(|(k, v)| k != "metadata" && k != "status" && old.get(k) != Some(v))
+        || old.keys().any(|k| k != "metadata" && k != "status" && !object.contains_key(k));
+    let generation = old.metadata().get("generation").and_then(Value::as_i64).unwrap_or(1);
+    let next = if spec_changed { generation + 1 } else { generation };
+    object.metadata_mut().insert("generation".into(), Value::from(next));
+}
+
+pub(super) fn encode(object: &Object) -> Result<Bytes> {
+    serde_json::to_vec(object).map(Bytes::from).map_err(|e| Error::Internal(format!("cannot encode object: {e}")))
+}
+
+/// A stored value as an object carrying its resourceVersion.
+pub(super) fn decode(kv: &KeyValue) -> Result<Object> {
+    decode_at(&kv.value, kv.mod_revision)
+}
+
+fn decode_at(value: &[u8], revision: i64) -> Result<Object> {
+    let mut object: Object = serde_json::from_slice(value)
+        .map_err(|e| Error::Internal(format!("stored object at revision {revision} is not valid JSON: {e}")))?;
+    object.metadata_mut().insert("resourceVersion".into(), Value::String(revision.to_string()));
+    Ok(object)
+}
+
+/// One watch event as a line of the JSON watch stream: `{"type":...,"object":...}\n`.
+pub(super) fn encode_watch_event(event: &CachedEvent) -> Bytes {
+    let kind = match event.event_type() {
+        EventType::Added => "ADDED",
+        EventType::Modified => "MODIFIED",
+        EventType::Deleted => "DELETED",
+    };
+    let object =
+        decode_at(event.object(), event.revision()).map(Value::Object).unwrap_or_else(|e| Value::String(e.to_string()));
+    let mut line = serde_json::to_vec(&serde_json::json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+pub(super) fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Five characters from Kubernetes' generateName alphabet (no vowels, no confusables).
+pub(super) fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dns_1123() {
+        for good in ["a", "my-config", "a.b-c", "x1"] {
+            assert_eq!(dns_subdomain_problem(good), None, "{good}");
+        }
+        for bad in ["", "A", "-a", "a-", "a_b", &"x".repeat(254)] {
+            assert!(dns_subdomain_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generation_moves_only_when_the_spec_changes() {
+        let old: Object =
+            serde_json::from_value(serde_json::json!({"metadata": {"generation": 3}, "data": {"a": "1"}})).unwrap();
+        let mut same: Object =
+            serde_json::from_value(serde_json::json!({"metadata": {"labels": {"x": "y"}}, "data": {"a": "1"}}))
+                .unwrap();
+        bump_generation(&mut same, &old);
+        assert_eq!(same.metadata()["generation"], 3);
+        let mut changed: Object =
+            serde_json::from_value(serde_json::json!({"metadata": {}, "data": {"a": "2"}})).unwrap();
+        bump_generation(&mut changed, &old);
+        assert_eq!(changed.metadata()["generation"], 4);
+    }
+}

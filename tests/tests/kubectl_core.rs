@@ -1,0 +1,236 @@
+//! The core API as real kubectl (1.32 and 1.33) and a raw HTTP client see it: version,
+//! discovery, create/get/replace/delete of ConfigMaps and Namespaces, Tables, watch, and
+//! every error as a Kubernetes `Status`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use wasmkube_tests::{free_port, http_get, wait_for, Process};
+
+const KUBECTLS: [&str; 2] =
+    ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"];
+
+struct Cluster {
+    _serve: Process,
+    _dir: tempfile::TempDir,
+    base: String,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let serve = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
+        let base = format!("http://{listen}");
+        wait_for("the API to be ready", Duration::from_secs(30), || async {
+            http_get(&format!("{base}/readyz")).await.filter(|(code, _)| *code == 200)
+        })
+        .await;
+        Cluster { _serve: serve, _dir: dir, base }
+    }
+
+    /// Run kubectl against the cluster; (success, stdout, stderr).
+    fn kubectl(&self, kubectl: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(kubectl)
+            .arg("--server")
+            .arg(&self.base)
+            .args(args)
+            .env("KUBECONFIG", "/dev/null")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {kubectl}: {e}"));
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+
+    async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let mut request = client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let code = response.status().as_u16();
+        (code, response.json().await.expect("a JSON body"))
+    }
+}
+
+fn write_manifest(dir: &std::path::Path, name: &str, value: &str) -> String {
+    let path = dir.join(format!("{name}-{value}.yaml"));
+    std::fs::write(
+        &path,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: \"{value}\"\n"),
+    )
+    .unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_gets_replaces_and_deletes() {
+    let cluster = Cluster::start().await;
+    let files = tempfile::tempdir().unwrap();
+    for kubectl in KUBECTLS {
+        let (ok, out, err) = cluster.kubectl(kubectl, &["version"]);
+        assert!(ok, "{kubectl} version: {err}");
+        assert!(out.contains("Server Version: v1.33"), "{out}");
+
+        let (ok, out, err) = cluster.kubectl(kubectl, &["get", "namespaces"]);
+        assert!(ok, "{err}");
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            assert!(out.contains(ns), "a fresh cluster has namespace {ns}:\n{out}");
+        }
+        assert!(out.starts_with("NAME"), "a table: {out}");
+
+        let ns = if kubectl.ends_with("1.33") { "team-a" } else { "team-b" };
+        // `kubectl create namespace` sends protobuf, which the server does not decode yet;
+        // a manifest goes through kubectl's JSON path.
+        let namespace = files.path().join(format!("{ns}.yaml"));
+        std::fs::write(&namespace, format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n")).unwrap();
+        let (ok, _, err) = cluster.kubectl(kubectl, &["create", "--validate=false", "-f", namespace.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        // Client-side validation needs OpenAPI, which arrives in a later step.
+        let manifest = write_manifest(files.path(), "demo", "1");
+        let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "create", "--validate=false", "-f", &manifest]);
+        assert!(ok, "{err}");
+        assert!(out.contains("configmap/demo created"), "{out}");
+        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "create", "--validate=false", "-f", &manifest]);
+        assert!(!ok);
+        assert!(err.contains("AlreadyExists") && err.contains("configmaps \"demo\" already exists"), "{err}");
+
+        let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "get", "configmap", "demo", "-o", "json"]);
+        assert!(ok, "{err}");
+        let object: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(object["data"]["key"], "1");
+        assert_eq!(object["metadata"]["namespace"], ns);
+        assert!(object["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+        assert!(object["metadata"]["resourceVersion"].as_str().is_some_and(|rv| rv.parse::<i64>().is_ok()));
+
+        let changed = write_manifest(files.path(), "demo", "2");
+        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "replace", "--validate=false", "-f", &changed]);
+        assert!(ok, "{err}");
+        let (ok, out, _) = cluster.kubectl(kubectl, &["-n", ns, "get", "cm", "demo", "-o", "jsonpath={.data.key}"]);
+        assert!(ok);
+        assert_eq!(out, "2");
+
+        let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "get", "cm"]);
+        assert!(ok, "{err}");
+        assert!(out.lines().nth(1).is_some_and(|row| row.starts_with("demo ")), "{out}");
+
+        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "delete", "configmap", "demo"]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "get", "configmap", "demo"]);
+        assert!(!ok);
+        assert!(err.contains("NotFound") && err.contains("configmaps \"demo\" not found"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_kubernetes_statuses() {
+    let cluster = Cluster::start().await;
+    let cm =
+        |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}});
+    let post = reqwest::Method::POST;
+
+    let (code, created) = cluster.request(post.clone(), "/api/v1/namespaces/default/configmaps", Some(cm("one"))).await;
+    assert_eq!(code, 201, "{created}");
+
+    // A stale resourceVersion is a 409 Conflict, and nothing changes.
+    let mut stale = created.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    stale["data"]["a"] = json!("changed");
+    let (code, status) =
+        cluster.request(reqwest::Method::PUT, "/api/v1/namespaces/default/configmaps/one", Some(stale)).await;
+    assert_eq!(
+        (code, status["kind"].as_str(), status["reason"].as_str()),
+        (409, Some("Status"), Some("Conflict")),
+        "{status}"
+    );
+    assert_eq!(status["code"], 409);
+    let (_, current) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps/one", None).await;
+    assert_eq!(current["data"]["a"], "1");
+
+    // An invalid name is a 422 naming the field.
+    let (code, status) =
+        cluster.request(post.clone(), "/api/v1/namespaces/default/configmaps", Some(cm("Not_Valid"))).await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")), "{status}");
+    assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
+
+    // A missing namespace is a 404 about the namespace.
+    let (code, status) = cluster.request(post.clone(), "/api/v1/namespaces/nowhere/configmaps", Some(cm("x"))).await;
+    assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")), "{status}");
+    assert!(status["message"].as_str().unwrap().contains("namespaces \"nowhere\" not found"), "{status}");
+
+    // Wrong kind, bad JSON, unknown resources, unsupported methods.
+    let wrong = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}});
+    let (code, status) = cluster.request(post.clone(), "/api/v1/namespaces/default/configmaps", Some(wrong)).await;
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")), "{status}");
+    let (code, status) = cluster.request(reqwest::Method::GET, "/api/v1/widgets", None).await;
+    assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")), "{status}");
+    let (code, status) =
+        cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps/one", Some(cm("one"))).await;
+    assert_eq!((code, status["reason"].as_str()), (405, Some("MethodNotAllowed")), "{status}");
+
+    // generateName makes a fresh name.
+    let generated = json!({"metadata": {"generateName": "gen-"}, "data": {}});
+    let (code, object) = cluster.request(post, "/api/v1/namespaces/default/configmaps", Some(generated)).await;
+    assert_eq!(code, 201, "{object}");
+    assert!(object["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("gen-") && n.len() == 9), "{object}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_and_watch_follow_the_store() {
+    let cluster = Cluster::start().await;
+    for i in 0..7 {
+        let cm = json!({"metadata": {"name": format!("cm-{i}")}, "data": {}});
+        let (code, _) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(cm)).await;
+        assert_eq!(code, 201);
+    }
+    // Pages of 3 with continue tokens.
+    let mut names = Vec::new();
+    let mut path = "/api/v1/namespaces/default/configmaps?limit=3".to_string();
+    loop {
+        let (code, list) = cluster.request(reqwest::Method::GET, &path, None).await;
+        assert_eq!(code, 200, "{list}");
+        assert_eq!(list["kind"], "ConfigMapList");
+        names.extend(
+            list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        match list["metadata"]["continue"].as_str() {
+            Some(token) => path = format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(names, (0..7).map(|i| format!("cm-{i}")).collect::<Vec<_>>());
+
+    // A watch from the list's resourceVersion sees the next change, and only that.
+    let (_, list) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps", None).await;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}", cluster.base);
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = response.bytes_stream();
+    let (code, _) = cluster.request(reqwest::Method::DELETE, "/api/v1/namespaces/default/configmaps/cm-3", None).await;
+    assert_eq!(code, 200);
+    let chunk =
+        tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("a watch event").unwrap().unwrap();
+    let event: Value = serde_json::from_slice(chunk.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(event["type"], "DELETED");
+    assert_eq!(event["object"]["metadata"]["name"], "cm-3");
+    assert!(
+        event["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > rv.parse().unwrap()
+    );
+
+    // kubectl's own watch: the initial state as ADDED events, then changes.
+    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=true", cluster.base);
+    let mut body = reqwest::get(&url).await.unwrap().bytes_stream();
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("events").unwrap().unwrap();
+        for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let event: Value = serde_json::from_slice(line).unwrap();
+            assert_eq!(event["type"], "ADDED");
+            seen.push(event["object"]["metadata"]["name"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(!seen.contains(&"cm-3".to_string()));
+}

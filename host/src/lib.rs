@@ -5,5 +5,6 @@
 
 pub mod api;
 pub mod cmd;
+pub mod datadir;
 pub mod registry;
 pub mod storage;

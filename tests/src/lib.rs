@@ -159,11 +159,48 @@ impl Drop for Process {
     }
 }
 
-/// GET `url`; the status code and body, or `None` if nothing answered.
-pub async fn http_get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
+/// An HTTPS client for a server started on `data_dir` at `listen`: it trusts the
+/// cluster's CA and presents the admin certificate, as kubectl does with admin.kubeconfig.
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub kubeconfig: PathBuf,
+}
+
+impl Api {
+    /// Wait for the server to write its certificates, then build the client.
+    pub async fn connect(data_dir: &std::path::Path, listen: &str) -> Api {
+        let tls = data_dir.join("tls");
+        let ca = wait_for("the server to write its CA", Duration::from_secs(30), || {
+            let path = tls.join("ca.crt");
+            async move { std::fs::read(path).ok() }
+        })
+        .await;
+        let mut identity = std::fs::read(tls.join("admin.crt")).expect("admin.crt");
+        identity.extend(std::fs::read(tls.join("admin.key")).expect("admin.key"));
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+            .identity(reqwest::Identity::from_pem(&identity).expect("admin PEM"))
+            .build()
+            .expect("HTTPS client");
+        Api { base: format!("https://{listen}"), client, kubeconfig: data_dir.join("admin.kubeconfig") }
+    }
+
+    /// GET `path`; the status code and body, or `None` if nothing answered.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// Wait until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        wait_for("/readyz to answer 200", Duration::from_secs(60), || async {
+            self.get("/readyz").await.filter(|(code, _)| *code == 200)
+        })
+        .await;
+    }
 }
 
 /// Turn each `async fn case(store: TestStore)` named into two tests, `embedded::case` and

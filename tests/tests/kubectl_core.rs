@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use wasmkube_tests::{free_port, http_get, wait_for, Process};
+use wasmkube_tests::{free_port, Api, Process};
 
 const KUBECTLS: [&str; 2] =
     ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"];
@@ -15,7 +15,7 @@ const KUBECTLS: [&str; 2] =
 struct Cluster {
     _serve: Process,
     _dir: tempfile::TempDir,
-    base: String,
+    api: Api,
 }
 
 impl Cluster {
@@ -23,29 +23,24 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
         let serve = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
-        let base = format!("http://{listen}");
-        wait_for("the API to be ready", Duration::from_secs(30), || async {
-            http_get(&format!("{base}/readyz")).await.filter(|(code, _)| *code == 200)
-        })
-        .await;
-        Cluster { _serve: serve, _dir: dir, base }
+        let api = Api::connect(dir.path(), &listen).await;
+        api.wait_ready().await;
+        Cluster { _serve: serve, _dir: dir, api }
     }
 
     /// Run kubectl against the cluster; (success, stdout, stderr).
     fn kubectl(&self, kubectl: &str, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(kubectl)
-            .arg("--server")
-            .arg(&self.base)
+            .arg("--kubeconfig")
+            .arg(&self.api.kubeconfig)
             .args(args)
-            .env("KUBECONFIG", "/dev/null")
             .output()
             .unwrap_or_else(|e| panic!("cannot run {kubectl}: {e}"));
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
     }
 
     async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let client = reqwest::Client::new();
-        let mut request = client.request(method, format!("{}{path}", self.base));
+        let mut request = self.api.client.request(method, format!("{}{path}", self.api.base));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -69,6 +64,9 @@ fn write_manifest(dir: &std::path::Path, name: &str, value: &str) -> String {
 async fn kubectl_creates_gets_replaces_and_deletes() {
     let cluster = Cluster::start().await;
     let files = tempfile::tempdir().unwrap();
+    // The dispatcher kubectl picks the binary matching the server's /version.
+    let (ok, out, err) = cluster.kubectl("/usr/bin/kubectl", &["version"]);
+    assert!(ok && out.contains("Server Version: v1.33"), "{out}{err}");
     for kubectl in KUBECTLS {
         let (ok, out, err) = cluster.kubectl(kubectl, &["version"]);
         assert!(ok, "{kubectl} version: {err}");
@@ -205,8 +203,8 @@ async fn list_pages_and_watch_follow_the_store() {
     // A watch from the list's resourceVersion sees the next change, and only that.
     let (_, list) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps", None).await;
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}", cluster.base);
-    let response = reqwest::get(&url).await.unwrap();
+    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}", cluster.api.base);
+    let response = cluster.api.client.get(&url).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let mut body = response.bytes_stream();
     let (code, _) = cluster.request(reqwest::Method::DELETE, "/api/v1/namespaces/default/configmaps/cm-3", None).await;
@@ -221,8 +219,8 @@ async fn list_pages_and_watch_follow_the_store() {
     );
 
     // kubectl's own watch: the initial state as ADDED events, then changes.
-    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=true", cluster.base);
-    let mut body = reqwest::get(&url).await.unwrap().bytes_stream();
+    let url = format!("{}/api/v1/namespaces/default/configmaps?watch=true", cluster.api.base);
+    let mut body = cluster.api.client.get(&url).send().await.unwrap().bytes_stream();
     let mut seen = Vec::new();
     while seen.len() < 6 {
         let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("events").unwrap().unwrap();

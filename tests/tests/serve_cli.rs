@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wasmkube_tests::{free_port, http_get, wait_for, Etcd, Process};
+use wasmkube_tests::{free_port, wait_for, Api, Etcd, Process};
 
 #[tokio::test]
 async fn conflicting_flags_are_all_reported_with_exit_code_2() {
@@ -26,18 +26,15 @@ async fn embedded_serve_is_ready_exports_metrics_and_stops_cleanly_on_sigterm() 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut serve = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
-    let base = format!("http://{listen}");
-    wait_for("/readyz to answer 200", Duration::from_secs(30), || async {
-        http_get(&format!("{base}/readyz")).await.filter(|(code, _)| *code == 200)
-    })
-    .await;
+    let api = Api::connect(dir.path(), &listen).await;
+    api.wait_ready().await;
     for path in ["/healthz", "/livez", "/readyz?verbose"] {
-        let (code, body) = http_get(&format!("{base}{path}")).await.unwrap();
+        let (code, body) = api.get(path).await.unwrap();
         assert_eq!(code, 200, "{path}: {body}");
     }
-    let (_, verbose) = http_get(&format!("{base}/readyz?verbose")).await.unwrap();
+    let (_, verbose) = api.get("/readyz?verbose").await.unwrap();
     assert!(verbose.contains("[+]storage ok"), "{verbose}");
-    let (code, metrics) = http_get(&format!("{base}/metrics")).await.unwrap();
+    let (code, metrics) = api.get("/metrics").await.unwrap();
     assert_eq!(code, 200);
     for name in [
         "wasmkube_storage_operation_duration_seconds",
@@ -53,10 +50,7 @@ async fn embedded_serve_is_ready_exports_metrics_and_stops_cleanly_on_sigterm() 
 
     // The same data dir opens again (the lock was released, the store flushed).
     let mut again = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
-    wait_for("restart to become ready", Duration::from_secs(30), || async {
-        http_get(&format!("{base}/readyz")).await.filter(|(code, _)| *code == 200)
-    })
-    .await;
+    api.wait_ready().await;
     again.signal(libc::SIGINT);
     assert_eq!(again.wait_exit(Duration::from_secs(30)).await.0, Some(0));
 }
@@ -79,7 +73,7 @@ async fn a_data_dir_that_is_not_ours_is_refused_untouched() {
 #[tokio::test]
 async fn a_corrupt_data_dir_is_reported_by_path() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("wasmkube-store.json"), "{\"kind\":\"something-else\"}\n").unwrap();
+    std::fs::write(dir.path().join("wasmkube.json"), "{\"kind\":\"something-else\"}\n").unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let mut serve = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
     let (code, stderr) = serve.wait_exit(Duration::from_secs(30)).await;
@@ -92,21 +86,29 @@ async fn unreachable_etcd_keeps_serve_alive_and_not_ready_until_it_appears() {
     let etcd_port = free_port();
     let listen = format!("127.0.0.1:{}", free_port());
     let endpoint = format!("http://127.0.0.1:{etcd_port}");
-    let mut serve = Process::start(&["serve", "--listen", &listen, "--storage", "etcd", "--etcd-endpoints", &endpoint]);
-    let base = format!("http://{listen}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Process::start(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--storage",
+        "etcd",
+        "--etcd-endpoints",
+        &endpoint,
+    ]);
+    let api = Api::connect(dir.path(), &listen).await;
     let (_, why) = wait_for("/readyz to say storage is not ready", Duration::from_secs(30), || async {
-        http_get(&format!("{base}/readyz")).await.filter(|(code, body)| *code == 503 && body.contains("[-]storage"))
+        api.get("/readyz").await.filter(|(code, body)| *code == 503 && body.contains("[-]storage"))
     })
     .await;
     assert!(why.contains("etcd"), "readyz names the backend: {why}");
-    assert_eq!(http_get(&format!("{base}/livez")).await.map(|r| r.0), Some(200), "alive while storage is down");
+    assert_eq!(api.get("/livez").await.map(|r| r.0), Some(200), "alive while storage is down");
     assert!(serve.child.try_wait().unwrap().is_none(), "serve keeps running");
 
     let _etcd = Etcd::start_on(etcd_port).await;
-    wait_for("/readyz to turn 200 once etcd is up", Duration::from_secs(60), || async {
-        http_get(&format!("{base}/readyz")).await.filter(|(code, _)| *code == 200)
-    })
-    .await;
+    api.wait_ready().await;
     serve.signal(libc::SIGTERM);
     let (code, stderr) = serve.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "{stderr}");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wasmkube::storage::{embedded, embedded::EmbeddedStore, RangeRequest, StorageMetrics, Store};
-use wasmkube_tests::{free_port, http_get, wait_for, wasmkube_bin, Process};
+use wasmkube_tests::{free_port, wait_for, wasmkube_bin, Api, Process};
 
 fn wasmkube(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(wasmkube_bin()).args(args).output().expect("running wasmkube");
@@ -50,10 +50,7 @@ async fn snapshot_saved_from_a_running_server_restores_the_same_store() {
 
     let listen = format!("127.0.0.1:{}", free_port());
     let mut serve = Process::start(&["serve", "--listen", &listen, "--data-dir", data.to_str().unwrap()]);
-    wait_for("the server to be ready", Duration::from_secs(30), || async {
-        http_get(&format!("http://{listen}/readyz")).await.filter(|(code, _)| *code == 200)
-    })
-    .await;
+    Api::connect(&data, &listen).await.wait_ready().await;
     let (ok, stdout, stderr) =
         wasmkube(&["store", "snapshot", "save", "--data-dir", data.to_str().unwrap(), snap.to_str().unwrap()]);
     assert!(ok, "save while serving: {stderr}");

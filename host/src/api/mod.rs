@@ -10,6 +10,7 @@ mod discovery;
 mod health;
 mod resources;
 mod status;
+pub mod tls;
 
 use std::sync::{Arc, OnceLock};
 

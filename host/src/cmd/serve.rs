@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use super::InvalidOptions;
+use crate::api::tls::{TlsFiles, TlsListener};
 use crate::api::{self, AppState, Health};
 use crate::registry::Registry;
 use crate::storage::{self, embedded::EmbeddedStore, StorageConfig, StorageMetrics, Store, StoreError};
@@ -138,9 +139,15 @@ impl Server {
         let health = Health::default();
         health.set("storage", Err("not opened yet".into()));
         health.set("registry", Err("waiting for storage".into()));
-        let listener = tokio::net::TcpListener::bind(options.listen)
+        crate::datadir::claim(&options.data_dir, false)?;
+        let tls = TlsFiles::ensure(&options.data_dir, options.listen)?;
+        let tcp = tokio::net::TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
+        let listener = TlsListener::new(tcp, tls.server_config()?)?;
+        let kubeconfig = options.data_dir.join("admin.kubeconfig");
+        let host = if options.listen.ip().is_unspecified() { "127.0.0.1".parse()? } else { options.listen.ip() };
+        tls.write_kubeconfig(&kubeconfig, &format!("https://{}", SocketAddr::new(host, options.listen.port())))?;
         let (stop, stopped) = watch::channel(false);
         let api_registry = Arc::new(std::sync::OnceLock::new());
         let app = api::router(AppState { health: health.clone(), metrics: registry, registry: api_registry.clone() });
@@ -154,7 +161,7 @@ impl Server {
                     .await
             })
         };
-        tracing::info!(listen = %options.listen, data_dir = %options.data_dir.display(), "serving");
+        tracing::info!(listen = %options.listen, kubeconfig = %kubeconfig.display(), "serving");
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped).await?;
             let registry = Registry::new(store.clone(), storage_metrics);

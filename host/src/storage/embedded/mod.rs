@@ -47,9 +47,6 @@ use super::{
 };
 
 const BACKEND: &str = "embedded";
-/// The file that marks a directory as a wasmkube data dir.
-const MARKER: &str = "wasmkube-store.json";
-const MARKER_CONTENT: &str = "{\"kind\":\"wasmkube-embedded-store\",\"format\":1}\n";
 const LOCK: &str = "LOCK";
 const DB: &str = "db";
 /// Most writes one commit takes; bounds the latency of the first writer in a batch.
@@ -242,27 +239,7 @@ impl Shared {
     /// Take the directory (creating and marking it when new), lock it, open the engine.
     fn prepare(dir: &Path, must_be_new: bool) -> Result<(File, fjall::Database)> {
         let io = |what: &str, e: std::io::Error| data_dir_error(dir, format!("{what}: {e}"));
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create", e))?;
-        let marker = dir.join(MARKER);
-        let empty = std::fs::read_dir(dir).map_err(|e| io("cannot read", e))?.next().is_none();
-        if must_be_new && !empty {
-            return Err(data_dir_error(dir, "is not empty; restore into a new directory"));
-        }
-        if empty {
-            std::fs::write(&marker, MARKER_CONTENT).map_err(|e| io("cannot write marker", e))?;
-        } else {
-            match std::fs::read_to_string(&marker) {
-                Ok(content) if content == MARKER_CONTENT => {}
-                Ok(_) => return Err(data_dir_error(dir, format!("{MARKER} is not a format this wasmkube reads"))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(data_dir_error(
-                        dir,
-                        format!("is not empty and holds no {MARKER}, so it is not a wasmkube data dir; nothing was changed. Pass an empty or new directory"),
-                    ))
-                }
-                Err(e) => return Err(io("cannot read marker", e)),
-            }
-        }
+        crate::datadir::claim(dir, must_be_new).map_err(|e| StoreError::DataDir { path: e.path, reason: e.reason })?;
         let lock = File::create(dir.join(LOCK)).map_err(|e| io("cannot create lock file", e))?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {

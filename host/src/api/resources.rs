@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::registry::{ListOptions, Object, Registry, Resource, WatchEvent};
+use crate::registry::{ListOptions, Object, Patch, Registry, Resource, WatchEvent};
 
 /// Longest a watch stays open without `timeoutSeconds` (kube-apiserver's default minimum
 /// request timeout).
@@ -125,6 +125,10 @@ pub(super) async fn core(
             let object = registry.update(resource, namespace, name, json_body(&headers, &body)?).await?;
             Ok(Json(object).into_response())
         }
+        (Method::PATCH, Some(name)) => {
+            let object = registry.patch(resource, namespace, name, decode_patch(&headers, &body)?).await?;
+            Ok(Json(object).into_response())
+        }
         (Method::DELETE, Some(name)) => {
             let precondition = delete_precondition(&body)?;
             let object = registry.delete(resource, namespace, name, precondition).await?;
@@ -147,6 +151,26 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let invalid = |e: serde_json::Error| ApiError::bad_request(format!("the patch is not valid JSON: {e}"));
+    match media {
+        "application/json-patch+json" => serde_json::from_slice(body).map(Patch::Json).map_err(invalid),
+        "application/merge-patch+json" => serde_json::from_slice(body).map(Patch::Merge).map_err(invalid),
+        "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("{media} is not supported yet; send a JSON merge patch (kubectl patch --type=merge) or a JSON patch (--type=json)"),
+        )),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the patch type {other:?} is not supported; use application/merge-patch+json or application/json-patch+json"),
+        )),
+    }
 }
 
 /// `DeleteOptions.preconditions.resourceVersion`, if the body has one.

@@ -97,6 +97,18 @@ pub trait Strategy: Send + Sync + 'static {
     }
 }
 
+/// A change to apply to the stored object.
+#[derive(Debug, Clone)]
+pub enum Patch {
+    /// RFC 6902 (`application/json-patch+json`).
+    Json(json_patch::Patch),
+    /// RFC 7386 (`application/merge-patch+json`).
+    Merge(Value),
+}
+
+/// How often a patch is re-applied to a newer object when a concurrent write wins.
+const PATCH_ATTEMPTS: usize = 5;
+
 /// Which objects a list or watch wants.
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions {
@@ -382,6 +394,47 @@ impl Registry {
             }
             Err(e) => Err(Error::from_store(e)),
         }
+    }
+
+    /// Apply `patch` to the current object and store the result. A patch that sets
+    /// `metadata.resourceVersion` is a precondition; otherwise a concurrent write just
+    /// makes it re-apply to the newer object (like kube-apiserver's GuaranteedUpdate).
+    pub async fn patch(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        patch: Patch,
+    ) -> Result<Object> {
+        for attempt in 1..=PATCH_ATTEMPTS {
+            let current = self.get(resource, namespace, name).await?;
+            let revision = current.metadata().get("resourceVersion").cloned();
+            let mut document = Value::Object(current);
+            match &patch {
+                Patch::Json(operations) => {
+                    json_patch::patch(&mut document, operations).map_err(|e| Error::Invalid {
+                        kind: resource.kind.into(),
+                        name: name.into(),
+                        causes: vec![Cause::invalid("", format!("the JSON patch cannot be applied: {e}"))],
+                    })?
+                }
+                Patch::Merge(merge) => json_patch::merge(&mut document, merge),
+            }
+            let pinned = document.pointer("/metadata/resourceVersion").cloned() != revision;
+            if !pinned {
+                // Write back only over the version the patch was applied to.
+                if let (Some(metadata), Some(rv)) =
+                    (document.get_mut("metadata").and_then(Value::as_object_mut), &revision)
+                {
+                    metadata.insert("resourceVersion".into(), rv.clone());
+                }
+            }
+            match self.update(resource, namespace, name, document).await {
+                Err(Error::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => continue,
+                result => return result,
+            }
+        }
+        Err(Error::Internal("patch retries exhausted".into()))
     }
 
     /// Delete an object, if `precondition` (a resourceVersion) still holds; returns its last state.

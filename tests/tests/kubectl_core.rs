@@ -263,3 +263,63 @@ async fn kubectl_patch_merges_and_applies_json_patches() {
     let (ok, _, err) = cluster.kubectl(kubectl, &["patch", "configmap", "p", "-p", r#"{"data":{"z":"1"}}"#]);
     assert!(!ok && err.contains("--type=merge"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_selectors_filter_lists_and_watches() {
+    let cluster = Cluster::start().await;
+    for (name, app) in [("a", "web"), ("b", "db"), ("c", "web")] {
+        let cm = json!({"metadata": {"name": name, "labels": {"app": app}}, "data": {}});
+        let (code, _) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(cm)).await;
+        assert_eq!(code, 201);
+    }
+    let (ok, out, err) = cluster.kubectl(KUBECTLS[0], &["get", "cm", "-l", "app=web", "-o", "name"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["configmap/a", "configmap/c"]);
+    let (ok, out, _) = cluster.kubectl(KUBECTLS[0], &["get", "cm", "-l", "app notin (web)", "-o", "name"]);
+    assert!(ok);
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["configmap/b"]);
+    let (code, status) =
+        cluster.request(reqwest::Method::GET, "/api/v1/configmaps?labelSelector=app%20in%20web", None).await;
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")), "{status}");
+
+    // A watch with a selector: an object that enters the selection is ADDED, one that
+    // leaves it is DELETED, others are not seen at all.
+    let (_, list) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps", None).await;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps?watch=true&labelSelector=app%3Dweb&resourceVersion={rv}",
+        cluster.api.base
+    );
+    let mut body = cluster.api.client.get(&url).send().await.unwrap().bytes_stream();
+    let relabel = |name: &'static str, app: &'static str| {
+        let patch = json!({"metadata": {"labels": {"app": app}}});
+        let client = cluster.api.client.clone();
+        let url = format!("{}/api/v1/namespaces/default/configmaps/{name}", cluster.api.base);
+        async move {
+            let response = client
+                .patch(url)
+                .header("Content-Type", "application/merge-patch+json")
+                .body(patch.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+        }
+    };
+    relabel("b", "web").await; // enters
+    relabel("a", "db").await; // leaves
+    relabel("b", "web2").await; // leaves again
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("events").unwrap().unwrap();
+        for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let event: Value = serde_json::from_slice(line).unwrap();
+            events.push(format!(
+                "{} {}",
+                event["type"].as_str().unwrap(),
+                event["object"]["metadata"]["name"].as_str().unwrap()
+            ));
+        }
+    }
+    assert_eq!(events, vec!["ADDED b", "DELETED a", "DELETED b"]);
+}

@@ -17,6 +17,7 @@
 mod core;
 mod error;
 mod object;
+mod selector;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +28,10 @@ use serde_json::{Map, Value};
 
 pub use self::error::{Cause, Error};
 use self::object::ObjectExt;
-use crate::storage::cache::{CacheConfig, CacheError, CacheItem, CacheWatch, WatchCache, WatchRequest};
+pub use self::selector::LabelSelector;
+use crate::storage::cache::{
+    CacheConfig, CacheError, CacheItem, CacheWatch, CachedEvent, EventType, Filter, WatchCache, WatchRequest,
+};
 use crate::storage::{KeyValue, RangeRequest, Revision, StorageMetrics, Store, StoreError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,6 +122,9 @@ pub struct ListOptions {
     pub limit: usize,
     /// The continue token of the previous page.
     pub continue_token: Option<String>,
+    /// Only objects whose labels match. Pages are filtered after reading, so a page may
+    /// hold fewer than `limit` items while more follow.
+    pub label_selector: LabelSelector,
 }
 
 /// A page of a list.
@@ -324,7 +331,7 @@ impl Registry {
                 .list(crate::storage::cache::ListRequest { key_prefix: Some(prefix), min_revision: None })
                 .await
                 .map_err(Error::from_cache)?;
-            let items = list.items.iter().map(object::decode).collect::<Result<_>>()?;
+            let items = select(list.items.iter().map(object::decode), &options.label_selector)?;
             return Ok(ObjectList { items, resource_version: list.revision, continue_token: None });
         }
         let mut request = RangeRequest { prefix: prefix.clone(), limit: options.limit, ..Default::default() };
@@ -341,7 +348,7 @@ impl Registry {
         let page = self.store.range(request.clone()).await.map_err(Error::from_store)?;
         let continue_token =
             page.next_page(&request).and_then(|next| next.start).map(|start| encode_continue(page.revision, &start));
-        let items = page.kvs.iter().map(object::decode).collect::<Result<_>>()?;
+        let items = select(page.kvs.iter().map(object::decode), &options.label_selector)?;
         Ok(ObjectList { items, resource_version: page.revision, continue_token })
     }
 
@@ -466,18 +473,67 @@ impl Registry {
         namespace: Option<&str>,
         since: Revision,
         bookmarks: bool,
+        selector: LabelSelector,
     ) -> Result<impl futures::Stream<Item = WatchEvent> + Send + 'static + use<>> {
         let entry = self.entry(resource)?;
+        let selector = Arc::new(selector);
+        let filter: Option<Filter> = if selector.is_empty() {
+            None
+        } else {
+            let selector = selector.clone();
+            Some(Arc::new(move |event: &CachedEvent| {
+                let (before, after) = selection(&selector, event);
+                before || after
+            }))
+        };
         let request =
-            WatchRequest { since, key_prefix: Some(Self::list_prefix(resource, namespace)), filter: None, bookmarks };
+            WatchRequest { since, key_prefix: Some(Self::list_prefix(resource, namespace)), filter, bookmarks };
         let watch: CacheWatch = entry.cache.watch(request).await.map_err(Error::from_cache)?;
         use futures::StreamExt;
-        Ok(watch.map(|item| match item {
-            Ok(CacheItem::Event(event)) => WatchEvent::Change(event.encoded(object::encode_watch_event)),
+        Ok(watch.map(move |item| match item {
+            Ok(CacheItem::Event(event)) => {
+                let shown = match (event.event_type(), selector.is_empty()) {
+                    (EventType::Modified, false) => match selection(&selector, &event) {
+                        (false, true) => EventType::Added,
+                        (true, false) => EventType::Deleted,
+                        _ => EventType::Modified,
+                    },
+                    (other, _) => other,
+                };
+                if shown == event.event_type() {
+                    WatchEvent::Change(event.encoded(object::encode_watch_event))
+                } else {
+                    WatchEvent::Change(object::encode_watch_event_as(&event, shown))
+                }
+            }
             Ok(CacheItem::Progress(revision)) => WatchEvent::Bookmark(revision),
             Err(e) => WatchEvent::Expired(e.to_string()),
         }))
     }
+}
+
+/// Keep the objects `selector` selects.
+fn select(objects: impl Iterator<Item = Result<Object>>, selector: &LabelSelector) -> Result<Vec<Object>> {
+    let mut selected = Vec::new();
+    for object in objects {
+        let object = object?;
+        if selector.matches_object(&object) {
+            selected.push(object);
+        }
+    }
+    Ok(selected)
+}
+
+/// Whether `selector` selected the object before and after `event`.
+fn selection(selector: &LabelSelector, event: &CachedEvent) -> (bool, bool) {
+    let selects = |bytes: &[u8]| serde_json::from_slice::<Object>(bytes).is_ok_and(|o| selector.matches_object(&o));
+    let after = selects(event.object());
+    let before = match event.event_type() {
+        EventType::Added => false,
+        EventType::Deleted => after,
+        EventType::Modified => event.prev_object().is_some_and(|prev| selects(prev)),
+    };
+    (before, after)
 }
 
 /// A continue token: the revision the first page was read at and where the next starts.

@@ -143,7 +143,13 @@ fn decode_at(value: &[u8], revision: i64) -> Result<Object> {
 
 /// One watch event as a line of the JSON watch stream: `{"type":...,"object":...}\n`.
 pub(super) fn encode_watch_event(event: &CachedEvent) -> Bytes {
-    let kind = match event.event_type() {
+    encode_watch_event_as(event, event.event_type())
+}
+
+/// The event as `event_type`: a watcher with a selector sees an object that enters its
+/// selection as ADDED and one that leaves it as DELETED.
+pub(super) fn encode_watch_event_as(event: &CachedEvent, event_type: EventType) -> Bytes {
+    let kind = match event_type {
         EventType::Added => "ADDED",
         EventType::Modified => "MODIFIED",
         EventType::Deleted => "DELETED",

@@ -1,0 +1,173 @@
+//! Label selectors (`-l app=web,tier!=db,env in (a,b),!legacy`): parsing Kubernetes'
+//! string form and matching a set of labels. Pure; no I/O.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+/// One requirement of a selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Requirement {
+    Exists(String),
+    NotExists(String),
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, BTreeSet<String>),
+    NotIn(String, BTreeSet<String>),
+}
+
+/// A parsed label selector; the empty selector matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    requirements: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    /// Parse Kubernetes' string form; the error says what is wrong where.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut requirements = Vec::new();
+        for part in split_top_level(text)? {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            requirements.push(parse_requirement(part)?);
+        }
+        Ok(Self { requirements })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    /// Whether an object with these `metadata.labels` is selected.
+    pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
+        let get = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+        self.requirements.iter().all(|r| match r {
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::NotExists(k) => get(k).is_none(),
+            Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
+            Requirement::In(k, set) => get(k).is_some_and(|v| set.contains(v)),
+            Requirement::NotIn(k, set) => get(k).is_none_or(|v| !set.contains(v)),
+        })
+    }
+
+    /// Whether an object (a JSON document) is selected.
+    pub fn matches_object(&self, object: &Map<String, Value>) -> bool {
+        self.is_empty() || self.matches(object.get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_object))
+    }
+}
+
+/// Split at commas that are not inside parentheses.
+fn split_top_level(text: &str) -> Result<Vec<&str>, String> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err(format!("unbalanced parentheses in label selector {text:?}"));
+        }
+    }
+    if depth != 0 {
+        return Err(format!("unbalanced parentheses in label selector {text:?}"));
+    }
+    parts.push(&text[start..]);
+    Ok(parts)
+}
+
+fn parse_requirement(part: &str) -> Result<Requirement, String> {
+    if let Some(key) = part.strip_prefix('!') {
+        return Ok(Requirement::NotExists(check_key(key.trim())?));
+    }
+    for (word, make) in [
+        (" notin ", Requirement::NotIn as fn(String, BTreeSet<String>) -> Requirement),
+        (" in ", Requirement::In as fn(String, BTreeSet<String>) -> Requirement),
+    ] {
+        if let Some((key, set)) = part.split_once(word) {
+            let set = set.trim();
+            let inner = set
+                .strip_prefix('(')
+                .and_then(|s| s.strip_suffix(')'))
+                .ok_or_else(|| format!("{part:?}: the values of '{}' must be in parentheses", word.trim()))?;
+            let values = inner.split(',').map(|v| check_value(v.trim())).collect::<Result<BTreeSet<_>, _>>()?;
+            return Ok(make(check_key(key.trim())?, values));
+        }
+    }
+    if let Some((key, value)) = part.split_once("!=") {
+        return Ok(Requirement::NotEquals(check_key(key.trim())?, check_value(value.trim())?));
+    }
+    if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
+        return Ok(Requirement::Equals(check_key(key.trim())?, check_value(value.trim())?));
+    }
+    Ok(Requirement::Exists(check_key(part)?))
+}
+
+fn check_key(key: &str) -> Result<String, String> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > 63 || !key.chars().all(|c| valid(c) || c == '/') {
+        return Err(format!("invalid label key {key:?}: a qualified name of alphanumerics, '-', '_' or '.'"));
+    }
+    Ok(key.to_string())
+}
+
+fn check_value(value: &str) -> Result<String, String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if value.len() > 63 || !value.chars().all(valid) {
+        return Err(format!("invalid label value {value:?}: at most 63 alphanumerics, '-', '_' or '.'"));
+    }
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Map<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect()
+    }
+
+    /// (selector, labels, expected) as Kubernetes documents them.
+    #[test]
+    fn selectors_match_as_kubernetes_documents() {
+        let web = labels(&[("app", "web"), ("env", "prod")]);
+        let cases: &[(&str, bool)] = &[
+            ("", true),
+            ("app=web", true),
+            ("app==web", true),
+            ("app!=web", false),
+            ("app!=db", true),
+            ("tier!=db", true),
+            ("app", true),
+            ("!app", false),
+            ("!tier", true),
+            ("env in (prod, staging)", true),
+            ("env notin (prod)", false),
+            ("tier notin (db)", true),
+            ("tier in (db)", false),
+            ("app=web,env=prod", true),
+            ("app=web,env=dev", false),
+            ("app=web, env in (dev,prod), !legacy", true),
+        ];
+        for (selector, expected) in cases {
+            let parsed = LabelSelector::parse(selector).unwrap_or_else(|e| panic!("{selector}: {e}"));
+            assert_eq!(parsed.matches(Some(&web)), *expected, "{selector:?}");
+        }
+        assert!(!LabelSelector::parse("app").unwrap().matches(None));
+    }
+
+    #[test]
+    fn malformed_selectors_are_errors() {
+        for bad in ["env in prod", "env in (a", "a=b c", "=x", "x=(", "a b"] {
+            assert!(LabelSelector::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -78,5 +78,9 @@ pub(super) fn strategies() -> Vec<Arc<dyn Strategy>> {
         Arc::new(DataMaps(core("ConfigMap", "configmaps", "configmap", true, &["cm"]))),
         Arc::new(DataMaps(core("Secret", "secrets", "secret", true, &[]))),
         Arc::new(Plain(core("ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"]))),
+        Arc::new(Plain(core("Event", "events", "event", true, &["ev"]))),
+        Arc::new(Plain(core("LimitRange", "limitranges", "limitrange", true, &["limits"]))),
+        Arc::new(Plain(core("PodTemplate", "podtemplates", "podtemplate", true, &[]))),
+        Arc::new(Plain(core("Endpoints", "endpoints", "endpoints", true, &["ep"]))),
     ]
 }

@@ -323,3 +323,34 @@ async fn label_selectors_filter_lists_and_watches() {
     }
     assert_eq!(events, vec!["ADDED b", "DELETED a", "DELETED b"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_dry_run_validates_but_writes_nothing() {
+    let cluster = Cluster::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let kubectl = KUBECTLS[0];
+    let manifest = write_manifest(files.path(), "dry", "1");
+    let (ok, out, err) = cluster.kubectl(kubectl, &["create", "--validate=false", "--dry-run=server", "-f", &manifest]);
+    assert!(ok, "{err}");
+    assert!(out.contains("configmap/dry created (server dry run)"), "{out}");
+    let (ok, _, _) = cluster.kubectl(kubectl, &["get", "cm", "dry"]);
+    assert!(!ok, "a dry-run create stores nothing");
+
+    let (ok, _, err) = cluster.kubectl(kubectl, &["create", "--validate=false", "-f", &manifest]);
+    assert!(ok, "{err}");
+    let (_, before) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps/dry", None).await;
+    let (ok, _, err) = cluster
+        .kubectl(kubectl, &["patch", "cm", "dry", "--type=merge", "-p", r#"{"data":{"key":"9"}}"#, "--dry-run=server"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster.kubectl(kubectl, &["delete", "cm", "dry", "--dry-run=server"]);
+    assert!(ok, "{err}");
+    let (_, after) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps/dry", None).await;
+    assert_eq!(before, after, "dry-run patch and delete change nothing");
+
+    // A dry run still fails where the real request would.
+    let (ok, _, err) = cluster.kubectl(kubectl, &["create", "--validate=false", "--dry-run=server", "-f", &manifest]);
+    assert!(!ok && err.contains("AlreadyExists"), "{err}");
+    let (code, status) =
+        cluster.request(reqwest::Method::DELETE, "/api/v1/namespaces/default/configmaps/dry?dryRun=Some", None).await;
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")), "{status}");
+}

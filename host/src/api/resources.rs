@@ -56,11 +56,21 @@ pub(super) struct Params {
     allow_watch_bookmarks: Option<bool>,
     timeout_seconds: Option<u64>,
     label_selector: Option<String>,
+    dry_run: Option<String>,
 }
 
 impl Params {
     fn watching(&self) -> bool {
         matches!(self.watch.as_deref(), Some("true" | "1"))
+    }
+
+    /// `dryRun=All` (the only value Kubernetes defines).
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.dry_run.as_deref() {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!("unsupported dry run value {other:?}: use dryRun=All"))),
+        }
     }
 
     fn label_selector(&self) -> Result<LabelSelector, ApiError> {
@@ -125,20 +135,23 @@ pub(super) async fn core(
             Ok(Json(object).into_response())
         }
         (Method::POST, None) => {
-            let object = registry.create(resource, namespace, json_body(&headers, &body)?).await?;
+            let object = registry.create(resource, namespace, json_body(&headers, &body)?, params.dry_run()?).await?;
             Ok((StatusCode::CREATED, Json(object)).into_response())
         }
         (Method::PUT, Some(name)) => {
-            let object = registry.update(resource, namespace, name, json_body(&headers, &body)?).await?;
+            let object =
+                registry.update(resource, namespace, name, json_body(&headers, &body)?, params.dry_run()?).await?;
             Ok(Json(object).into_response())
         }
         (Method::PATCH, Some(name)) => {
-            let object = registry.patch(resource, namespace, name, decode_patch(&headers, &body)?).await?;
+            let object =
+                registry.patch(resource, namespace, name, decode_patch(&headers, &body)?, params.dry_run()?).await?;
             Ok(Json(object).into_response())
         }
         (Method::DELETE, Some(name)) => {
-            let precondition = delete_precondition(&body)?;
-            let object = registry.delete(resource, namespace, name, precondition).await?;
+            let (precondition, dry_run_in_body) = delete_options(&body)?;
+            let object =
+                registry.delete(resource, namespace, name, precondition, params.dry_run()? || dry_run_in_body).await?;
             Ok(Json(object).into_response())
         }
         (method, _) => Err(ApiError::method_not_allowed(format!(
@@ -180,17 +193,26 @@ fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
     }
 }
 
-/// `DeleteOptions.preconditions.resourceVersion`, if the body has one.
-fn delete_precondition(body: &[u8]) -> Result<Option<i64>, ApiError> {
+/// What a DELETE body (`DeleteOptions`) asks: the resourceVersion precondition and
+/// whether it is a dry run (kubectl sends `dryRun` there, not in the query).
+fn delete_options(body: &[u8]) -> Result<(Option<i64>, bool), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok((None, false));
     }
     let options: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}")))?;
-    match options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
-        None | Some("") => Ok(None),
-        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid precondition {rv:?}"))),
-    }
+    let precondition = match options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+        None | Some("") => None,
+        Some(rv) => Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid precondition {rv:?}")))?),
+    };
+    let dry_run = match options.get("dryRun").and_then(Value::as_array).map(Vec::as_slice) {
+        None | Some([]) => false,
+        Some([value]) if value == "All" => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("unsupported dry run value {other:?}: use [\"All\"]")))
+        }
+    };
+    Ok((precondition, dry_run))
 }
 
 fn object_revision(object: &Object) -> i64 {

@@ -202,7 +202,7 @@ impl Registry {
             .clone();
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let object = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match self.create(&namespaces, None, object).await {
+            match self.create(&namespaces, None, object, false).await {
                 Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -244,7 +244,14 @@ impl Registry {
     }
 
     /// Create `body` (generateName honoured); returns the stored object.
-    pub async fn create(&self, resource: &Resource, namespace: Option<&str>, body: Value) -> Result<Object> {
+    /// With `dry_run`, everything happens but the write: the answer is what would be stored.
+    pub async fn create(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        body: Value,
+        dry_run: bool,
+    ) -> Result<Object> {
         Self::check_namespace(resource, namespace)?;
         let entry = self.entry(resource)?;
         let mut object = object::into_object(body, resource)?;
@@ -291,6 +298,12 @@ impl Registry {
             self.namespace_exists(ns).await?;
         }
         let key = Self::key(resource, namespace, &name);
+        if dry_run {
+            return match self.store.get(key).await.map_err(Error::from_store)? {
+                (Some(_), _) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
+                (None, _) => Ok(object),
+            };
+        }
         match self.store.create(key, object::encode(&object)?).await {
             Ok(kv) => object::decode(&kv),
             Err(StoreError::AlreadyExists { .. }) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
@@ -359,6 +372,7 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         body: Value,
+        dry_run: bool,
     ) -> Result<Object> {
         Self::check_namespace(resource, namespace)?;
         let entry = self.entry(resource)?;
@@ -388,14 +402,16 @@ impl Registry {
             object::bump_generation(&mut object, &old);
         }
         self.validate(entry, &object, name)?;
+        if dry_run {
+            if expected != current.mod_revision {
+                return Err(Self::modified(resource, name));
+            }
+            object.metadata_mut().insert("resourceVersion".into(), Value::String(current.mod_revision.to_string()));
+            return Ok(object);
+        }
         match self.store.update(key, object::encode(&object)?, expected).await {
             Ok(kv) => object::decode(&kv),
-            Err(StoreError::Conflict { .. }) => Err(Error::Conflict {
-                resource: resource.qualified(),
-                name: name.into(),
-                message: "the object has been modified; please apply your changes to the latest version and try again"
-                    .into(),
-            }),
+            Err(StoreError::Conflict { .. }) => Err(Self::modified(resource, name)),
             Err(StoreError::NotFound { .. }) => {
                 Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
             }
@@ -412,6 +428,7 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         patch: Patch,
+        dry_run: bool,
     ) -> Result<Object> {
         for attempt in 1..=PATCH_ATTEMPTS {
             let current = self.get(resource, namespace, name).await?;
@@ -436,7 +453,7 @@ impl Registry {
                     metadata.insert("resourceVersion".into(), rv.clone());
                 }
             }
-            match self.update(resource, namespace, name, document).await {
+            match self.update(resource, namespace, name, document, dry_run).await {
                 Err(Error::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => continue,
                 result => return result,
             }
@@ -451,18 +468,43 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         precondition: Option<Revision>,
+        dry_run: bool,
     ) -> Result<Object> {
         Self::check_namespace(resource, namespace)?;
         let key = Self::key(resource, namespace, name);
+        if dry_run {
+            let object = self.get(resource, namespace, name).await?;
+            let current =
+                object.metadata().get("resourceVersion").and_then(Value::as_str).and_then(|rv| rv.parse().ok());
+            if precondition.is_some_and(|expected| Some(expected) != current) {
+                return Err(Self::precondition_failed(resource, name));
+            }
+            return Ok(object);
+        }
         match self.store.delete(key, precondition).await {
             Ok((kv, _)) => object::decode(&kv),
-            Err(StoreError::NotFound { .. }) => Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
-            Err(StoreError::Conflict { .. }) => Err(Error::Conflict {
-                resource: resource.qualified(),
-                name: name.into(),
-                message: "the ResourceVersion in the precondition does not match the ResourceVersion in record. The object might have been modified".into(),
-            }),
+            Err(StoreError::NotFound { .. }) => {
+                Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
+            }
+            Err(StoreError::Conflict { .. }) => Err(Self::precondition_failed(resource, name)),
             Err(e) => Err(Error::from_store(e)),
+        }
+    }
+
+    fn modified(resource: &Resource, name: &str) -> Error {
+        Error::Conflict {
+            resource: resource.qualified(),
+            name: name.into(),
+            message: "the object has been modified; please apply your changes to the latest version and try again"
+                .into(),
+        }
+    }
+
+    fn precondition_failed(resource: &Resource, name: &str) -> Error {
+        Error::Conflict {
+            resource: resource.qualified(),
+            name: name.into(),
+            message: "the ResourceVersion in the precondition does not match the ResourceVersion in record. The object might have been modified".into(),
         }
     }
 

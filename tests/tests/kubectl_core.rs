@@ -281,6 +281,17 @@ async fn label_selectors_filter_lists_and_watches() {
     let (code, status) =
         cluster.request(reqwest::Method::GET, "/api/v1/configmaps?labelSelector=app%20in%20web", None).await;
     assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")), "{status}");
+    // Field selectors on name and namespace, as kubectl's `get NAME -w` and informers use them.
+    let path = "/api/v1/configmaps?fieldSelector=metadata.name%3Db,metadata.namespace%3Ddefault";
+    let (code, list) = cluster.request(reqwest::Method::GET, path, None).await;
+    assert_eq!(code, 200, "{list}");
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["b"]);
+    let (code, status) =
+        cluster.request(reqwest::Method::GET, "/api/v1/configmaps?fieldSelector=spec.x%3Dy", None).await;
+    assert_eq!(code, 400, "{status}");
+    assert!(status["message"].as_str().unwrap().contains("field label not supported: spec.x"), "{status}");
 
     // A watch with a selector: an object that enters the selection is ADDED, one that
     // leaves it is DELETED, others are not seen at all.

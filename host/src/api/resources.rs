@@ -13,7 +13,9 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::registry::{LabelSelector, ListOptions, Object, Patch, Registry, Resource, WatchEvent};
+use crate::registry::{
+    FieldSelector, LabelSelector, ListOptions, Object, Patch, Registry, Resource, Selectors, WatchEvent,
+};
 
 /// Longest a watch stays open without `timeoutSeconds` (kube-apiserver's default minimum
 /// request timeout).
@@ -56,6 +58,7 @@ pub(super) struct Params {
     allow_watch_bookmarks: Option<bool>,
     timeout_seconds: Option<u64>,
     label_selector: Option<String>,
+    field_selector: Option<String>,
     dry_run: Option<String>,
 }
 
@@ -73,9 +76,12 @@ impl Params {
         }
     }
 
-    fn label_selector(&self) -> Result<LabelSelector, ApiError> {
-        LabelSelector::parse(self.label_selector.as_deref().unwrap_or_default())
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))
+    fn selectors(&self) -> Result<Selectors, ApiError> {
+        let labels = LabelSelector::parse(self.label_selector.as_deref().unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields =
+            FieldSelector::parse(self.field_selector.as_deref().unwrap_or_default()).map_err(ApiError::bad_request)?;
+        Ok(Selectors { labels, fields })
     }
 
     fn resource_version(&self) -> Result<Option<i64>, ApiError> {
@@ -108,7 +114,7 @@ pub(super) async fn core(
                 resource_version: params.resource_version()?,
                 limit: params.limit.unwrap_or(0),
                 continue_token: params.continue_token.clone().filter(|t| !t.is_empty()),
-                label_selector: params.label_selector()?,
+                selectors: params.selectors()?,
             };
             let list = registry.list(resource, namespace, options).await?;
             if wants_table(&headers) {
@@ -237,11 +243,8 @@ async fn watch(
     let since = match requested {
         Some(rv) if rv > 0 => rv,
         _ => {
-            let options = ListOptions {
-                resource_version: requested,
-                label_selector: params.label_selector()?,
-                ..ListOptions::default()
-            };
+            let options =
+                ListOptions { resource_version: requested, selectors: params.selectors()?, ..ListOptions::default() };
             let list = registry.list(resource, namespace, options).await?;
             for item in list.items {
                 let mut line = serde_json::to_vec(&json!({"type": "ADDED", "object": item}))
@@ -253,7 +256,7 @@ async fn watch(
         }
     };
     let bookmarks = params.allow_watch_bookmarks.unwrap_or(false);
-    let events = match registry.watch(resource, namespace, since, bookmarks, params.label_selector()?).await {
+    let events = match registry.watch(resource, namespace, since, bookmarks, params.selectors()?).await {
         Ok(events) => events.boxed(),
         // A watch from a revision too old to replay is an ERROR event in the stream, not a failed request.
         Err(crate::registry::Error::Gone(message)) => {

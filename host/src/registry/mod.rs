@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 pub use self::error::{Cause, Error};
 use self::object::ObjectExt;
-pub use self::selector::LabelSelector;
+pub use self::selector::{FieldSelector, LabelSelector};
 use crate::storage::cache::{
     CacheConfig, CacheError, CacheItem, CacheWatch, CachedEvent, EventType, Filter, WatchCache, WatchRequest,
 };
@@ -122,9 +122,26 @@ pub struct ListOptions {
     pub limit: usize,
     /// The continue token of the previous page.
     pub continue_token: Option<String>,
-    /// Only objects whose labels match. Pages are filtered after reading, so a page may
-    /// hold fewer than `limit` items while more follow.
-    pub label_selector: LabelSelector,
+    /// Only objects these select. Pages are filtered after reading, so a page may hold
+    /// fewer than `limit` items while more follow.
+    pub selectors: Selectors,
+}
+
+/// The label and field selectors of a list or watch.
+#[derive(Clone, Debug, Default)]
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    fn matches_object(&self, object: &Object) -> bool {
+        self.labels.matches_object(object) && self.fields.matches_object(object)
+    }
 }
 
 /// A page of a list.
@@ -344,7 +361,7 @@ impl Registry {
                 .list(crate::storage::cache::ListRequest { key_prefix: Some(prefix), min_revision: None })
                 .await
                 .map_err(Error::from_cache)?;
-            let items = select(list.items.iter().map(object::decode), &options.label_selector)?;
+            let items = select(list.items.iter().map(object::decode), &options.selectors)?;
             return Ok(ObjectList { items, resource_version: list.revision, continue_token: None });
         }
         let mut request = RangeRequest { prefix: prefix.clone(), limit: options.limit, ..Default::default() };
@@ -361,7 +378,7 @@ impl Registry {
         let page = self.store.range(request.clone()).await.map_err(Error::from_store)?;
         let continue_token =
             page.next_page(&request).and_then(|next| next.start).map(|start| encode_continue(page.revision, &start));
-        let items = select(page.kvs.iter().map(object::decode), &options.label_selector)?;
+        let items = select(page.kvs.iter().map(object::decode), &options.selectors)?;
         Ok(ObjectList { items, resource_version: page.revision, continue_token })
     }
 
@@ -515,7 +532,7 @@ impl Registry {
         namespace: Option<&str>,
         since: Revision,
         bookmarks: bool,
-        selector: LabelSelector,
+        selector: Selectors,
     ) -> Result<impl futures::Stream<Item = WatchEvent> + Send + 'static + use<>> {
         let entry = self.entry(resource)?;
         let selector = Arc::new(selector);
@@ -555,7 +572,7 @@ impl Registry {
 }
 
 /// Keep the objects `selector` selects.
-fn select(objects: impl Iterator<Item = Result<Object>>, selector: &LabelSelector) -> Result<Vec<Object>> {
+fn select(objects: impl Iterator<Item = Result<Object>>, selector: &Selectors) -> Result<Vec<Object>> {
     let mut selected = Vec::new();
     for object in objects {
         let object = object?;
@@ -567,7 +584,7 @@ fn select(objects: impl Iterator<Item = Result<Object>>, selector: &LabelSelecto
 }
 
 /// Whether `selector` selected the object before and after `event`.
-fn selection(selector: &LabelSelector, event: &CachedEvent) -> (bool, bool) {
+fn selection(selector: &Selectors, event: &CachedEvent) -> (bool, bool) {
     let selects = |bytes: &[u8]| serde_json::from_slice::<Object>(bytes).is_ok_and(|o| selector.matches_object(&o));
     let after = selects(event.object());
     let before = match event.event_type() {

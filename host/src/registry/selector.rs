@@ -1,5 +1,6 @@
-//! Label selectors (`-l app=web,tier!=db,env in (a,b),!legacy`): parsing Kubernetes'
-//! string form and matching a set of labels. Pure; no I/O.
+//! Label selectors (`-l app=web,tier!=db,env in (a,b),!legacy`) and field selectors
+//! (`metadata.name=x,metadata.namespace!=y`): parsing Kubernetes' string forms and
+//! matching objects. Pure; no I/O.
 
 use std::collections::BTreeSet;
 
@@ -56,6 +57,52 @@ impl LabelSelector {
     /// Whether an object (a JSON document) is selected.
     pub fn matches_object(&self, object: &Map<String, Value>) -> bool {
         self.is_empty() || self.matches(object.get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_object))
+    }
+}
+
+/// The fields every resource can be selected by.
+const SELECTABLE_FIELDS: [&str; 2] = ["metadata.name", "metadata.namespace"];
+
+/// A parsed field selector: `field=value`, `field==value`, `field!=value`, comma separated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldSelector {
+    /// (field, value, equal)
+    terms: Vec<(&'static str, String, bool)>,
+}
+
+impl FieldSelector {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut terms = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, value, equal) = if let Some((f, v)) = part.split_once("!=") {
+                (f, v, false)
+            } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                (f, v, true)
+            } else {
+                return Err(format!("invalid field selector {part:?}: expected field=value or field!=value"));
+            };
+            let field = SELECTABLE_FIELDS
+                .into_iter()
+                .find(|known| *known == field.trim())
+                .ok_or_else(|| format!("field label not supported: {}", field.trim()))?;
+            terms.push((field, value.trim().to_string(), equal));
+        }
+        Ok(Self { terms })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    pub fn matches_object(&self, object: &Map<String, Value>) -> bool {
+        self.terms.iter().all(|(field, value, equal)| {
+            let actual = field
+                .strip_prefix("metadata.")
+                .and_then(|name| object.get("metadata").and_then(|m| m.get(name)))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            (actual == value) == *equal
+        })
     }
 }
 
@@ -162,6 +209,23 @@ mod tests {
             assert_eq!(parsed.matches(Some(&web)), *expected, "{selector:?}");
         }
         assert!(!LabelSelector::parse("app").unwrap().matches(None));
+    }
+
+    #[test]
+    fn field_selectors_match_name_and_namespace() {
+        let object: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "a", "namespace": "ns"}})).unwrap();
+        for (selector, expected) in [
+            ("metadata.name=a", true),
+            ("metadata.name==b", false),
+            ("metadata.name!=b,metadata.namespace=ns", true),
+            ("metadata.namespace!=ns", false),
+            ("", true),
+        ] {
+            assert_eq!(FieldSelector::parse(selector).unwrap().matches_object(&object), expected, "{selector}");
+        }
+        assert!(FieldSelector::parse("spec.nodeName=x").unwrap_err().contains("not supported"));
+        assert!(FieldSelector::parse("metadata.name").is_err());
     }
 
     #[test]

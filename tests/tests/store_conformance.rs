@@ -179,7 +179,7 @@ async fn cas_races_have_exactly_one_winner(store: TestStore) {
 async fn collect_until(stream: &mut wasmkube::storage::WatchStream, until: Revision) -> Vec<Event> {
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while events.last().map_or(true, |e: &Event| e.revision() < until) {
+    while events.last().is_none_or(|e: &Event| e.revision() < until) {
         let item = tokio::time::timeout_at(deadline, stream.next())
             .await
             .unwrap_or_else(|_| panic!("watch did not reach revision {until}; got {} events", events.len()))

@@ -63,7 +63,8 @@ impl LocalEtcd {
         let etcd = Self { child, endpoint };
         let deadline = Duration::from_secs(30);
         let started = Instant::now();
-        let probe = EtcdStore::connect(&[etcd.endpoint.clone()], "/".into(), StorageMetrics::unregistered()).await;
+        let probe =
+            EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/".into(), StorageMetrics::unregistered()).await;
         if let Ok(probe) = probe {
             while started.elapsed() < deadline {
                 if probe.current_revision().await.is_ok() {

@@ -212,7 +212,8 @@ pub async fn run(options: StorageBenchOptions) -> anyhow::Result<()> {
             _local.endpoint().to_string()
         }
     };
-    let store = EtcdStore::connect(&[endpoint.clone()], "/wasmkube".into(), StorageMetrics::unregistered()).await?;
+    let store =
+        EtcdStore::connect(std::slice::from_ref(&endpoint), "/wasmkube".into(), StorageMetrics::unregistered()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
     let raw_target = RawEtcd(
         etcd_client::Client::connect([endpoint.as_str()], Some(crate::storage::etcd::connect_options())).await?,
@@ -451,7 +452,8 @@ fn report(embedded: &Figures, etcd: &Figures, raw: &Figures) {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     println!();
     println!("{:<40} {:>12} {:>12} {:>12} {:>10}", "figure", "embedded", "etcd", "raw etcd", "etcd/raw");
-    let rows: [(&str, fn(&Figures) -> f64); 7] = [
+    type Row = (&'static str, fn(&Figures) -> f64);
+    let rows: [Row; 7] = [
         ("creates/s, 1 writer", |f| f.creates_1),
         ("creates/s, 64 writers", |f| f.creates_64),
         ("gets/s, 64 readers", |f| f.gets),

@@ -34,6 +34,8 @@ impl Cluster {
             .arg("--kubeconfig")
             .arg(&self.api.kubeconfig)
             .args(args)
+            // kubectl caches discovery per host:port under $HOME; ports are reused.
+            .env("HOME", self._dir.path())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {kubectl}: {e}"));
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
@@ -364,4 +366,42 @@ async fn server_dry_run_validates_but_writes_nothing() {
     let (code, status) =
         cluster.request(reqwest::Method::DELETE, "/api/v1/namespaces/default/configmaps/dry?dryRun=Some", None).await;
     assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_answers_aggregated_and_legacy_clients() {
+    let cluster = Cluster::start().await;
+    let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let get = |path: &'static str, accept: &'static str| {
+        let request = cluster.api.client.get(format!("{}{path}", cluster.api.base)).header("Accept", accept);
+        async move {
+            let response = request.send().await.unwrap();
+            let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+            (content_type, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (content_type, core) = get("/api", accept).await;
+    assert!(content_type.contains("as=APIGroupDiscoveryList"), "{content_type}");
+    let resources = &core["items"][0]["versions"][0]["resources"];
+    let configmaps = resources.as_array().unwrap().iter().find(|r| r["resource"] == "configmaps").expect("configmaps");
+    assert_eq!(configmaps["scope"], "Namespaced");
+    assert_eq!(configmaps["responseKind"]["kind"], "ConfigMap");
+    let (content_type, groups) = get("/apis", accept).await;
+    assert!(content_type.contains("as=APIGroupDiscoveryList"), "{content_type}");
+    assert_eq!(groups["kind"], "APIGroupDiscoveryList");
+
+    let (_, legacy) = get("/api", "application/json").await;
+    assert_eq!(legacy["kind"], "APIVersions");
+    let (_, list) = get("/api/v1", "application/json").await;
+    assert!(list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "namespaces" && r["namespaced"] == false));
+
+    for kubectl in KUBECTLS {
+        let (ok, out, err) = cluster.kubectl(kubectl, &["api-resources", "--no-headers"]);
+        assert!(ok, "{err}");
+        assert!(out.lines().any(|l| l.starts_with("configmaps") && l.contains("cm")), "{out}");
+    }
 }

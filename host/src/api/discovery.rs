@@ -1,10 +1,12 @@
 //! `/version` and discovery (`/api`, `/api/v1`, `/apis`): what kubectl asks first.
 
 use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::{ApiError, AppState};
 
 /// The Kubernetes minor whose API wasmkube serves.
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
@@ -24,19 +26,66 @@ pub(super) async fn version() -> Json<Value> {
     }))
 }
 
-pub(super) async fn api_versions() -> Json<Value> {
-    Json(json!({
-        "kind": "APIVersions",
-        "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
-    }))
+/// The media type of aggregated discovery, which kubectl 1.30+ asks for first.
+const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| media.contains("as=APIGroupDiscoveryList") && media.contains("v=v2") && !media.contains("v2beta1"))
 }
 
-pub(super) async fn api_groups() -> Json<Value> {
-    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+fn aggregated(items: Vec<Value>) -> Response {
+    let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
+    ([(header::CONTENT_TYPE, AGGREGATED)], Json(body)).into_response()
 }
 
-pub(super) async fn core_resources(State(state): State<AppState>) -> Result<Json<Value>, super::ApiError> {
+/// `/api`: the core group's versions, or with the aggregated Accept, every core resource.
+pub(super) async fn api_versions(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !wants_aggregated(&headers) {
+        return Ok(Json(json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+        }))
+        .into_response());
+    }
+    let registry = state.registry()?;
+    let resources: Vec<Value> = registry
+        .resources()
+        .filter(|r| r.group.is_empty())
+        .map(|r| {
+            json!({
+                "resource": r.plural,
+                "singularResource": r.singular,
+                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                "verbs": VERBS,
+                "shortNames": r.short_names,
+            })
+        })
+        .collect();
+    Ok(aggregated(vec![json!({
+        "metadata": {"name": ""},
+        "versions": [{"version": "v1", "freshness": "Current", "resources": resources}],
+    })]))
+}
+
+/// `/apis`: the named groups (none are served yet).
+pub(super) async fn api_groups(headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated(Vec::new());
+    }
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})).into_response()
+}
+
+/// The verbs every served resource supports.
+const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
+
+pub(super) async fn core_resources(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let registry = state.registry()?;
     let resources: Vec<Value> = registry
         .resources()
@@ -47,7 +96,7 @@ pub(super) async fn core_resources(State(state): State<AppState>) -> Result<Json
                 "singularName": r.singular,
                 "namespaced": r.namespaced,
                 "kind": r.kind,
-                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                "verbs": VERBS,
                 "shortNames": r.short_names,
             })
         })

@@ -40,6 +40,7 @@ async fn embedded_serve_is_ready_exports_metrics_and_stops_cleanly_on_sigterm() 
         "wasmkube_storage_operation_duration_seconds",
         "wasmkube_storage_commit_batch_size",
         "wasmkube_storage_watchers",
+        "wasmkube_apiserver_request_duration_seconds_count{code=\"200\",path=\"health\",verb=\"GET\"}",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }

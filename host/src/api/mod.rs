@@ -30,6 +30,9 @@ use crate::registry::Registry;
 pub struct AppState {
     pub health: Health,
     pub metrics: prometheus::Registry,
+    /// Request latency by verb, path class and code (kube-apiserver's
+    /// `apiserver_request_duration_seconds`, coarser).
+    pub requests: prometheus::HistogramVec,
     /// Set once storage is open; until then resource requests get 503.
     pub registry: Arc<OnceLock<Arc<Registry>>>,
 }
@@ -59,7 +62,45 @@ pub fn router(state: AppState) -> Router {
         .route("/apis", get(discovery::api_groups))
         .route("/api/v1/{*path}", any(resources::core))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The request-latency histogram, registered in `registry`.
+pub fn request_metrics(registry: &prometheus::Registry) -> prometheus::Result<prometheus::HistogramVec> {
+    let histogram = prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "wasmkube_apiserver_request_duration_seconds",
+            "Latency of API requests by verb, path class and response code (watches: until the stream is set up).",
+        )
+        .buckets(prometheus::exponential_buckets(0.000_1, 2.0, 18)?),
+        &["verb", "path", "code"],
+    )?;
+    registry.register(Box::new(histogram.clone()))?;
+    Ok(histogram)
+}
+
+async fn observe(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let verb = request.method().as_str().to_owned();
+    let path = request.uri().path();
+    let class = match path {
+        "/healthz" | "/livez" | "/readyz" => "health",
+        "/metrics" => "metrics",
+        "/version" | "/api" | "/apis" | "/api/v1" => "discovery",
+        p if p.starts_with("/api/") || p.starts_with("/apis/") => "resource",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    state
+        .requests
+        .with_label_values(&[verb.as_str(), class, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

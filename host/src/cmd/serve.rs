@@ -150,7 +150,13 @@ impl Server {
         tls.write_kubeconfig(&kubeconfig, &format!("https://{}", SocketAddr::new(host, options.listen.port())))?;
         let (stop, stopped) = watch::channel(false);
         let api_registry = Arc::new(std::sync::OnceLock::new());
-        let app = api::router(AppState { health: health.clone(), metrics: registry, registry: api_registry.clone() });
+        let requests = api::request_metrics(&registry).context("registering API metrics")?;
+        let app = api::router(AppState {
+            health: health.clone(),
+            metrics: registry,
+            requests,
+            registry: api_registry.clone(),
+        });
         let http = {
             let mut stopped = stopped.clone();
             tokio::spawn(async move {

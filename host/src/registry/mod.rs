@@ -253,11 +253,9 @@ impl Registry {
     }
 
     async fn namespace_exists(&self, namespace: &str) -> Result<()> {
-        let key = Bytes::from(format!("/registry/core/namespaces/{namespace}"));
-        match self.store.get(key).await.map_err(Error::from_store)? {
-            (Some(_), _) => Ok(()),
-            (None, _) => Err(Error::NotFound { resource: "namespaces".into(), name: namespace.into() }),
-        }
+        let namespaces =
+            self.resource("", "v1", "namespaces").ok_or_else(|| Error::Internal("namespaces are not served".into()))?;
+        self.get(namespaces, None, namespace).await.map(|_| ())
     }
 
     /// Create `body` (generateName honoured); returns the stored object.

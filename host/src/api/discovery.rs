@@ -30,12 +30,9 @@ pub(super) async fn version() -> Json<Value> {
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 fn wants_aggregated(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|media| media.contains("as=APIGroupDiscoveryList") && media.contains("v=v2") && !media.contains("v2beta1"))
+    super::accepts(headers, |media| {
+        media.contains("as=APIGroupDiscoveryList") && media.contains("v=v2") && !media.contains("v2beta1")
+    })
 }
 
 fn aggregated(items: Vec<Value>) -> Response {

@@ -103,6 +103,16 @@ async fn observe(
     response
 }
 
+/// Whether any media range in the request's Accept headers satisfies `wanted`.
+fn accepts(headers: &axum::http::HeaderMap, wanted: impl Fn(&str) -> bool) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(wanted)
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("the server could not find the requested resource ({})", uri.path()))
 }

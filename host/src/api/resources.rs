@@ -293,12 +293,9 @@ fn event_line(kind: &str, object: Value) -> Bytes {
 
 /// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` first.
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|media| media.contains("as=Table") && media.contains("g=meta.k8s.io") && media.contains("v=v1"))
+    super::accepts(headers, |media| {
+        media.contains("as=Table") && media.contains("g=meta.k8s.io") && media.contains("v=v1")
+    })
 }
 
 /// A `meta.k8s.io/v1` Table with Name and Age, rows carrying the object's metadata.

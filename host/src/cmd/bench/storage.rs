@@ -425,36 +425,36 @@ async fn cache_fanout(store: &Arc<dyn Store>, round: usize, value: &Bytes) -> an
 }
 
 /// The median of each figure over rounds.
+impl Figures {
+    /// A `Figures` whose every field is `value(field getter)`.
+    fn from_fn(value: impl Fn(fn(&Figures) -> f64) -> f64) -> Figures {
+        Figures {
+            creates_1: value(|f| f.creates_1),
+            creates_64: value(|f| f.creates_64),
+            gets: value(|f| f.gets),
+            range_10k_ms: value(|f| f.range_10k_ms),
+            watch_events: value(|f| f.watch_events),
+            watch_events_cache: value(|f| f.watch_events_cache),
+            peak_rss_mib: value(|f| f.peak_rss_mib),
+        }
+    }
+}
+
 fn median(rounds: &[Figures]) -> Figures {
-    let of = |get: fn(&Figures) -> f64| median_of(rounds.iter().map(get).collect());
     Figures {
-        creates_1: of(|f| f.creates_1),
-        creates_64: of(|f| f.creates_64),
-        gets: of(|f| f.gets),
-        range_10k_ms: of(|f| f.range_10k_ms),
-        watch_events: of(|f| f.watch_events),
-        watch_events_cache: of(|f| f.watch_events_cache),
         // Peak memory is a maximum, not a typical value.
         peak_rss_mib: rounds.iter().map(|f| f.peak_rss_mib).fold(0.0, f64::max),
+        ..Figures::from_fn(|get| median_of(rounds.iter().map(get).collect()))
     }
 }
 
 /// Per figure, the median over rounds of `ours[i] / baseline[i]`.
 fn paired_ratios(ours: &[Figures], baseline: &[Figures]) -> Figures {
-    let of = |get: fn(&Figures) -> f64| {
+    Figures::from_fn(|get| {
         median_of(
             ours.iter().zip(baseline).map(|(o, b)| if get(b) > 0.0 { get(o) / get(b) } else { f64::NAN }).collect(),
         )
-    };
-    Figures {
-        creates_1: of(|f| f.creates_1),
-        creates_64: of(|f| f.creates_64),
-        gets: of(|f| f.gets),
-        range_10k_ms: of(|f| f.range_10k_ms),
-        watch_events: of(|f| f.watch_events),
-        watch_events_cache: of(|f| f.watch_events_cache),
-        peak_rss_mib: of(|f| f.peak_rss_mib),
-    }
+    })
 }
 
 /// The median; the mean of the middle two for an even count.

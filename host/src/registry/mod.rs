@@ -390,8 +390,7 @@ impl Registry {
         dry_run: bool,
     ) -> Result<Object> {
         Self::check_namespace(resource, namespace)?;
-        let entry = self.entry(resource)?;
-        let mut object = object::into_object(body, resource)?;
+        let object = object::into_object(body, resource)?;
         match object.metadata().get("name").and_then(Value::as_str) {
             Some(given) if given != name => {
                 return Err(Error::BadRequest(format!(
@@ -403,7 +402,22 @@ impl Registry {
         let key = Self::key(resource, namespace, name);
         let (current, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
         let current = current.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
-        let old = object::decode(&current)?;
+        self.replace(resource, namespace, name, object, &current, dry_run).await
+    }
+
+    /// Store `object` over `current` (the stored value it was read against).
+    async fn replace(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        mut object: Object,
+        current: &KeyValue,
+        dry_run: bool,
+    ) -> Result<Object> {
+        let entry = self.entry(resource)?;
+        let key = Self::key(resource, namespace, name);
+        let old = object::decode(current)?;
         let expected = match object.metadata().get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
         {
             Some(rv) => rv.parse::<Revision>().map_err(|_| {
@@ -445,8 +459,12 @@ impl Registry {
         patch: Patch,
         dry_run: bool,
     ) -> Result<Object> {
+        Self::check_namespace(resource, namespace)?;
+        let key = Self::key(resource, namespace, name);
         for attempt in 1..=PATCH_ATTEMPTS {
-            let current = self.get(resource, namespace, name).await?;
+            let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
+            let stored = stored.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
+            let current = object::decode(&stored)?;
             let revision = current.metadata().get("resourceVersion").cloned();
             let mut document = Value::Object(current);
             match &patch {
@@ -459,16 +477,11 @@ impl Registry {
                 }
                 Patch::Merge(merge) => json_patch::merge(&mut document, merge),
             }
+            // A patch that changes resourceVersion makes it a precondition; otherwise the
+            // document still carries the version it was applied to, so only that one is replaced.
             let pinned = document.pointer("/metadata/resourceVersion").cloned() != revision;
-            if !pinned {
-                // Write back only over the version the patch was applied to.
-                if let (Some(metadata), Some(rv)) =
-                    (document.get_mut("metadata").and_then(Value::as_object_mut), &revision)
-                {
-                    metadata.insert("resourceVersion".into(), rv.clone());
-                }
-            }
-            match self.update(resource, namespace, name, document, dry_run).await {
+            let object = object::into_object(document, resource)?;
+            match self.replace(resource, namespace, name, object, &stored, dry_run).await {
                 Err(Error::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => continue,
                 result => return result,
             }

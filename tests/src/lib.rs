@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use wasmkube::storage::{embedded::EmbeddedStore, etcd::EtcdStore, local_etcd::LocalEtcd, StorageMetrics, Store};
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again soon).
@@ -221,4 +223,52 @@ macro_rules! both_backends {
             })*
         }
     };
+}
+
+/// The real kubectl binaries the tests run (the dispatcher at /usr/bin/kubectl picks by
+/// the server's /version; these are named explicitly).
+pub const KUBECTLS: [&str; 2] =
+    ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"];
+
+/// A `wasmkube serve` on a free port with its own data dir, and clients for it.
+pub struct Cluster {
+    _serve: Process,
+    pub dir: tempfile::TempDir,
+    pub api: Api,
+}
+
+impl Cluster {
+    /// Start the real binary and wait until it is ready.
+    pub async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let serve = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
+        let api = Api::connect(dir.path(), &listen).await;
+        api.wait_ready().await;
+        Cluster { _serve: serve, dir, api }
+    }
+
+    /// Run kubectl against the cluster; (success, stdout, stderr).
+    pub fn kubectl(&self, kubectl: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.api.kubeconfig)
+            .args(args)
+            // kubectl caches discovery per host:port under $HOME; ports are reused.
+            .env("HOME", self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {kubectl}: {e}"));
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+
+    /// A request with an optional JSON body; the status code and the JSON answer.
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.api.client.request(method, format!("{}{path}", self.api.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let code = response.status().as_u16();
+        (code, response.json().await.expect("a JSON body"))
+    }
 }

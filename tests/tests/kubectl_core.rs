@@ -2,55 +2,11 @@
 //! discovery, create/get/replace/delete of ConfigMaps and Namespaces, Tables, watch, and
 //! every error as a Kubernetes `Status`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use wasmkube_tests::{free_port, Api, Process};
-
-const KUBECTLS: [&str; 2] =
-    ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"];
-
-struct Cluster {
-    _serve: Process,
-    _dir: tempfile::TempDir,
-    api: Api,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let serve = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
-        let api = Api::connect(dir.path(), &listen).await;
-        api.wait_ready().await;
-        Cluster { _serve: serve, _dir: dir, api }
-    }
-
-    /// Run kubectl against the cluster; (success, stdout, stderr).
-    fn kubectl(&self, kubectl: &str, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.api.kubeconfig)
-            .args(args)
-            // kubectl caches discovery per host:port under $HOME; ports are reused.
-            .env("HOME", self._dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {kubectl}: {e}"));
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-    }
-
-    async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.api.client.request(method, format!("{}{path}", self.api.base));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let code = response.status().as_u16();
-        (code, response.json().await.expect("a JSON body"))
-    }
-}
+use wasmkube_tests::{Cluster, KUBECTLS};
 
 fn write_manifest(dir: &std::path::Path, name: &str, value: &str) -> String {
     let path = dir.join(format!("{name}-{value}.yaml"));
@@ -82,18 +38,15 @@ async fn kubectl_creates_gets_replaces_and_deletes() {
         assert!(out.starts_with("NAME"), "a table: {out}");
 
         let ns = if kubectl.ends_with("1.33") { "team-a" } else { "team-b" };
-        // `kubectl create namespace` sends protobuf, which the server does not decode yet;
-        // a manifest goes through kubectl's JSON path.
         let namespace = files.path().join(format!("{ns}.yaml"));
         std::fs::write(&namespace, format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n")).unwrap();
-        let (ok, _, err) = cluster.kubectl(kubectl, &["create", "--validate=false", "-f", namespace.to_str().unwrap()]);
+        let (ok, _, err) = cluster.kubectl(kubectl, &["create", "-f", namespace.to_str().unwrap()]);
         assert!(ok, "{err}");
-        // Client-side validation needs OpenAPI, which arrives in a later step.
         let manifest = write_manifest(files.path(), "demo", "1");
-        let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "create", "--validate=false", "-f", &manifest]);
+        let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "create", "-f", &manifest]);
         assert!(ok, "{err}");
         assert!(out.contains("configmap/demo created"), "{out}");
-        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "create", "--validate=false", "-f", &manifest]);
+        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "create", "-f", &manifest]);
         assert!(!ok);
         assert!(err.contains("AlreadyExists") && err.contains("configmaps \"demo\" already exists"), "{err}");
 
@@ -106,7 +59,7 @@ async fn kubectl_creates_gets_replaces_and_deletes() {
         assert!(object["metadata"]["resourceVersion"].as_str().is_some_and(|rv| rv.parse::<i64>().is_ok()));
 
         let changed = write_manifest(files.path(), "demo", "2");
-        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "replace", "--validate=false", "-f", &changed]);
+        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "replace", "-f", &changed]);
         assert!(ok, "{err}");
         let (ok, out, _) = cluster.kubectl(kubectl, &["-n", ns, "get", "cm", "demo", "-o", "jsonpath={.data.key}"]);
         assert!(ok);
@@ -343,13 +296,13 @@ async fn server_dry_run_validates_but_writes_nothing() {
     let files = tempfile::tempdir().unwrap();
     let kubectl = KUBECTLS[0];
     let manifest = write_manifest(files.path(), "dry", "1");
-    let (ok, out, err) = cluster.kubectl(kubectl, &["create", "--validate=false", "--dry-run=server", "-f", &manifest]);
+    let (ok, out, err) = cluster.kubectl(kubectl, &["create", "--dry-run=server", "-f", &manifest]);
     assert!(ok, "{err}");
     assert!(out.contains("configmap/dry created (server dry run)"), "{out}");
     let (ok, _, _) = cluster.kubectl(kubectl, &["get", "cm", "dry"]);
     assert!(!ok, "a dry-run create stores nothing");
 
-    let (ok, _, err) = cluster.kubectl(kubectl, &["create", "--validate=false", "-f", &manifest]);
+    let (ok, _, err) = cluster.kubectl(kubectl, &["create", "-f", &manifest]);
     assert!(ok, "{err}");
     let (_, before) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps/dry", None).await;
     let (ok, _, err) = cluster
@@ -361,7 +314,7 @@ async fn server_dry_run_validates_but_writes_nothing() {
     assert_eq!(before, after, "dry-run patch and delete change nothing");
 
     // A dry run still fails where the real request would.
-    let (ok, _, err) = cluster.kubectl(kubectl, &["create", "--validate=false", "--dry-run=server", "-f", &manifest]);
+    let (ok, _, err) = cluster.kubectl(kubectl, &["create", "--dry-run=server", "-f", &manifest]);
     assert!(!ok && err.contains("AlreadyExists"), "{err}");
     let (code, status) =
         cluster.request(reqwest::Method::DELETE, "/api/v1/namespaces/default/configmaps/dry?dryRun=Some", None).await;

@@ -1,12 +1,17 @@
-//! `/version` and discovery (`/api`, `/api/v1`, `/apis`): what kubectl asks first.
+//! `/version` and discovery (`/api`, `/api/v1`, `/apis`, `/apis/{group}`,
+//! `/apis/{group}/{version}`): what kubectl asks first. Everything is derived from the
+//! registry's resources, so a resource served is a resource discovered.
 
-use axum::extract::State;
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
+use crate::registry::Resource;
 
 /// The Kubernetes minor whose API wasmkube serves.
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
@@ -29,6 +34,9 @@ pub(super) async fn version() -> Json<Value> {
 /// The media type of aggregated discovery, which kubectl 1.30+ asks for first.
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
+/// The verbs of every stored resource.
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
 fn wants_aggregated(headers: &HeaderMap) -> bool {
     super::accepts(headers, |media| {
         media.contains("as=APIGroupDiscoveryList") && media.contains("v=v2") && !media.contains("v2beta1")
@@ -38,6 +46,84 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
 fn aggregated(items: Vec<Value>) -> Response {
     let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
     ([(header::CONTENT_TYPE, AGGREGATED)], Json(body)).into_response()
+}
+
+/// What a subresource answers with and which verbs it takes.
+fn subresource_shape(resource: &Resource, sub: &str) -> (Value, &'static [&'static str]) {
+    let own = json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
+    let kind = |group: &str, version: &str, kind: &str| json!({"group": group, "version": version, "kind": kind});
+    const READ_WRITE: &[&str] = &["get", "patch", "update"];
+    match sub {
+        "scale" => (kind("autoscaling", "v1", "Scale"), READ_WRITE),
+        "binding" => (kind("", "v1", "Binding"), &["create"]),
+        "eviction" => (kind("policy", "v1", "Eviction"), &["create"]),
+        "finalize" => (own, &["update"]),
+        "log" => (kind("", "v1", "Pod"), &["get"]),
+        "exec" | "attach" | "portforward" => {
+            (kind("", "v1", &format!("{}{}Options", resource.kind, capitalized(sub))), &["create", "get"])
+        }
+        "proxy" => {
+            (kind("", "v1", &format!("{}ProxyOptions", resource.kind)), &["create", "delete", "get", "patch", "update"])
+        }
+        _ => (own, READ_WRITE),
+    }
+}
+
+fn capitalized(word: &str) -> String {
+    match word {
+        "portforward" => "PortForward".into(),
+        _ => word[..1].to_uppercase() + &word[1..],
+    }
+}
+
+/// One resource in an aggregated discovery document.
+fn aggregated_resource(r: &Resource) -> Value {
+    let subresources: Vec<Value> = r
+        .subresources
+        .iter()
+        .map(|sub| {
+            let (kind, verbs) = subresource_shape(r, sub);
+            json!({"subresource": sub, "responseKind": kind, "verbs": verbs})
+        })
+        .collect();
+    let mut entry = json!({
+        "resource": r.plural,
+        "singularResource": r.singular,
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "verbs": VERBS,
+    });
+    if !r.short_names.is_empty() {
+        entry["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        entry["categories"] = json!(r.categories);
+    }
+    if !subresources.is_empty() {
+        entry["subresources"] = Value::Array(subresources);
+    }
+    entry
+}
+
+/// The served resources grouped by API group (named groups only, or the core group only).
+fn groups(resources: impl Iterator<Item = Resource>, core: bool) -> BTreeMap<&'static str, Vec<Resource>> {
+    let mut groups: BTreeMap<&'static str, Vec<Resource>> = BTreeMap::new();
+    for resource in resources.filter(|r| r.group.is_empty() == core) {
+        groups.entry(resource.group).or_default().push(resource);
+    }
+    groups
+}
+
+fn aggregated_group(name: &str, resources: &[Resource]) -> Value {
+    let version = resources.first().map_or("v1", |r| r.version);
+    json!({
+        "metadata": {"name": name},
+        "versions": [{
+            "version": version,
+            "freshness": "Current",
+            "resources": resources.iter().map(aggregated_resource).collect::<Vec<_>>(),
+        }],
+    })
 }
 
 /// `/api`: the core group's versions, or with the aggregated Accept, every core resource.
@@ -51,52 +137,102 @@ pub(super) async fn api_versions(State(state): State<AppState>, headers: HeaderM
         .into_response());
     }
     let registry = state.registry()?;
-    let resources: Vec<Value> = registry
-        .resources()
-        .filter(|r| r.group.is_empty())
-        .map(|r| {
-            json!({
-                "resource": r.plural,
-                "singularResource": r.singular,
-                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-                "verbs": VERBS,
-                "shortNames": r.short_names,
-            })
-        })
-        .collect();
-    Ok(aggregated(vec![json!({
-        "metadata": {"name": ""},
-        "versions": [{"version": "v1", "freshness": "Current", "resources": resources}],
-    })]))
+    let core = groups(registry.resources().cloned(), true);
+    Ok(aggregated(core.iter().map(|(name, resources)| aggregated_group(name, resources)).collect()))
 }
 
-/// `/apis`: the named groups (none are served yet).
-pub(super) async fn api_groups(headers: HeaderMap) -> Response {
+fn legacy_group(name: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
+    json!({"name": name, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+/// `/apis`: the named groups.
+pub(super) async fn api_groups(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let registry = state.registry()?;
+    let named = groups(registry.resources().cloned(), false);
     if wants_aggregated(&headers) {
-        return aggregated(Vec::new());
+        return Ok(aggregated(named.iter().map(|(name, resources)| aggregated_group(name, resources)).collect()));
     }
-    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})).into_response()
+    let list: Vec<Value> = named
+        .iter()
+        .map(|(name, resources)| legacy_group(name, resources.first().map_or("v1", |r| r.version)))
+        .collect();
+    Ok(Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})).into_response())
 }
 
-/// The verbs every served resource supports.
-const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
+/// `/apis/{group}`.
+pub(super) async fn api_group(State(state): State<AppState>, Path(group): Path<String>) -> Result<Response, ApiError> {
+    let registry = state.registry()?;
+    let version = registry.resources().find(|r| r.group == group && !group.is_empty()).map(|r| r.version);
+    match version {
+        Some(version) => {
+            let mut body = legacy_group(&group, version);
+            body["kind"] = json!("APIGroup");
+            body["apiVersion"] = json!("v1");
+            Ok(Json(body).into_response())
+        }
+        None => Err(ApiError::not_found(format!("the server could not find the requested resource (/apis/{group})"))),
+    }
+}
+
+/// `/api/v1` and `/apis/{group}/{version}`: an APIResourceList, subresources as `plural/sub`.
+fn resource_list(resources: &[Resource], group_version: &str) -> Value {
+    let mut entries = Vec::new();
+    for r in resources {
+        let mut entry = json!({
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": VERBS,
+            "storageVersionHash": "",
+        });
+        if !r.short_names.is_empty() {
+            entry["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            entry["categories"] = json!(r.categories);
+        }
+        entries.push(entry);
+        for sub in r.subresources {
+            let (kind, verbs) = subresource_shape(r, sub);
+            let mut entry = json!({
+                "name": format!("{}/{sub}", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": kind["kind"],
+                "verbs": verbs,
+            });
+            if kind["group"] != r.group || kind["version"] != r.version {
+                entry["group"] = kind["group"].clone();
+                entry["version"] = kind["version"].clone();
+            }
+            entries.push(entry);
+        }
+    }
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries})
+}
 
 pub(super) async fn core_resources(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let registry = state.registry()?;
-    let resources: Vec<Value> = registry
+    let resources: Vec<Resource> = registry.resources().filter(|r| r.group.is_empty()).cloned().collect();
+    Ok(Json(resource_list(&resources, "v1")))
+}
+
+pub(super) async fn group_resources(
+    State(state): State<AppState>,
+    Path((group, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let registry = state.registry()?;
+    let resources: Vec<Resource> = registry
         .resources()
-        .filter(|r| r.group.is_empty())
-        .map(|r| {
-            json!({
-                "name": r.plural,
-                "singularName": r.singular,
-                "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": VERBS,
-                "shortNames": r.short_names,
-            })
-        })
+        .filter(|r| r.group == group && r.version == version && !group.is_empty())
+        .cloned()
         .collect();
-    Ok(Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources})))
+    if resources.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "the server could not find the requested resource (/apis/{group}/{version})"
+        )));
+    }
+    Ok(Json(resource_list(&resources, &format!("{group}/{version}"))))
 }

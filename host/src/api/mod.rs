@@ -1,5 +1,5 @@
-//! The HTTP front: the Kubernetes API (`/version`, discovery, the core group's resources
-//! with list and watch), the health endpoints (`/healthz`, `/livez`, `/readyz`) and
+//! The HTTP front: the Kubernetes API (`/version`, discovery, OpenAPI, every group's
+//! resources with list and watch), the health endpoints (`/healthz`, `/livez`, `/readyz`) and
 //! `/metrics`.
 //!
 //! Owns routing and the wire format only: what an object may be is the registry's
@@ -8,6 +8,7 @@
 
 mod discovery;
 mod health;
+pub mod openapi;
 mod resources;
 mod status;
 pub mod tls;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub requests: prometheus::HistogramVec,
     /// Set once storage is open; until then resource requests get 503.
     pub registry: Arc<OnceLock<Arc<Registry>>>,
+    /// The OpenAPI documents, built on first request.
+    pub openapi: openapi::Cache,
 }
 
 impl AppState {
@@ -46,6 +49,11 @@ impl AppState {
                 "storage is not ready yet; see /readyz?verbose",
             )
         })
+    }
+
+    fn openapi(&self) -> Result<Arc<openapi::Documents>, ApiError> {
+        let registry = self.registry()?;
+        Ok(self.openapi.get_or_init(|| Arc::new(openapi::Documents::build(registry.resources()))).clone())
     }
 }
 
@@ -60,7 +68,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api", get(discovery::api_versions))
         .route("/api/v1", get(discovery::core_resources))
         .route("/apis", get(discovery::api_groups))
+        .route("/apis/{group}", get(discovery::api_group))
+        .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_root))
+        .route("/openapi/v3/{*group_version}", get(openapi::v3_document))
         .route("/api/v1/{*path}", any(resources::core))
+        .route("/apis/{group}/{version}/{*path}", any(resources::grouped))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -92,6 +106,7 @@ async fn observe(
         "/healthz" | "/livez" | "/readyz" => "health",
         "/metrics" => "metrics",
         "/version" | "/api" | "/apis" | "/api/v1" => "discovery",
+        p if p.starts_with("/openapi/") => "openapi",
         p if p.starts_with("/api/") || p.starts_with("/apis/") => "resource",
         _ => "other",
     };

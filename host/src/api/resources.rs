@@ -1,5 +1,5 @@
-//! The REST handlers of resources: one route catches `/api/v1/...`, parses the path into a
-//! [`Target`] and calls the registry. List, watch (a stream of JSON lines), get, create
+//! The REST handlers of resources: two routes catch `/api/v1/...` and
+//! `/apis/{group}/{version}/...`, parse the path into a [`Target`] and call the registry. List, watch (a stream of JSON lines), get, create
 //! (POST), update (PUT) and delete. Tables for `kubectl get`.
 
 use std::time::{Duration, SystemTime};
@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
 use crate::registry::{
-    FieldSelector, LabelSelector, ListOptions, Object, Patch, Registry, Resource, Selectors, WatchEvent,
+    FieldSelector, FieldValidation, LabelSelector, ListOptions, Object, Patch, Registry, Resource, Selectors,
+    Subresource, WatchEvent, WriteOptions, Written,
 };
 
 /// Longest a watch stays open without `timeoutSeconds` (kube-apiserver's default minimum
@@ -26,23 +27,45 @@ struct Target {
     resource: Resource,
     namespace: Option<String>,
     name: Option<String>,
+    /// The segment after the name, e.g. "status".
+    subresource: Option<String>,
 }
 
-fn parse_core_path(registry: &Registry, path: &str) -> Result<Target, ApiError> {
+/// Parse `[namespaces/{ns}/]{plural}[/{name}[/{subresource}]]` below `/api/v1` or
+/// `/apis/{group}/{version}`. `namespaces/{name}/status` is the namespace's subresource,
+/// not a resource called "status".
+fn parse_path(registry: &Registry, group: &str, version: &str, path: &str) -> Result<Target, ApiError> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let unknown = || ApiError::not_found(format!("the server could not find the requested resource (/api/v1/{path})"));
-    let resource = |plural: &str| registry.resource("", "v1", plural).cloned().ok_or_else(unknown);
-    match segments.as_slice() {
-        ["namespaces", ns, plural, rest @ ..] if registry.resource("", "v1", plural).is_some_and(|r| r.namespaced) => {
-            let name = match rest {
-                [] => None,
-                [name] => Some(name.to_string()),
-                _ => return Err(unknown()),
-            };
-            Ok(Target { resource: resource(plural)?, namespace: Some(ns.to_string()), name })
+    let unknown = || {
+        let base = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/{version}") };
+        ApiError::not_found(format!("the server could not find the requested resource ({base}/{path})"))
+    };
+    let resource = |plural: &str| registry.resource(group, version, plural).cloned().ok_or_else(unknown);
+    let namespaced = |plural: &str| registry.resource(group, version, plural).is_some_and(|r| r.namespaced);
+    let (namespace, rest) = match segments.as_slice() {
+        ["namespaces", ns, plural, rest @ ..] if group.is_empty() && namespaced(plural) || !group.is_empty() => {
+            (Some(ns.to_string()), std::iter::once(*plural).chain(rest.iter().copied()).collect::<Vec<_>>())
         }
-        [plural] => Ok(Target { resource: resource(plural)?, namespace: None, name: None }),
-        [plural, name] => Ok(Target { resource: resource(plural)?, namespace: None, name: Some(name.to_string()) }),
+        _ => (None, segments.clone()),
+    };
+    let target = |plural: &str, name: Option<&&str>, sub: Option<&&str>| -> Result<Target, ApiError> {
+        let resource = resource(plural)?;
+        if let Some(sub) = sub {
+            if !resource.has_subresource(sub) {
+                return Err(unknown());
+            }
+        }
+        Ok(Target {
+            resource,
+            namespace: namespace.clone(),
+            name: name.map(|n| n.to_string()),
+            subresource: sub.map(|s| s.to_string()),
+        })
+    };
+    match rest.as_slice() {
+        [plural] => target(plural, None, None),
+        [plural, name] => target(plural, Some(name), None),
+        [plural, name, sub] => target(plural, Some(name), Some(sub)),
         _ => Err(unknown()),
     }
 }
@@ -60,6 +83,8 @@ pub(super) struct Params {
     label_selector: Option<String>,
     field_selector: Option<String>,
     dry_run: Option<String>,
+    /// `Strict`, `Warn` or `Ignore`; checked, and honoured as far as the schema goes.
+    field_validation: Option<String>,
 }
 
 impl Params {
@@ -74,6 +99,31 @@ impl Params {
             Some("All") => Ok(true),
             Some(other) => Err(ApiError::bad_request(format!("unsupported dry run value {other:?}: use dryRun=All"))),
         }
+    }
+
+    fn list_options(&self) -> Result<ListOptions, ApiError> {
+        Ok(ListOptions {
+            resource_version: self.resource_version()?,
+            limit: self.limit.unwrap_or(0),
+            continue_token: self.continue_token.clone().filter(|t| !t.is_empty()),
+            selectors: self.selectors()?,
+        })
+    }
+
+    /// `fieldValidation`; kube-apiserver refuses unknown values.
+    fn field_validation(&self) -> Result<FieldValidation, ApiError> {
+        match self.field_validation.as_deref() {
+            None | Some("" | "Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of Strict, Warn or Ignore, not {other:?}"
+            ))),
+        }
+    }
+
+    fn write_options(&self) -> Result<WriteOptions, ApiError> {
+        Ok(WriteOptions { dry_run: self.dry_run()?, field_validation: self.field_validation()? })
     }
 
     fn selectors(&self) -> Result<Selectors, ApiError> {
@@ -95,6 +145,7 @@ impl Params {
     }
 }
 
+/// `/api/v1/{*path}`: the core group.
 pub(super) async fn core(
     State(state): State<AppState>,
     method: Method,
@@ -103,34 +154,50 @@ pub(super) async fn core(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    serve(state, "", "v1", &path, method, params, headers, body).await
+}
+
+/// `/apis/{group}/{version}/{*path}`: a named group.
+pub(super) async fn grouped(
+    State(state): State<AppState>,
+    method: Method,
+    Path((group, version, path)): Path<(String, String, String)>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    serve(state, &group, &version, &path, method, params, headers, body).await
+}
+
+/// Subresources that need a node agent to answer.
+const NODE_SUBRESOURCES: &[&str] = &["log", "exec", "attach", "portforward", "proxy"];
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: AppState,
+    group: &str,
+    version: &str,
+    path: &str,
+    method: Method,
+    params: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let target = parse_core_path(&registry, &path)?;
+    let target = parse_path(&registry, group, version, path)?;
     let namespace = target.namespace.as_deref();
     let resource = &target.resource;
+    if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
+        return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;
+    }
     match (method, target.name.as_deref()) {
         (Method::GET, None) if params.watching() => watch(&registry, resource, namespace, &params).await,
         (Method::GET, None) => {
-            let options = ListOptions {
-                resource_version: params.resource_version()?,
-                limit: params.limit.unwrap_or(0),
-                continue_token: params.continue_token.clone().filter(|t| !t.is_empty()),
-                selectors: params.selectors()?,
-            };
-            let list = registry.list(resource, namespace, options).await?;
+            let list = registry.list(resource, namespace, params.list_options()?).await?;
             if wants_table(&headers) {
                 return Ok(Json(table(resource, &list.items, list.resource_version)).into_response());
             }
-            let mut metadata = json!({"resourceVersion": list.resource_version.to_string()});
-            if let Some(token) = list.continue_token {
-                metadata["continue"] = Value::String(token);
-            }
-            Ok(Json(json!({
-                "kind": format!("{}List", resource.kind),
-                "apiVersion": resource.api_version(),
-                "metadata": metadata,
-                "items": list.items,
-            }))
-            .into_response())
+            Ok(Json(list_body(resource, list)).into_response())
         }
         (Method::GET, Some(name)) => {
             let object = registry.get(resource, namespace, name).await?;
@@ -141,18 +208,20 @@ pub(super) async fn core(
             Ok(Json(object).into_response())
         }
         (Method::POST, None) => {
-            let object = registry.create(resource, namespace, json_body(&headers, &body)?, params.dry_run()?).await?;
-            Ok((StatusCode::CREATED, Json(object)).into_response())
+            let written =
+                registry.create(resource, namespace, json_body(&headers, &body)?, &params.write_options()?).await?;
+            Ok(respond(StatusCode::CREATED, written))
         }
         (Method::PUT, Some(name)) => {
-            let object =
-                registry.update(resource, namespace, name, json_body(&headers, &body)?, params.dry_run()?).await?;
-            Ok(Json(object).into_response())
+            let options = params.write_options()?;
+            let written =
+                registry.update(resource, namespace, name, json_body(&headers, &body)?, None, &options).await?;
+            Ok(respond(StatusCode::OK, written))
         }
         (Method::PATCH, Some(name)) => {
-            let object =
-                registry.patch(resource, namespace, name, decode_patch(&headers, &body)?, params.dry_run()?).await?;
-            Ok(Json(object).into_response())
+            let options = params.write_options()?;
+            let patch = decode_patch(&headers, &body)?;
+            Ok(respond(StatusCode::OK, registry.patch(resource, namespace, name, patch, None, &options).await?))
         }
         (Method::DELETE, Some(name)) => {
             let (precondition, dry_run_in_body) = delete_options(&body)?;
@@ -160,11 +229,123 @@ pub(super) async fn core(
                 registry.delete(resource, namespace, name, precondition, params.dry_run()? || dry_run_in_body).await?;
             Ok(Json(object).into_response())
         }
+        (Method::DELETE, None) => {
+            let (_, dry_run_in_body) = delete_options(&body)?;
+            let list = registry
+                .delete_collection(resource, namespace, params.list_options()?, params.dry_run()? || dry_run_in_body)
+                .await?;
+            Ok(Json(list_body(resource, list)).into_response())
+        }
         (method, _) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} {})",
             resource.qualified()
         ))),
     }
+}
+
+/// `{kind}List` with the page's resourceVersion and continue token.
+fn list_body(resource: &Resource, list: crate::registry::ObjectList) -> Value {
+    let mut metadata = json!({"resourceVersion": list.resource_version.to_string()});
+    if let Some(token) = list.continue_token {
+        metadata["continue"] = Value::String(token);
+    }
+    json!({
+        "kind": format!("{}List", resource.kind),
+        "apiVersion": resource.api_version(),
+        "metadata": metadata,
+        "items": list.items,
+    })
+}
+
+/// A request to `{name}/{sub}`.
+#[allow(clippy::too_many_arguments)]
+async fn subresource(
+    registry: &Registry,
+    resource: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    sub: &str,
+    method: Method,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if NODE_SUBRESOURCES.contains(&sub) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!(
+                "{}/{sub} needs a node agent to answer, and this cluster has none yet: {} \"{name}\" has no node to talk to",
+                resource.qualified(),
+                resource.singular
+            ),
+        ));
+    }
+    if let Some(part) = Subresource::parse(sub) {
+        let options = params.write_options()?;
+        let written = match method {
+            Method::GET => Written {
+                object: registry.get_part(resource, namespace, name, Some(part)).await?,
+                warnings: Vec::new(),
+            },
+            Method::PUT => {
+                registry.update(resource, namespace, name, json_body(headers, body)?, Some(part), &options).await?
+            }
+            Method::PATCH => {
+                registry.patch(resource, namespace, name, decode_patch(headers, body)?, Some(part), &options).await?
+            }
+            other => return Err(subresource_method(other, resource, sub)),
+        };
+        return Ok(respond(StatusCode::OK, written));
+    }
+    match (sub, method) {
+        ("binding", Method::POST) => {
+            let binding = json_body(headers, body)?;
+            if binding.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).is_some_and(|n| n != name) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the Binding does not match the name of the pod ({name})"
+                )));
+            }
+            let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default();
+            let annotations =
+                binding.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default();
+            registry.bind(resource, namespace, name, node, annotations, &params.write_options()?).await?;
+            Ok((StatusCode::CREATED, Json(success(StatusCode::CREATED))).into_response())
+        }
+        ("eviction", Method::POST) => {
+            let eviction = json_body(headers, body)?;
+            let options = eviction.get("deleteOptions").map(|o| serde_json::to_vec(o).unwrap_or_default());
+            let (precondition, dry_run_in_body) = delete_options(options.as_deref().unwrap_or_default())?;
+            registry.delete(resource, namespace, name, precondition, params.dry_run()? || dry_run_in_body).await?;
+            Ok((StatusCode::CREATED, Json(success(StatusCode::CREATED))).into_response())
+        }
+        (_, other) => Err(subresource_method(other, resource, sub)),
+    }
+}
+
+/// A written object, with its warnings as `Warning` headers (RFC 7234 code 299, as
+/// kube-apiserver sends them; kubectl prints each as "Warning: ...").
+fn respond(code: StatusCode, written: Written) -> Response {
+    let mut response = (code, Json(written.object)).into_response();
+    for warning in written.warnings {
+        let text = format!("299 - {}", serde_json::Value::String(warning));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+fn subresource_method(method: Method, resource: &Resource, sub: &str) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "the server does not allow this method on the requested resource ({method} {}/{sub})",
+        resource.qualified()
+    ))
+}
+
+/// A `Status` of success, what kube-apiserver answers to a binding or an eviction.
+fn success(code: StatusCode) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code.as_u16()})
 }
 
 fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {

@@ -156,6 +156,7 @@ impl Server {
             metrics: registry,
             requests,
             registry: api_registry.clone(),
+            openapi: Default::default(),
         });
         let http = {
             let mut stopped = stopped.clone();

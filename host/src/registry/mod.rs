@@ -14,10 +14,13 @@
 //!   overwrites;
 //! - a namespaced object can only be created in a namespace that exists.
 
-mod core;
+mod builtin;
 mod error;
 mod object;
+pub mod schema;
 mod selector;
+mod subresource;
+mod validation;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +32,8 @@ use serde_json::{Map, Value};
 pub use self::error::{Cause, Error};
 use self::object::ObjectExt;
 pub use self::selector::{FieldSelector, LabelSelector};
+pub use self::subresource::Subresource;
+pub use self::validation::FieldValidation;
 use crate::storage::cache::{
     CacheConfig, CacheError, CacheItem, CacheWatch, CachedEvent, EventType, Filter, WatchCache, WatchRequest,
 };
@@ -51,6 +56,10 @@ pub struct Resource {
     pub singular: &'static str,
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
+    /// Groupings `kubectl get <category>` expands, e.g. "all".
+    pub categories: &'static [&'static str],
+    /// The subresources served under an object, e.g. "status", "scale".
+    pub subresources: &'static [&'static str],
 }
 
 impl Resource {
@@ -67,6 +76,10 @@ impl Resource {
     fn prefix(&self) -> String {
         let group = if self.group.is_empty() { "core" } else { self.group };
         format!("/registry/{group}/{}/", self.plural)
+    }
+
+    pub fn has_subresource(&self, name: &str) -> bool {
+        self.subresources.contains(&name)
     }
 
     /// "configmaps" or "configmaps.apps": how errors name the resource.
@@ -109,6 +122,35 @@ pub enum Patch {
     /// RFC 7386 (`application/merge-patch+json`).
     Merge(Value),
 }
+
+/// How a create, update or patch is done.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// Everything happens but the write (`dryRun=All`).
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+}
+
+/// A stored (or, dry run, would-be stored) object and what the client should be told.
+#[derive(Debug)]
+pub struct Written {
+    pub object: Object,
+    /// Each becomes a `Warning` header.
+    pub warnings: Vec<String>,
+}
+
+/// What the `scale` subresource reads and writes.
+const SCALE: Resource = Resource {
+    group: "autoscaling",
+    version: "v1",
+    kind: "Scale",
+    plural: "scale",
+    singular: "scale",
+    namespaced: true,
+    short_names: &[],
+    categories: &[],
+    subresources: &[],
+};
 
 /// How often a patch is re-applied to a newer object when a concurrent write wins.
 const PATCH_ATTEMPTS: usize = 5;
@@ -178,7 +220,7 @@ impl Registry {
     /// A registry serving every built-in resource, each with its own watch cache.
     pub fn new(store: Arc<dyn Store>, metrics: StorageMetrics) -> Self {
         let mut entries = BTreeMap::new();
-        for strategy in core::strategies() {
+        for strategy in builtin::strategies() {
             let resource = strategy.resource().clone();
             let cache = WatchCache::start(
                 store.clone(),
@@ -219,7 +261,7 @@ impl Registry {
             .clone();
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let object = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match self.create(&namespaces, None, object, false).await {
+            match self.create(&namespaces, None, object, &WriteOptions::default()).await {
                 Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -265,8 +307,8 @@ impl Registry {
         resource: &Resource,
         namespace: Option<&str>,
         body: Value,
-        dry_run: bool,
-    ) -> Result<Object> {
+        options: &WriteOptions,
+    ) -> Result<Written> {
         Self::check_namespace(resource, namespace)?;
         let entry = self.entry(resource)?;
         let mut object = object::into_object(body, resource)?;
@@ -308,21 +350,49 @@ impl Registry {
             metadata.insert("generation".into(), Value::from(1));
         }
         entry.strategy.prepare_for_create(&mut object);
+        let warnings = Self::check_schema(resource, &mut object, options.field_validation)?;
         self.validate(entry, &object, &name)?;
         if let Some(ns) = namespace {
             self.namespace_exists(ns).await?;
         }
         let key = Self::key(resource, namespace, &name);
-        if dry_run {
+        if options.dry_run {
             return match self.store.get(key).await.map_err(Error::from_store)? {
                 (Some(_), _) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
-                (None, _) => Ok(object),
+                (None, _) => Ok(Written { object, warnings }),
             };
         }
         match self.store.create(key, object::encode(&object)?).await {
-            Ok(kv) => object::decode(&kv),
+            Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings }),
             Err(StoreError::AlreadyExists { .. }) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
             Err(e) => Err(Error::from_store(e)),
+        }
+    }
+
+    /// Drop the fields the kind's schema does not declare; refuse them under Strict, and
+    /// refuse values of the wrong shape. Returns the warnings for the client.
+    fn check_schema(resource: &Resource, object: &mut Object, validation: FieldValidation) -> Result<Vec<String>> {
+        let Some(schema) = schema::Schema::builtin(resource.group, resource.version, resource.kind) else {
+            return Ok(Vec::new());
+        };
+        let findings = validation::check(object, schema);
+        let cannot = |why: String| {
+            Error::BadRequest(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}",
+                kind = resource.kind,
+                version = resource.version
+            ))
+        };
+        if !findings.wrong_shape.is_empty() {
+            return Err(cannot(findings.wrong_shape.join(", ")));
+        }
+        let unknown = findings.unknown.iter().map(|path| format!("unknown field \"{path}\""));
+        match validation {
+            FieldValidation::Strict if !findings.unknown.is_empty() => {
+                Err(cannot(format!("strict decoding error: {}", unknown.collect::<Vec<_>>().join(", "))))
+            }
+            FieldValidation::Warn => Ok(unknown.collect()),
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -380,18 +450,31 @@ impl Registry {
         Ok(ObjectList { items, resource_version: page.revision, continue_token })
     }
 
-    /// Replace an object. A `metadata.resourceVersion` in the body must match the stored one.
+    /// Read an object through `part` (None = the object itself).
+    pub async fn get_part(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        part: Option<Subresource>,
+    ) -> Result<Object> {
+        self.get(resource, namespace, name).await.map(|object| subresource::view(part, object))
+    }
+
+    /// Replace an object, or write through `part`. A `metadata.resourceVersion` in the
+    /// body must match the stored one.
     pub async fn update(
         &self,
         resource: &Resource,
         namespace: Option<&str>,
         name: &str,
         body: Value,
-        dry_run: bool,
-    ) -> Result<Object> {
+        part: Option<Subresource>,
+        options: &WriteOptions,
+    ) -> Result<Written> {
         Self::check_namespace(resource, namespace)?;
-        let object = object::into_object(body, resource)?;
-        match object.metadata().get("name").and_then(Value::as_str) {
+        let written = Self::into_view(body, resource, part)?;
+        match written.metadata().get("name").and_then(Value::as_str) {
             Some(given) if given != name => {
                 return Err(Error::BadRequest(format!(
                     "the name of the object ({given}) does not match the name on the URL ({name})"
@@ -400,12 +483,24 @@ impl Registry {
             _ => {}
         }
         let key = Self::key(resource, namespace, name);
-        let (current, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
-        let current = current.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
-        self.replace(resource, namespace, name, object, &current, dry_run).await
+        let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
+        let stored = stored.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
+        let object = subresource::merge_back(part, resource, written, &object::decode(&stored)?)?;
+        let keep_status = !part.is_some_and(Subresource::writes_status);
+        let written = self.replace(resource, namespace, name, object, &stored, keep_status, options).await?;
+        Ok(Written { object: subresource::view(part, written.object), warnings: written.warnings })
+    }
+
+    /// A request body as what `part` of `resource` reads and writes.
+    fn into_view(body: Value, resource: &Resource, part: Option<Subresource>) -> Result<Object> {
+        match part {
+            Some(Subresource::Scale) => object::into_object(body, &SCALE),
+            _ => object::into_object(body, resource),
+        }
     }
 
     /// Store `object` over `current` (the stored value it was read against).
+    #[allow(clippy::too_many_arguments)]
     async fn replace(
         &self,
         resource: &Resource,
@@ -413,11 +508,19 @@ impl Registry {
         name: &str,
         mut object: Object,
         current: &KeyValue,
-        dry_run: bool,
-    ) -> Result<Object> {
+        keep_status: bool,
+        options: &WriteOptions,
+    ) -> Result<Written> {
         let entry = self.entry(resource)?;
         let key = Self::key(resource, namespace, name);
         let old = object::decode(current)?;
+        if keep_status && resource.has_subresource("status") {
+            // Status is written through its subresource only.
+            match old.get("status") {
+                Some(status) => object.insert("status".into(), status.clone()),
+                None => object.remove("status"),
+            };
+        }
         let expected = match object.metadata().get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
         {
             Some(rv) => rv.parse::<Revision>().map_err(|_| {
@@ -430,16 +533,17 @@ impl Registry {
         if entry.strategy.tracks_generation() {
             object::bump_generation(&mut object, &old);
         }
+        let warnings = Self::check_schema(resource, &mut object, options.field_validation)?;
         self.validate(entry, &object, name)?;
-        if dry_run {
+        if options.dry_run {
             if expected != current.mod_revision {
                 return Err(Self::modified(resource, name));
             }
             object.metadata_mut().insert("resourceVersion".into(), Value::String(current.mod_revision.to_string()));
-            return Ok(object);
+            return Ok(Written { object, warnings });
         }
         match self.store.update(key, object::encode(&object)?, expected).await {
-            Ok(kv) => object::decode(&kv),
+            Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings }),
             Err(StoreError::Conflict { .. }) => Err(Self::modified(resource, name)),
             Err(StoreError::NotFound { .. }) => {
                 Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
@@ -457,16 +561,18 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
         patch: Patch,
-        dry_run: bool,
-    ) -> Result<Object> {
+        part: Option<Subresource>,
+        options: &WriteOptions,
+    ) -> Result<Written> {
         Self::check_namespace(resource, namespace)?;
         let key = Self::key(resource, namespace, name);
         for attempt in 1..=PATCH_ATTEMPTS {
             let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
             let stored = stored.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
             let current = object::decode(&stored)?;
-            let revision = current.metadata().get("resourceVersion").cloned();
-            let mut document = Value::Object(current);
+            let viewed = subresource::view(part, current.clone());
+            let revision = viewed.metadata().get("resourceVersion").cloned();
+            let mut document = Value::Object(viewed);
             match &patch {
                 Patch::Json(operations) => {
                     json_patch::patch(&mut document, operations).map_err(|e| Error::Invalid {
@@ -480,13 +586,97 @@ impl Registry {
             // A patch that changes resourceVersion makes it a precondition; otherwise the
             // document still carries the version it was applied to, so only that one is replaced.
             let pinned = document.pointer("/metadata/resourceVersion").cloned() != revision;
-            let object = object::into_object(document, resource)?;
-            match self.replace(resource, namespace, name, object, &stored, dry_run).await {
+            let written = Self::into_view(document, resource, part)?;
+            let object = subresource::merge_back(part, resource, written, &current)?;
+            let keep_status = !part.is_some_and(Subresource::writes_status);
+            match self.replace(resource, namespace, name, object, &stored, keep_status, options).await {
                 Err(Error::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => continue,
-                result => return result,
+                result => {
+                    return result.map(|w| Written { object: subresource::view(part, w.object), warnings: w.warnings })
+                }
             }
         }
         Err(Error::Internal("patch retries exhausted".into()))
+    }
+
+    /// Bind pod `name` to `node` (`pods/binding`): sets `spec.nodeName` and the
+    /// PodScheduled condition, once. A pod already bound is a Conflict.
+    pub async fn bind(
+        &self,
+        pods: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        node: &str,
+        annotations: Map<String, Value>,
+        options: &WriteOptions,
+    ) -> Result<Written> {
+        Self::check_namespace(pods, namespace)?;
+        if node.is_empty() {
+            return Err(Error::Invalid {
+                kind: "Binding".into(),
+                name: name.into(),
+                causes: vec![Cause::required("target.name", "Required value")],
+            });
+        }
+        let key = Self::key(pods, namespace, name);
+        for attempt in 1..=PATCH_ATTEMPTS {
+            let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
+            let stored = stored.ok_or_else(|| Error::NotFound { resource: pods.qualified(), name: name.into() })?;
+            let mut pod = object::decode(&stored)?;
+            if pod.metadata().get("deletionTimestamp").is_some() {
+                return Err(Error::Conflict {
+                    resource: pods.qualified(),
+                    name: name.into(),
+                    message: "pod is being deleted, cannot be assigned to a host".into(),
+                });
+            }
+            match pod.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                Some(bound) => {
+                    return Err(Error::Conflict {
+                        resource: pods.qualified(),
+                        name: name.into(),
+                        message: format!("pod {name} is already assigned to node \"{bound}\""),
+                    })
+                }
+                None => object::set_path(&mut pod, &["spec", "nodeName"], Value::String(node.into())),
+            }
+            if !annotations.is_empty() {
+                let metadata = pod.metadata_mut();
+                let existing = metadata.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(existing) = existing {
+                    existing.extend(annotations.clone());
+                }
+            }
+            object::set_condition(&mut pod, "PodScheduled", "True", None);
+            match self.replace(pods, namespace, name, pod, &stored, false, options).await {
+                Err(Error::Conflict { .. }) if attempt < PATCH_ATTEMPTS => continue,
+                result => return result,
+            }
+        }
+        Err(Error::Internal("binding retries exhausted".into()))
+    }
+
+    /// Delete every object `options` selects (`deletecollection`); returns what was deleted.
+    pub async fn delete_collection(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        options: ListOptions,
+        dry_run: bool,
+    ) -> Result<ObjectList> {
+        let list = self.list(resource, namespace, options).await?;
+        let mut deleted = Vec::with_capacity(list.items.len());
+        for item in list.items {
+            let metadata = item.metadata();
+            let name = metadata.get("name").and_then(Value::as_str).unwrap_or_default();
+            let ns = metadata.get("namespace").and_then(Value::as_str);
+            match self.delete(resource, ns, name, None, dry_run).await {
+                Ok(object) => deleted.push(object),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ObjectList { items: deleted, resource_version: list.resource_version, continue_token: None })
     }
 
     /// Delete an object, if `precondition` (a resourceVersion) still holds; returns its last state.

@@ -125,6 +125,58 @@ pub(super) fn bump_generation(object: &mut Object, old: &Object) {
     object.metadata_mut().insert("generation".into(), Value::from(next));
 }
 
+/// Set the field at `path`, creating the objects on the way (replacing non-objects).
+pub(super) fn set_path(object: &mut Object, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut map = object;
+    for segment in parents {
+        let slot = map.entry(*segment).or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        map = match slot {
+            Value::Object(inner) => inner,
+            _ => return,
+        };
+    }
+    map.insert((*last).into(), value);
+}
+
+/// Set condition `kind` in `status.conditions` to `status`, moving lastTransitionTime only
+/// when the status changes.
+pub(super) fn set_condition(object: &mut Object, kind: &str, status: &str, reason: Option<&str>) {
+    let now = now();
+    let conditions =
+        object.get("status").and_then(|s| s.get("conditions")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut found = false;
+    let mut updated: Vec<Value> = conditions
+        .into_iter()
+        .map(|mut condition| {
+            if condition.get("type").and_then(Value::as_str) == Some(kind) {
+                found = true;
+                if condition.get("status").and_then(Value::as_str) != Some(status) {
+                    condition["status"] = Value::String(status.into());
+                    condition["lastTransitionTime"] = Value::String(now.clone());
+                }
+                condition["lastProbeTime"] = Value::Null;
+                if let Some(reason) = reason {
+                    condition["reason"] = Value::String(reason.into());
+                }
+            }
+            condition
+        })
+        .collect();
+    if !found {
+        let mut condition =
+            serde_json::json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+        if let Some(reason) = reason {
+            condition["reason"] = Value::String(reason.into());
+        }
+        updated.push(condition);
+    }
+    set_path(object, &["status", "conditions"], Value::Array(updated));
+}
+
 pub(super) fn encode(object: &Object) -> Result<Bytes> {
     serde_json::to_vec(object).map(Bytes::from).map_err(|e| Error::Internal(format!("cannot encode object: {e}")))
 }

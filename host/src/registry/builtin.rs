@@ -1,0 +1,190 @@
+//! The built-in resources of Kubernetes 1.33: one table row per resource (what discovery
+//! says about it), and the few strategies with behaviour beyond the generic registry's.
+//!
+//! Adding a resource is adding a row. Review resources (TokenReview, SubjectAccessReview,
+//! ...) are not stored and are not rows here.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Cause, Object, Resource, Strategy};
+
+const NS: bool = true;
+const CLUSTER: bool = false;
+const ALL: &[&str] = &["all"];
+const API_EXTENSIONS: &[&str] = &["api-extensions"];
+const NONE: &[&str] = &[];
+const STATUS: &[&str] = &["status"];
+const STATUS_SCALE: &[&str] = &["status", "scale"];
+
+/// One row: group, version, kind, plural, singular, scope, short names, categories, subresources.
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+/// Every stored built-in resource a stock kube-apiserver 1.33 serves (GA groups; the
+/// beta and alpha groups are off by default there too).
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    ("", "v1", "ConfigMap", "configmaps", "configmap", NS, &["cm"], NONE, NONE),
+    ("", "v1", "Endpoints", "endpoints", "endpoints", NS, &["ep"], NONE, NONE),
+    ("", "v1", "Event", "events", "event", NS, &["ev"], NONE, NONE),
+    ("", "v1", "LimitRange", "limitranges", "limitrange", NS, &["limits"], NONE, NONE),
+    ("", "v1", "Namespace", "namespaces", "namespace", CLUSTER, &["ns"], NONE, &["status", "finalize"]),
+    ("", "v1", "Node", "nodes", "node", CLUSTER, &["no"], NONE, &["status", "proxy"]),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", NS, &["pvc"], NONE, STATUS),
+    ("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", CLUSTER, &["pv"], NONE, STATUS),
+    ("", "v1", "Pod", "pods", "pod", NS, &["po"], ALL,
+        &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward", "proxy"]),
+    ("", "v1", "PodTemplate", "podtemplates", "podtemplate", NS, NONE, NONE, NONE),
+    ("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", NS, &["rc"], ALL, STATUS_SCALE),
+    ("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", NS, &["quota"], NONE, STATUS),
+    ("", "v1", "Secret", "secrets", "secret", NS, NONE, NONE, NONE),
+    ("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", NS, &["sa"], NONE, NONE),
+    ("", "v1", "Service", "services", "service", NS, &["svc"], ALL, &["status", "proxy"]),
+    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", CLUSTER, NONE, API_EXTENSIONS, NONE),
+    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", "validatingadmissionpolicy", CLUSTER, NONE, API_EXTENSIONS, STATUS),
+    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", CLUSTER, NONE, API_EXTENSIONS, NONE),
+    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "validatingwebhookconfiguration", CLUSTER, NONE, API_EXTENSIONS, NONE),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", CLUSTER, &["crd", "crds"], API_EXTENSIONS, STATUS),
+    ("apiregistration.k8s.io", "v1", "APIService", "apiservices", "apiservice", CLUSTER, NONE, API_EXTENSIONS, STATUS),
+    ("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", NS, NONE, NONE, NONE),
+    ("apps", "v1", "DaemonSet", "daemonsets", "daemonset", NS, &["ds"], ALL, STATUS),
+    ("apps", "v1", "Deployment", "deployments", "deployment", NS, &["deploy"], ALL, STATUS_SCALE),
+    ("apps", "v1", "ReplicaSet", "replicasets", "replicaset", NS, &["rs"], ALL, STATUS_SCALE),
+    ("apps", "v1", "StatefulSet", "statefulsets", "statefulset", NS, &["sts"], ALL, STATUS_SCALE),
+    ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", NS, &["hpa"], ALL, STATUS),
+    ("batch", "v1", "CronJob", "cronjobs", "cronjob", NS, &["cj"], ALL, STATUS),
+    ("batch", "v1", "Job", "jobs", "job", NS, NONE, ALL, STATUS),
+    ("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", CLUSTER, &["csr"], NONE, &["status", "approval"]),
+    ("coordination.k8s.io", "v1", "Lease", "leases", "lease", NS, NONE, NONE, NONE),
+    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", NS, NONE, NONE, NONE),
+    ("events.k8s.io", "v1", "Event", "events", "event", NS, &["ev"], NONE, NONE),
+    ("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas", "flowschema", CLUSTER, NONE, NONE, STATUS),
+    ("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", "prioritylevelconfigurations", "prioritylevelconfiguration", CLUSTER, NONE, NONE, STATUS),
+    ("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", CLUSTER, NONE, NONE, NONE),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", NS, &["ing"], NONE, STATUS),
+    ("networking.k8s.io", "v1", "IPAddress", "ipaddresses", "ipaddress", CLUSTER, &["ip"], NONE, NONE),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", NS, &["netpol"], NONE, NONE),
+    ("networking.k8s.io", "v1", "ServiceCIDR", "servicecidrs", "servicecidr", CLUSTER, NONE, NONE, STATUS),
+    ("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", CLUSTER, NONE, NONE, NONE),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", NS, &["pdb"], NONE, STATUS),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", CLUSTER, NONE, NONE, NONE),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", CLUSTER, NONE, NONE, NONE),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", NS, NONE, NONE, NONE),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", NS, NONE, NONE, NONE),
+    ("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", CLUSTER, &["pc"], NONE, NONE),
+    ("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", CLUSTER, NONE, NONE, NONE),
+    ("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", CLUSTER, NONE, NONE, NONE),
+    ("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", "csistoragecapacity", NS, NONE, NONE, NONE),
+    ("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", CLUSTER, &["sc"], NONE, NONE),
+    ("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", CLUSTER, NONE, NONE, STATUS),
+];
+
+/// A kind with no behaviour beyond the generic registry's: a status subresource (if
+/// listed) keeps spec and status apart, and such kinds count spec changes in `generation`.
+struct Generic(Resource);
+
+impl Strategy for Generic {
+    fn resource(&self) -> &Resource {
+        &self.0
+    }
+
+    fn tracks_generation(&self) -> bool {
+        self.0.has_subresource("status")
+    }
+
+    /// A status subresource's status is the controllers' to write, not the creator's
+    /// (Nodes excepted: a kubelet registers its node with its status).
+    fn prepare_for_create(&self, object: &mut Object) {
+        if self.0.has_subresource("status") && self.0.kind != "Node" {
+            object.remove("status");
+        }
+    }
+}
+
+/// Namespaces are Active from birth (the namespace controller will move them to Terminating).
+struct Namespaces(Resource);
+
+impl Strategy for Namespaces {
+    fn resource(&self) -> &Resource {
+        &self.0
+    }
+
+    fn prepare_for_create(&self, object: &mut Object) {
+        object.insert("status".into(), serde_json::json!({"phase": "Active"}));
+        let name = object.get("metadata").and_then(|m| m.get("name")).cloned();
+        if let (Some(Value::String(name)), Some(Value::Object(metadata))) = (name, object.get_mut("metadata")) {
+            let labels = metadata.entry("labels").or_insert_with(|| serde_json::json!({}));
+            if let Value::Object(labels) = labels {
+                labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
+            }
+        }
+    }
+}
+
+/// ConfigMaps and Secrets carry string maps.
+struct DataMaps(Resource);
+
+impl Strategy for DataMaps {
+    fn resource(&self) -> &Resource {
+        &self.0
+    }
+
+    fn validate(&self, object: &Object) -> Vec<Cause> {
+        ["data", "binaryData", "stringData"]
+            .into_iter()
+            .filter(|field| match object.get(*field) {
+                None | Some(Value::Null) => false,
+                Some(Value::Object(map)) => !map.values().all(Value::is_string),
+                Some(_) => true,
+            })
+            .map(|field| Cause::invalid(field, "must map keys to strings"))
+            .collect()
+    }
+}
+
+pub(super) fn strategies() -> Vec<Arc<dyn Strategy>> {
+    ROWS.iter()
+        .map(|&(group, version, kind, plural, singular, namespaced, short_names, categories, subresources)| {
+            let resource =
+                Resource { group, version, kind, plural, singular, namespaced, short_names, categories, subresources };
+            let strategy: Arc<dyn Strategy> = match (group, plural) {
+                ("", "namespaces") => Arc::new(Namespaces(resource)),
+                ("", "configmaps" | "secrets") => Arc::new(DataMaps(resource)),
+                _ => Arc::new(Generic(resource)),
+            };
+            strategy
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row names a kind the vendored OpenAPI definitions know, so discovery and
+    /// schemas agree.
+    #[test]
+    fn every_row_has_a_schema() {
+        let definitions: serde_json::Map<String, Value> =
+            serde_json::from_str(include_str!("../../openapi/k8s-1.33-definitions.json")).expect("definitions");
+        for (group, version, kind, ..) in ROWS {
+            let found = definitions.values().any(|d| {
+                d.get("x-kubernetes-group-version-kind").and_then(Value::as_array).is_some_and(|gvks| {
+                    gvks.iter().any(|g| g["group"] == *group && g["version"] == *version && g["kind"] == *kind)
+                })
+            });
+            assert!(found, "{group}/{version} {kind} has no schema");
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Every built-in group as real kubectl sees it: discovery of all groups, OpenAPI
+//! (`explain`, client-side validation, server-side field validation), workloads in named
+//! groups, the status, scale and binding subresources, deletecollection, and the
+//! subresources that need a node answering with a clear Status.
+
+use serde_json::{json, Value};
+use wasmkube_tests::{Cluster, KUBECTLS};
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.27
+        ports: [{containerPort: 80}]
+";
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_discovers_every_group_and_explains_from_openapi() {
+    let cluster = Cluster::start().await;
+    for kubectl in KUBECTLS {
+        let (ok, out, err) = cluster.kubectl(kubectl, &["api-resources"]);
+        assert!(ok, "{err}");
+        for (name, api_version) in [
+            ("deployments", "apps/v1"),
+            ("cronjobs", "batch/v1"),
+            ("leases", "coordination.k8s.io/v1"),
+            ("clusterroles", "rbac.authorization.k8s.io/v1"),
+            ("customresourcedefinitions", "apiextensions.k8s.io/v1"),
+            ("horizontalpodautoscalers", "autoscaling/v2"),
+            ("certificatesigningrequests", "certificates.k8s.io/v1"),
+            ("pods", "v1"),
+        ] {
+            assert!(
+                out.lines().any(|l| l.starts_with(name) && l.contains(api_version)),
+                "{kubectl} api-resources lacks {name} ({api_version}):\n{out}"
+            );
+        }
+        let (ok, out, err) = cluster.kubectl(kubectl, &["api-resources", "--api-group=apps", "-o", "name"]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            [
+                "controllerrevisions.apps",
+                "daemonsets.apps",
+                "deployments.apps",
+                "replicasets.apps",
+                "statefulsets.apps"
+            ]
+        );
+
+        let (ok, out, err) = cluster.kubectl(kubectl, &["explain", "pod.spec.containers.ports"]);
+        assert!(ok, "{err}");
+        assert!(out.contains("FIELD: ports <[]ContainerPort>") && out.contains("containerPort"), "{out}");
+        let (ok, out, err) =
+            cluster.kubectl(kubectl, &["explain", "deployments.spec.strategy", "--api-version=apps/v1"]);
+        assert!(ok, "{err}");
+        assert!(out.contains("rollingUpdate"), "{out}");
+    }
+
+    // The v3 root names each group-version by a content hash; a stale hash is redirected.
+    let (code, root) = cluster.request(reqwest::Method::GET, "/openapi/v3", None).await;
+    assert_eq!(code, 200);
+    let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().expect("apps/v1 listed").to_string();
+    assert!(url.contains("?hash="), "{url}");
+    let (code, document) = cluster.request(reqwest::Method::GET, &url, None).await;
+    assert_eq!(code, 200);
+    assert!(document["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
+    let patch = &document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+    assert_eq!(
+        patch["x-kubernetes-group-version-kind"],
+        json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+    );
+    assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+    let stale =
+        cluster.api.client.get(format!("{}/openapi/v3/apis/apps/v1?hash=0000", cluster.api.base)).send().await.unwrap();
+    assert_eq!(stale.url().as_str(), format!("{}{url}", cluster.api.base), "followed the 301 to the current hash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_validates_fields_against_the_schema() {
+    let cluster = Cluster::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let typo =
+        write(files.path(), "typo.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\ndataa: {a: b}\n");
+    for kubectl in KUBECTLS {
+        // kubectl asks the server for Strict validation once OpenAPI says it may.
+        let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &typo]);
+        assert!(!ok, "an unknown field is refused");
+        assert!(err.contains("strict decoding error: unknown field \"dataa\""), "{err}");
+        let (ok, _, _) = cluster.kubectl(kubectl, &["get", "cm", "typo"]);
+        assert!(!ok, "nothing was stored");
+    }
+    let kubectl = KUBECTLS[0];
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "--validate=warn", "-f", &typo]);
+    assert!(ok, "{err}");
+    assert!(err.contains("Warning: unknown field \"dataa\""), "{err}");
+    let (ok, out, _) = cluster.kubectl(kubectl, &["get", "cm", "typo", "-o", "json"]);
+    assert!(ok);
+    let stored: Value = serde_json::from_str(&out).unwrap();
+    assert!(stored.get("dataa").is_none(), "unknown fields are dropped: {stored}");
+
+    // Wrong shapes are a 400 whatever the validation level.
+    let (code, status) = cluster
+        .request(
+            reqwest::Method::POST,
+            "/apis/apps/v1/namespaces/default/deployments?fieldValidation=Ignore",
+            Some(json!({"metadata": {"name": "bad"}, "spec": {"replicas": "two"}})),
+        )
+        .await;
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")), "{status}");
+    assert!(status["message"].as_str().unwrap().contains("spec.replicas"), "{status}");
+    let (code, status) = cluster
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/namespaces/default/configmaps?fieldValidation=Sometimes",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(code, 400, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_scale_and_keep_status_apart() {
+    let cluster = Cluster::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let manifest = write(files.path(), "web.yaml", DEPLOYMENT);
+    let kubectl = KUBECTLS[0];
+    let (ok, out, err) = cluster.kubectl(kubectl, &["apply", "-f", &manifest]);
+    assert!(ok, "{err}");
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+
+    let (ok, _, err) = cluster.kubectl(kubectl, &["scale", "deployment", "web", "--replicas=5"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) =
+        cluster.kubectl(kubectl, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.generation}"]);
+    assert!(ok);
+    assert_eq!(out, "5 2", "scale changed the spec and the generation");
+    let (code, scale) =
+        cluster.request(reqwest::Method::GET, "/apis/apps/v1/namespaces/default/deployments/web/scale", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let (code, status) = cluster
+        .request(
+            reqwest::Method::PUT,
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+            Some(json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web"}, "spec": {"replicas": -1}})),
+        )
+        .await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")), "{status}");
+
+    // Status goes through its subresource only; the main resource ignores it.
+    let (ok, _, err) = cluster.kubectl(
+        kubectl,
+        &["patch", "deploy", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":5}}"#],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster.kubectl(
+        kubectl,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"replicas":9},"metadata":{"labels":{"x":"y"}}}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = cluster.kubectl(
+        kubectl,
+        &["get", "deploy", "web", "-o", "jsonpath={.status.replicas} {.metadata.labels.x} {.metadata.generation}"],
+    );
+    assert!(ok);
+    assert_eq!(out, "5 y 2", "status kept; labels changed; generation counts spec changes only");
+
+    // A status written on create is dropped: it is the controllers' to write.
+    let (code, created) = cluster
+        .request(
+            reqwest::Method::POST,
+            "/apis/batch/v1/namespaces/default/jobs",
+            Some(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}}}, "status": {"succeeded": 3}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created.get("status").is_none(), "{created}");
+    assert_eq!(created["metadata"]["generation"], 1);
+
+    let (ok, out, err) = cluster.kubectl(kubectl, &["get", "all"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("deployment.apps/web") && out.contains("job.batch/j"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_bind_once_and_node_subresources_explain_themselves() {
+    let cluster = Cluster::start().await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let (code, created) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/pods", Some(pod)).await;
+    assert_eq!(code, 201, "{created}");
+    let binding = |node: &str| json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}});
+    let (code, answer) = cluster
+        .request(reqwest::Method::POST, "/api/v1/namespaces/default/pods/p/binding", Some(binding("node-1")))
+        .await;
+    assert_eq!((code, answer["status"].as_str()), (201, Some("Success")), "{answer}");
+    let (_, bound) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/pods/p", None).await;
+    assert_eq!(bound["spec"]["nodeName"], "node-1");
+    let scheduled = bound["status"]["conditions"].as_array().unwrap();
+    assert!(scheduled.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "True"), "{bound}");
+    let (code, conflict) = cluster
+        .request(reqwest::Method::POST, "/api/v1/namespaces/default/pods/p/binding", Some(binding("node-2")))
+        .await;
+    assert_eq!((code, conflict["reason"].as_str()), (409, Some("Conflict")), "{conflict}");
+    assert!(conflict["message"].as_str().unwrap().contains("already assigned to node \"node-1\""), "{conflict}");
+
+    let (ok, _, err) = cluster.kubectl(KUBECTLS[0], &["logs", "p"]);
+    assert!(!ok);
+    assert!(err.contains("needs a node agent"), "{err}");
+    let (code, missing) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/pods/p/bogus", None).await;
+    assert_eq!((code, missing["reason"].as_str()), (404, Some("NotFound")), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletecollection_deletes_what_the_selector_selects() {
+    let cluster = Cluster::start().await;
+    for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        let lease = json!({"metadata": {"name": name, "labels": {"tier": tier}}, "spec": {"holderIdentity": name}});
+        let (code, body) = cluster
+            .request(reqwest::Method::POST, "/apis/coordination.k8s.io/v1/namespaces/default/leases", Some(lease))
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, deleted) = cluster
+        .request(
+            reqwest::Method::DELETE,
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases?labelSelector=tier%3Dweb",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{deleted}");
+    assert_eq!(deleted["kind"], "LeaseList");
+    let mut names: Vec<&str> =
+        deleted["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    let (_, left) =
+        cluster.request(reqwest::Method::GET, "/apis/coordination.k8s.io/v1/namespaces/default/leases", None).await;
+    let left: Vec<&str> =
+        left["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(left, ["c"]);
+}

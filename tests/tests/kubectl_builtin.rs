@@ -203,6 +203,12 @@ async fn workloads_scale_and_keep_status_apart() {
     assert!(created.get("status").is_none(), "{created}");
     assert_eq!(created["metadata"]["generation"], 1);
 
+    let (ok, out, err) = cluster.kubectl(kubectl, &["get", "deployments"]);
+    assert!(ok, "{err}");
+    let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], "{out}");
+    assert!(out.lines().nth(1).is_some_and(|row| row.starts_with("web ") && row.contains(" 0/5 ")), "{out}");
+
     let (ok, out, err) = cluster.kubectl(kubectl, &["get", "all"]);
     assert!(ok, "{err}");
     assert!(out.contains("deployment.apps/web") && out.contains("job.batch/j"), "{out}");
@@ -229,6 +235,15 @@ async fn pods_bind_once_and_node_subresources_explain_themselves() {
         .await;
     assert_eq!((code, conflict["reason"].as_str()), (409, Some("Conflict")), "{conflict}");
     assert!(conflict["message"].as_str().unwrap().contains("already assigned to node \"node-1\""), "{conflict}");
+
+    for kubectl in KUBECTLS {
+        let (ok, out, err) = cluster.kubectl(kubectl, &["get", "pods", "-o", "wide"]);
+        assert!(ok, "{err}");
+        let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+        assert_eq!(header[..6], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"], "{out}");
+        let row: Vec<&str> = out.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+        assert_eq!((row[0], row[1], row[2], row[3], row[6]), ("p", "0/1", "Pending", "0", "node-1"), "{out}");
+    }
 
     let (ok, _, err) = cluster.kubectl(KUBECTLS[0], &["logs", "p"]);
     assert!(!ok);

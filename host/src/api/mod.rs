@@ -11,6 +11,7 @@ mod health;
 pub mod openapi;
 mod resources;
 mod status;
+mod table;
 pub mod tls;
 
 use std::sync::{Arc, OnceLock};

@@ -2,7 +2,7 @@
 //! `/apis/{group}/{version}/...`, parse the path into a [`Target`] and call the registry. List, watch (a stream of JSON lines), get, create
 //! (POST), update (PUT) and delete. Tables for `kubectl get`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -12,7 +12,7 @@ use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState};
+use super::{table, ApiError, AppState};
 use crate::registry::{
     FieldSelector, FieldValidation, LabelSelector, ListOptions, Object, Patch, Registry, Resource, Selectors,
     Subresource, WatchEvent, WriteOptions, Written,
@@ -194,16 +194,16 @@ async fn serve(
         (Method::GET, None) if params.watching() => watch(&registry, resource, namespace, &params).await,
         (Method::GET, None) => {
             let list = registry.list(resource, namespace, params.list_options()?).await?;
-            if wants_table(&headers) {
-                return Ok(Json(table(resource, &list.items, list.resource_version)).into_response());
+            if table::wanted(&headers) {
+                return Ok(Json(table::table(resource, &list.items, list.resource_version)).into_response());
             }
             Ok(Json(list_body(resource, list)).into_response())
         }
         (Method::GET, Some(name)) => {
             let object = registry.get(resource, namespace, name).await?;
-            if wants_table(&headers) {
+            if table::wanted(&headers) {
                 let revision = object_revision(&object);
-                return Ok(Json(table(resource, std::slice::from_ref(&object), revision)).into_response());
+                return Ok(Json(table::table(resource, std::slice::from_ref(&object), revision)).into_response());
             }
             Ok(Json(object).into_response())
         }
@@ -470,79 +470,4 @@ fn event_line(kind: &str, object: Value) -> Bytes {
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
-}
-
-/// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` first.
-fn wants_table(headers: &HeaderMap) -> bool {
-    super::accepts(headers, |media| {
-        media.contains("as=Table") && media.contains("g=meta.k8s.io") && media.contains("v=v1")
-    })
-}
-
-/// A `meta.k8s.io/v1` Table with Name and Age, rows carrying the object's metadata.
-fn table(resource: &Resource, items: &[Object], revision: i64) -> Value {
-    let now = SystemTime::now();
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let metadata = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
-            let name = metadata.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let age = metadata
-                .get("creationTimestamp")
-                .and_then(Value::as_str)
-                .and_then(|t| humantime::parse_rfc3339(t).ok())
-                .and_then(|created| now.duration_since(created).ok())
-                .map_or_else(|| "<unknown>".to_string(), human_duration);
-            json!({
-                "cells": [name, age],
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
-            })
-        })
-        .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": revision.to_string()},
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": format!("Name of the {}", resource.singular), "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0},
-        ],
-        "rows": rows,
-    })
-}
-
-/// Kubernetes' `duration.HumanDuration`: 45s, 5m30s, 3h, 2d4h, 3y...
-fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let pair = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
-        if small == 0 {
-            format!("{big}{big_unit}")
-        } else {
-            format!("{big}{big_unit}{small}{small_unit}")
-        }
-    };
-    match s {
-        0..120 => format!("{s}s"),
-        120..600 => pair(s / 60, "m", s % 60, "s"),
-        600..10_800 => format!("{}m", s / 60),
-        10_800..28_800 => pair(s / 3600, "h", (s % 3600) / 60, "m"),
-        28_800..172_800 => format!("{}h", s / 3600),
-        172_800..691_200 => pair(s / 86_400, "d", (s % 86_400) / 3600, "h"),
-        691_200..63_072_000 => format!("{}d", s / 86_400),
-        _ => format!("{}y", s / 31_536_000),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_durations_read_like_kubectl() {
-        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
-        assert_eq!(human_duration(Duration::from_secs(300)), "5m");
-        assert_eq!(human_duration(Duration::from_secs(330)), "5m30s");
-        assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3h");
-        assert_eq!(human_duration(Duration::from_secs(3 * 86_400)), "3d");
-    }
 }

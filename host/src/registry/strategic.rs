@@ -27,7 +27,8 @@
 //! Values the patch introduces (a new field, a replaced list or object, a new list
 //! element) are the patch value merged into nothing: directives inside them apply and
 //! their `null` fields are dropped, where Kubernetes copies them verbatim and lets
-//! decoding into the typed object drop what it does not know.
+//! decoding into the typed object drop what it does not know. A new list keeps its
+//! elements as given, duplicates included.
 //!
 //! Only applying a patch lives here; computing one (diffing two objects) does not.
 //! Entry: [`apply`].
@@ -122,8 +123,7 @@ fn merge_fields(
         }
     }
     for (key, value) in patch {
-        if key == PATCH || key == RETAIN_KEYS || key.starts_with(SET_ELEMENT_ORDER) || ordered.contains(&key.as_str())
-        {
+        if key == PATCH || key == RETAIN_KEYS || key.starts_with(SET_ELEMENT_ORDER) || ordered.contains(&key.as_str()) {
             continue;
         }
         if key.starts_with(DELETE_FROM_PRIMITIVE_LIST) {
@@ -163,21 +163,22 @@ fn merge_value(stored: Value, patch: &Value, schema: Option<Schema<'_>>, path: &
 fn fresh(patch: &Value, schema: Option<Schema<'_>>, path: &Path<'_>) -> Result<Value> {
     Ok(match patch {
         Value::Object(patch) => Value::Object(merge_map(Map::new(), patch, schema, path)?),
-        Value::Array(patch) if is_merging_list(schema) => Value::Array(merge_list(Vec::new(), patch, schema, path)?.items),
-        Value::Array(patch) => Value::Array(replace_list(patch, schema, path)?),
+        Value::Array(patch) => Value::Array(new_list(patch, schema, path)?),
         scalar => scalar.clone(),
     })
 }
 
-/// A list without the merge strategy: the patch's list, `$patch` marker elements aside.
-fn replace_list(patch: &[Value], schema: Option<Schema<'_>>, path: &Path<'_>) -> Result<Vec<Value>> {
+/// A list the patch introduces (replacing a list without the merge strategy, or where
+/// nothing is stored): the patch's elements as they are, duplicates included, each merged
+/// into nothing, `$patch` marker elements aside.
+fn new_list(patch: &[Value], schema: Option<Schema<'_>>, path: &Path<'_>) -> Result<Vec<Value>> {
     let items = schema.and_then(Schema::items);
     let mut list = Vec::with_capacity(patch.len());
     for (i, element) in patch.iter().enumerate() {
         let path = path.index(i);
         if let Some(directive) = element.get(PATCH) {
             match directive.as_str() {
-                // The list is replaced anyway, and there is nothing stored to delete from.
+                // The list is new anyway: nothing stored to replace or delete from.
                 Some("replace" | "delete") => continue,
                 Some("merge") => {}
                 _ => return Err(unknown_patch(&path, directive)),
@@ -194,7 +195,12 @@ fn is_merging_list(schema: Option<Schema<'_>>) -> bool {
 
 /// `$retainKeys`: the stored object keeps only the listed fields, and the patch may set
 /// no other (Go's `applyRetainKeysDirective`).
-fn retain_keys(original: &mut Map<String, Value>, patch: &Map<String, Value>, keep: &Value, path: &Path<'_>) -> Result<()> {
+fn retain_keys(
+    original: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    keep: &Value,
+    path: &Path<'_>,
+) -> Result<()> {
     let Value::Array(keep) = keep else {
         return Err(invalid(path, RETAIN_KEYS, format!("expected a list of field names, found {}", kind_name(keep))));
     };
@@ -282,7 +288,7 @@ fn set_element_order(
             let stored_order = identities(&stored, key, |i| path.stored(i))?;
             (stored, stored_order)
         }
-        (None, Some(patched)) => (merge_list(Vec::new(), patched, schema, &path)?.items, Vec::new()),
+        (None, Some(patched)) => (new_list(patched, schema, &path)?, Vec::new()),
         (Some(stored), Some(patched)) => {
             let merged = merge_list(stored, patched, schema, &path)?;
             (merged.items, merged.stored_order)
@@ -616,7 +622,11 @@ fn not_an_object(path: &Path<'_>, value: &Value) -> StrategicMergeError {
 }
 
 fn invalid(path: &Path<'_>, directive: &str, reason: impl Into<String>) -> StrategicMergeError {
-    StrategicMergeError::InvalidDirective { path: path.to_string(), directive: directive.to_owned(), reason: reason.into() }
+    StrategicMergeError::InvalidDirective {
+        path: path.to_string(),
+        directive: directive.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn unknown_patch(path: &Path<'_>, value: &Value) -> StrategicMergeError {
@@ -625,4 +635,606 @@ fn unknown_patch(path: &Path<'_>, value: &Value) -> StrategicMergeError {
 
 fn unmergeable(path: &Path<'_>, reason: &'static str) -> StrategicMergeError {
     StrategicMergeError::UnmergeableList { path: path.to_string(), reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use serde_json::json;
+
+    use super::super::schema::Definitions;
+    use super::*;
+
+    fn definitions() -> &'static Definitions {
+        static DEFINITIONS: OnceLock<Definitions> = OnceLock::new();
+        DEFINITIONS.get_or_init(|| {
+            serde_json::from_str(include_str!("../../openapi/k8s-1.33-definitions.json")).expect("vendored definitions")
+        })
+    }
+
+    fn schema(kind: &str) -> Schema<'static> {
+        Schema::definition(definitions(), kind).expect(kind)
+    }
+
+    const POD: &str = "io.k8s.api.core.v1.Pod";
+    const DEPLOYMENT: &str = "io.k8s.api.apps.v1.Deployment";
+
+    fn patched(kind: &str, original: Value, patch: Value) -> Value {
+        apply(&original, &patch, Some(schema(kind))).expect("the patch applies")
+    }
+
+    fn rejected(kind: &str, original: Value, patch: Value) -> StrategicMergeError {
+        apply(&original, &patch, Some(schema(kind))).expect_err("the patch is rejected")
+    }
+
+    /// A pod whose spec has these containers.
+    fn pod(containers: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}})
+    }
+
+    fn containers(pod: &Value) -> &Value {
+        &pod["spec"]["containers"]
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list.as_array().expect("a list").iter().map(|e| e["name"].as_str().expect("a name")).collect()
+    }
+
+    fn has_directive(value: &Value) -> bool {
+        match value {
+            Value::Object(fields) => fields.iter().any(|(k, v)| {
+                k == PATCH
+                    || k == RETAIN_KEYS
+                    || k.starts_with(SET_ELEMENT_ORDER)
+                    || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
+                    || has_directive(v)
+            }),
+            Value::Array(items) => items.iter().any(has_directive),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn containers_merge_by_name_and_the_others_stay() {
+        let original = pod(json!([
+            {"name": "app", "image": "nginx:1", "args": ["-v"]},
+            {"name": "sidecar", "image": "envoy"},
+        ]));
+        let result = patched(POD, original, json!({"spec": {"containers": [{"name": "app", "image": "nginx:2"}]}}));
+        assert_eq!(
+            containers(&result),
+            &json!([{"name": "app", "image": "nginx:2", "args": ["-v"]}, {"name": "sidecar", "image": "envoy"}])
+        );
+        assert_eq!(result["metadata"], json!({"name": "p"}));
+    }
+
+    #[test]
+    fn new_container_lands_before_the_stored_ones() {
+        // The kubectl patch task page: patch-demo-ctr-2 (redis) is listed first afterwards.
+        let original = pod(json!([{"name": "patch-demo-ctr", "image": "nginx"}]));
+        let patch = json!({"spec": {"containers": [{"name": "patch-demo-ctr-2", "image": "redis"}]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(names(containers(&result)), ["patch-demo-ctr-2", "patch-demo-ctr"]);
+    }
+
+    #[test]
+    fn set_element_order_places_a_new_container() {
+        let original = pod(json!([{"name": "patch-demo-ctr", "image": "nginx"}]));
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "patch-demo-ctr"}, {"name": "patch-demo-ctr-2"}],
+            "containers": [{"name": "patch-demo-ctr-2", "image": "redis"}],
+        }});
+        let result = patched(POD, original, patch);
+        assert_eq!(
+            containers(&result),
+            &json!([{"name": "patch-demo-ctr", "image": "nginx"}, {"name": "patch-demo-ctr-2", "image": "redis"}])
+        );
+        assert!(!has_directive(&result));
+    }
+
+    #[test]
+    fn env_merges_by_name_inside_a_container() {
+        let original = pod(json!([{"name": "app", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]));
+        let patch = json!({"spec": {"containers": [
+            {"name": "app", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]},
+        ]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(
+            containers(&result)[0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+        );
+    }
+
+    #[test]
+    fn ports_merge_by_container_port() {
+        let original = pod(json!([{"name": "app", "ports": [{"containerPort": 80, "name": "http"}]}]));
+        let patch = json!({"spec": {"containers": [{"name": "app", "ports": [
+            {"containerPort": 80, "protocol": "TCP"},
+            {"containerPort": 443, "name": "https"},
+        ]}]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(
+            containers(&result)[0]["ports"],
+            json!([{"containerPort": 80, "name": "http", "protocol": "TCP"}, {"containerPort": 443, "name": "https"}])
+        );
+    }
+
+    #[test]
+    fn delete_directive_removes_the_keyed_element() {
+        let original = pod(json!([{"name": "a"}, {"name": "b", "image": "x"}]));
+        let result = patched(POD, original, json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}));
+        assert_eq!(containers(&result), &json!([{"name": "b", "image": "x"}]));
+    }
+
+    #[test]
+    fn delete_directive_removes_every_duplicate() {
+        // patch_test.go: "delete all duplicate entries in a merging list".
+        let env = json!([{"name": "1"}, {"name": "1"}, {"name": "2", "value": "a"}, {"name": "3"}, {"name": "3"}]);
+        let original = pod(json!([{"name": "app", "env": env}]));
+        let patch = json!({"spec": {"containers": [{"name": "app", "env": [
+            {"name": "1", "$patch": "delete"},
+            {"name": "3", "$patch": "delete"},
+        ]}]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(containers(&result)[0]["env"], json!([{"name": "2", "value": "a"}]));
+    }
+
+    #[test]
+    fn delete_directive_for_a_missing_element_changes_nothing() {
+        let original = pod(json!([{"name": "a"}]));
+        let result =
+            patched(POD, original.clone(), json!({"spec": {"containers": [{"name": "z", "$patch": "delete"}]}}));
+        assert_eq!(result, original);
+    }
+
+    #[test]
+    fn replace_directive_element_replaces_the_list() {
+        let original = pod(json!([{"name": "a", "image": "x"}, {"name": "b"}]));
+        let patch = json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "c", "image": "y"}]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(containers(&result), &json!([{"name": "c", "image": "y"}]));
+    }
+
+    #[test]
+    fn replace_directive_alone_empties_the_list() {
+        // patch_test.go: "delete all items from merging list".
+        let original = pod(json!([{"name": "a"}, {"name": "b"}]));
+        let result = patched(POD, original, json!({"spec": {"containers": [{"$patch": "replace"}]}}));
+        assert_eq!(containers(&result), &json!([]));
+    }
+
+    #[test]
+    fn replace_directive_replaces_an_object() {
+        let original =
+            json!({"metadata": {"name": "p", "labels": {"a": "1", "b": "2"}}, "spec": {"nodeSelector": {"x": "y"}}});
+        let patch = json!({"metadata": {"labels": {"$patch": "replace", "c": "3"}}});
+        let result = patched(POD, original, patch);
+        assert_eq!(result["metadata"], json!({"name": "p", "labels": {"c": "3"}}));
+        assert_eq!(result["spec"]["nodeSelector"], json!({"x": "y"}));
+    }
+
+    #[test]
+    fn replace_directive_at_the_top_replaces_the_object() {
+        // patch_test.go: "add key and delete all keys from map".
+        let original = json!({"kind": "Pod", "metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {}});
+        let patch = json!({"$patch": "replace", "kind": "Pod", "metadata": {"name": "q"}});
+        assert_eq!(patched(POD, original, patch), json!({"kind": "Pod", "metadata": {"name": "q"}}));
+    }
+
+    #[test]
+    fn delete_directive_empties_an_object() {
+        // patch_test.go: "delete map from nested map".
+        let original = json!({"metadata": {"name": "p", "labels": {"a": "1", "b": "2"}}});
+        let result = patched(POD, original, json!({"metadata": {"labels": {"$patch": "delete"}}}));
+        assert_eq!(result["metadata"], json!({"name": "p", "labels": {}}));
+    }
+
+    #[test]
+    fn merge_directive_changes_nothing() {
+        let original =
+            json!({"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+        let patch = json!({
+            "metadata": {"labels": {"$patch": "merge", "b": "2"}},
+            "spec": {"containers": [{"name": "c", "$patch": "merge", "image": "y"}]},
+        });
+        let result = patched(POD, original, patch);
+        assert_eq!(result["metadata"]["labels"], json!({"a": "1", "b": "2"}));
+        assert_eq!(containers(&result), &json!([{"name": "c", "image": "y"}]));
+    }
+
+    #[test]
+    fn null_deletes_a_field_and_adds_none() {
+        let original =
+            json!({"metadata": {"name": "p", "annotations": {"a": "1", "b": "2"}}, "spec": {"nodeName": "n1"}});
+        let patch =
+            json!({"metadata": {"annotations": {"a": null, "zz": null}}, "spec": {"nodeName": null, "hostname": null}});
+        let result = patched(POD, original, patch);
+        assert_eq!(result, json!({"metadata": {"name": "p", "annotations": {"b": "2"}}, "spec": {}}));
+    }
+
+    #[test]
+    fn lists_without_the_merge_strategy_are_replaced() {
+        let original = json!({"spec": {
+            "tolerations": [{"key": "a", "operator": "Exists"}],
+            "containers": [{"name": "c", "args": ["-a", "-b"]}],
+        }});
+        let patch = json!({"spec": {
+            "tolerations": [{"key": "b", "operator": "Exists"}],
+            "containers": [{"name": "c", "args": ["-c"]}],
+        }});
+        let result = patched(POD, original, patch);
+        assert_eq!(result["spec"]["tolerations"], json!([{"key": "b", "operator": "Exists"}]));
+        assert_eq!(containers(&result)[0]["args"], json!(["-c"]));
+    }
+
+    #[test]
+    fn replace_strategy_replaces_the_disruption_budget_selector() {
+        let original = json!({"spec": {"selector": {"matchLabels": {"a": "1"}}, "minAvailable": 1}});
+        let patch = json!({"spec": {"selector": {"matchLabels": {"b": "2"}}}});
+        let result = patched("io.k8s.api.policy.v1.PodDisruptionBudget", original, patch);
+        assert_eq!(result["spec"], json!({"selector": {"matchLabels": {"b": "2"}}, "minAvailable": 1}));
+    }
+
+    #[test]
+    fn retain_keys_clears_the_deployment_strategy() {
+        let original =
+            json!({"spec": {"replicas": 2, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        let patch = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
+        let result = patched(DEPLOYMENT, original, patch);
+        assert_eq!(result["spec"], json!({"replicas": 2, "strategy": {"type": "Recreate"}}));
+    }
+
+    #[test]
+    fn retain_keys_strategy_without_the_directive_merges() {
+        // patch_test.go: "retainKeys map can add a field when no retainKeys directive present".
+        let original = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        let patch = json!({"spec": {"strategy": {"rollingUpdate": {"maxUnavailable": 0}}}});
+        let result = patched(DEPLOYMENT, original, patch);
+        assert_eq!(
+            result["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+        );
+    }
+
+    #[test]
+    fn retain_keys_switches_a_volume_source() {
+        let original = json!({"spec": {"volumes": [
+            {"name": "data", "emptyDir": {}},
+            {"name": "cfg", "configMap": {"name": "c"}},
+        ]}});
+        let patch = json!({"spec": {"volumes": [
+            {"name": "data", "$retainKeys": ["name", "hostPath"], "hostPath": {"path": "/srv"}},
+        ]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(
+            result["spec"]["volumes"],
+            json!([{"name": "data", "hostPath": {"path": "/srv"}}, {"name": "cfg", "configMap": {"name": "c"}}])
+        );
+    }
+
+    #[test]
+    fn retain_keys_rejects_a_field_it_leaves_out() {
+        let original = json!({"spec": {"strategy": {"type": "RollingUpdate"}}});
+        let patch = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": {}}}});
+        let error = rejected(DEPLOYMENT, original, patch);
+        assert!(matches!(&error, StrategicMergeError::InvalidDirective { path, directive, .. }
+            if path == "spec.strategy" && directive == "$retainKeys"));
+        let patch = json!({"spec": {"strategy": {"$retainKeys": "type"}}});
+        assert!(matches!(rejected(DEPLOYMENT, json!({}), patch), StrategicMergeError::InvalidDirective { .. }));
+    }
+
+    #[test]
+    fn delete_from_primitive_list_removes_finalizers() {
+        let original = json!({"metadata": {"finalizers": ["a", "b", "c", "b"]}});
+        let result = patched(POD, original, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b", "z"]}}));
+        assert_eq!(result["metadata"], json!({"finalizers": ["a", "c"]}));
+    }
+
+    #[test]
+    fn delete_from_primitive_list_without_a_stored_list_adds_nothing() {
+        let result =
+            patched(POD, json!({"metadata": {}}), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"]}}));
+        assert_eq!(result, json!({"metadata": {}}));
+    }
+
+    #[test]
+    fn delete_from_primitive_list_rejects_objects() {
+        let original = pod(json!([{"name": "a"}]));
+        let patch = json!({"spec": {"$deleteFromPrimitiveList/containers": [{"name": "a"}]}});
+        assert!(matches!(rejected(POD, original, patch), StrategicMergeError::InvalidDirective { .. }));
+    }
+
+    #[test]
+    fn finalizers_merge_as_an_ordered_set() {
+        // patch_test.go: "unique scalars when merging lists".
+        let result = patched(
+            POD,
+            json!({"metadata": {"finalizers": ["a", "b"]}}),
+            json!({"metadata": {"finalizers": ["b", "c"]}}),
+        );
+        assert_eq!(result["metadata"]["finalizers"], json!(["a", "b", "c"]));
+    }
+
+    #[test]
+    fn scalar_merge_follows_the_patch_order() {
+        // patch_test.go: "preserve the order from the patch in a merging int list".
+        let original = json!({"metadata": {"finalizers": ["x", "y", "z"]}});
+        let result = patched(POD, original, json!({"metadata": {"finalizers": ["z", "x"]}}));
+        assert_eq!(result["metadata"]["finalizers"], json!(["y", "z", "x"]));
+    }
+
+    #[test]
+    fn object_merge_follows_the_patch_order() {
+        // patch_test.go: "preserve the order from the patch in a merging list" (1 and 2).
+        let original = pod(json!([{"name": "1"}, {"name": "2", "image": "b"}, {"name": "3"}]));
+        let patch = json!({"spec": {"containers": [
+            {"name": "3", "image": "c"},
+            {"name": "1", "image": "a"},
+            {"name": "2", "workingDir": "x"},
+        ]}});
+        let result = patched(POD, original.clone(), patch);
+        assert_eq!(
+            containers(&result),
+            &json!([
+                {"name": "3", "image": "c"},
+                {"name": "1", "image": "a"},
+                {"name": "2", "image": "b", "workingDir": "x"},
+            ])
+        );
+        let patch = json!({"spec": {"containers": [{"name": "3", "image": "c"}, {"name": "1", "image": "a"}]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(
+            containers(&result),
+            &json!([{"name": "2", "image": "b"}, {"name": "3", "image": "c"}, {"name": "1", "image": "a"}])
+        );
+    }
+
+    #[test]
+    fn set_element_order_with_an_addition_and_a_deletion() {
+        // patch_test.go: "add map and delete map from merging list" (three-way result).
+        let original = pod(json!([{"name": "1"}, {"name": "2", "image": "b"}, {"name": "4", "image": "c"}]));
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "2"}, {"name": "3"}],
+            "containers": [{"name": "3"}, {"name": "1", "$patch": "delete"}],
+        }});
+        let result = patched(POD, original, patch);
+        assert_eq!(
+            containers(&result),
+            &json!([{"name": "2", "image": "b"}, {"name": "4", "image": "c"}, {"name": "3"}])
+        );
+    }
+
+    #[test]
+    fn set_element_order_with_additions_and_a_deletion_of_server_only_elements() {
+        // patch_test.go: "add map and delete map from merging list with conflict".
+        let original = pod(json!([{"name": "1", "image": "a"}, {"name": "4", "image": "c"}]));
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "2"}, {"name": "3"}],
+            "containers": [{"name": "2"}, {"name": "3"}, {"name": "1", "$patch": "delete"}],
+        }});
+        let result = patched(POD, original, patch);
+        assert_eq!(names(containers(&result)), ["4", "2", "3"]);
+        // patch_test.go: "delete missing map from merging list with conflict".
+        let original = pod(json!([{"name": "3", "image": "a"}]));
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "2"}],
+            "containers": [{"name": "2"}, {"name": "1", "$patch": "delete"}],
+        }});
+        assert_eq!(names(containers(&patched(POD, original, patch))), ["2", "3"]);
+    }
+
+    #[test]
+    fn set_element_order_alone_reorders() {
+        // patch_test.go: "$setElementOrder contains item that is not present in the (int) list to be merged".
+        let result = patched(
+            POD,
+            json!({"metadata": {"finalizers": ["a", "c"]}}),
+            json!({"metadata": {"$setElementOrder/finalizers": ["c", "b", "a"]}}),
+        );
+        assert_eq!(result, json!({"metadata": {"finalizers": ["c", "a"]}}));
+        let original = pod(json!([{"name": "1"}, {"name": "3"}]));
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "3"}, {"name": "2"}, {"name": "1"}],
+            "containers": [{"name": "3", "image": "x"}, {"name": "1", "image": "y"}],
+        }});
+        let result = patched(POD, original, patch);
+        assert_eq!(containers(&result), &json!([{"name": "3", "image": "x"}, {"name": "1", "image": "y"}]));
+    }
+
+    #[test]
+    fn set_element_order_with_scalar_additions_and_deletions() {
+        // patch_test.go: "add and delete items in lists of scalars" (three-way result).
+        let original = json!({"metadata": {"finalizers": ["a", "b", "c", "d"]}});
+        let patch = json!({"metadata": {
+            "$setElementOrder/finalizers": ["a", "b", "d"],
+            "$deleteFromPrimitiveList/finalizers": ["c"],
+            "finalizers": ["d"],
+        }});
+        assert_eq!(patched(POD, original, patch), json!({"metadata": {"finalizers": ["a", "b", "d"]}}));
+    }
+
+    #[test]
+    fn set_element_order_that_contradicts_the_patch_is_an_error() {
+        // patch_test.go: "should check if order in $setElementOrder and patch list match".
+        let original = pod(json!([{"name": "1"}, {"name": "3"}, {"name": "2"}]));
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "1"}, {"name": "2"}, {"name": "3"}],
+            "containers": [{"name": "3", "image": "x"}, {"name": "1", "image": "y"}],
+        }});
+        let error = rejected(POD, original, patch);
+        assert!(matches!(&error, StrategicMergeError::InvalidDirective { path, directive, .. }
+            if path == "spec.containers" && directive == "$setElementOrder/containers"));
+    }
+
+    #[test]
+    fn set_element_order_on_a_replaced_list_is_ignored() {
+        let original = json!({"spec": {"tolerations": [{"key": "a"}]}});
+        let patch = json!({"spec": {"$setElementOrder/tolerations": [{"key": "b"}], "tolerations": [{"key": "b"}]}});
+        assert_eq!(patched(POD, original, patch), json!({"spec": {"tolerations": [{"key": "b"}]}}));
+    }
+
+    #[test]
+    fn owner_references_merge_by_uid() {
+        let original = json!({"metadata": {"ownerReferences": [
+            {"uid": "u1", "kind": "ReplicaSet", "name": "rs", "controller": true},
+        ]}});
+        let patch = json!({"metadata": {"ownerReferences": [
+            {"uid": "u1", "controller": false},
+            {"uid": "u2", "kind": "Job", "name": "j"},
+        ]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(
+            result["metadata"]["ownerReferences"],
+            json!([
+                {"uid": "u1", "kind": "ReplicaSet", "name": "rs", "controller": false},
+                {"uid": "u2", "kind": "Job", "name": "j"},
+            ])
+        );
+    }
+
+    #[test]
+    fn unknown_fields_merge_like_a_json_merge_patch() {
+        let original = json!({"spec": {"future": {"a": 1, "list": [{"name": "x"}]}}});
+        let patch = json!({"spec": {"future": {"list": [{"name": "y"}], "b": {"c": null, "d": 2}}}});
+        let result = patched(POD, original, patch);
+        assert_eq!(result["spec"]["future"], json!({"a": 1, "list": [{"name": "y"}], "b": {"d": 2}}));
+    }
+
+    #[test]
+    fn a_value_of_another_type_replaces_the_stored_one() {
+        let original = json!({"spec": {"future": "text", "hostname": "h"}});
+        let patch = json!({"spec": {"future": {"a": null, "b": 1}, "hostname": ["h"]}});
+        let result = patched(POD, original, patch);
+        assert_eq!(result["spec"], json!({"future": {"b": 1}, "hostname": ["h"]}));
+    }
+
+    #[test]
+    fn without_a_schema_objects_merge_and_lists_are_replaced() {
+        let original = json!({"spec": {"containers": [{"name": "a", "image": "x"}], "m": {"x": 1, "y": 2}}});
+        let patch = json!({"spec": {"containers": [{"name": "b"}], "m": {"x": null, "z": 3}}});
+        let result = apply(&original, &patch, None).expect("the patch applies");
+        assert_eq!(result, json!({"spec": {"containers": [{"name": "b"}], "m": {"y": 2, "z": 3}}}));
+    }
+
+    #[test]
+    fn without_a_schema_directives_still_apply() {
+        let original = json!({"a": {"x": 1, "y": 2}, "b": {"x": 1}, "c": {"keep": 1, "drop": 2}, "d": [1, 2]});
+        let patch = json!({
+            "a": {"$patch": "replace", "z": 3},
+            "b": {"$patch": "delete"},
+            "c": {"$retainKeys": ["keep"]},
+            "d": [{"$patch": "replace"}, 3],
+        });
+        let result = apply(&original, &patch, None).expect("the patch applies");
+        assert_eq!(result, json!({"a": {"z": 3}, "b": {}, "c": {"keep": 1}, "d": [3]}));
+    }
+
+    #[test]
+    fn dollar_fields_that_are_not_directives_are_kept() {
+        let original = json!({"schema": {"type": "object"}});
+        let patch = json!({"schema": {"$ref": "#/definitions/x", "$schema": "draft-04"}});
+        let result = apply(&original, &patch, None).expect("the patch applies");
+        assert_eq!(result, json!({"schema": {"type": "object", "$ref": "#/definitions/x", "$schema": "draft-04"}}));
+    }
+
+    #[test]
+    fn directives_inside_new_values_apply_and_never_reach_the_result() {
+        let original = pod(json!([{"name": "app"}]));
+        let patch = json!({
+            "metadata": {"labels": {"$patch": "replace", "a": "1", "gone": null}},
+            "spec": {"containers": [{
+                "name": "new",
+                "$setElementOrder/env": [{"name": "B"}, {"name": "A"}],
+                "env": [{"name": "C", "$patch": "delete"}, {"name": "B", "value": "2"}, {"name": "A", "value": "1"}],
+                "resources": {"limits": {"cpu": "1", "memory": null}},
+            }]},
+        });
+        let result = patched(POD, original, patch);
+        assert!(!has_directive(&result), "{result}");
+        assert_eq!(result["metadata"]["labels"], json!({"a": "1"}));
+        assert_eq!(
+            containers(&result),
+            &json!([
+                {
+                    "name": "new",
+                    "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}],
+                    "resources": {"limits": {"cpu": "1"}},
+                },
+                {"name": "app"},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_new_list_is_taken_as_the_patch_gives_it() {
+        let original = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        let patch = json!({
+            "metadata": {"finalizers": ["a", "a"]},
+            "spec": {"containers": [{"name": "app", "env": [
+                {"name": "X", "value": "1"},
+                {"name": "X", "value": "2"},
+                {"name": "Y", "$patch": "delete"},
+            ]}]},
+        });
+        let result = patched(POD, original, patch);
+        assert_eq!(result["metadata"]["finalizers"], json!(["a", "a"]));
+        assert_eq!(containers(&result)[0]["env"], json!([{"name": "X", "value": "1"}, {"name": "X", "value": "2"}]));
+    }
+
+    #[test]
+    fn an_empty_patch_changes_nothing() {
+        let original = pod(json!([{"name": "a", "env": [{"name": "X"}]}]));
+        assert_eq!(patched(POD, original.clone(), json!({})), original);
+        assert_eq!(patched(POD, Value::Null, json!({"kind": "Pod"})), json!({"kind": "Pod"}));
+    }
+
+    #[test]
+    fn unknown_patch_directive_is_an_error() {
+        let original = json!({"metadata": {"labels": {"a": "1"}}});
+        let error = rejected(POD, original, json!({"metadata": {"labels": {"$patch": "bogus"}}}));
+        assert!(matches!(&error, StrategicMergeError::InvalidDirective { path, directive, .. }
+            if path == "metadata.labels" && directive == "$patch"));
+        let error =
+            rejected(POD, pod(json!([{"name": "a"}])), json!({"spec": {"containers": [{"name": "a", "$patch": 1}]}}));
+        assert!(matches!(&error, StrategicMergeError::InvalidDirective { path, .. } if path == "spec.containers[0]"));
+    }
+
+    #[test]
+    fn list_element_without_its_merge_key_is_an_error() {
+        // patch_test.go: "missing merge key should error out".
+        let error = rejected(POD, pod(json!([{"name": "a"}])), json!({"spec": {"containers": [{"image": "b"}]}}));
+        assert_eq!(
+            error,
+            StrategicMergeError::MissingMergeKey { path: "spec.containers[0]".into(), key: "name".into() }
+        );
+        assert_eq!(error.to_string(), "spec.containers[0]: list element has no merge key \"name\"");
+        let error = rejected(POD, pod(json!([{"name": "a"}])), json!({"spec": {"containers": [{"$patch": "delete"}]}}));
+        assert!(matches!(error, StrategicMergeError::MissingMergeKey { .. }));
+        let error = rejected(POD, pod(json!([{"image": "a"}])), json!({"spec": {"containers": [{"name": "b"}]}}));
+        assert_eq!(
+            error,
+            StrategicMergeError::MissingMergeKey { path: "spec.containers[stored 0]".into(), key: "name".into() }
+        );
+    }
+
+    #[test]
+    fn a_patch_that_is_not_an_object_is_an_error() {
+        let error = apply(&json!({}), &json!(["a"]), None).expect_err("rejected");
+        assert_eq!(error, StrategicMergeError::NotAnObject { path: "(patch)".into(), found: "a list" });
+        assert!(apply(&json!({}), &json!("x"), Some(schema(POD))).is_err());
+        assert!(apply(&json!([1]), &json!({}), None).is_err());
+        let error = rejected(POD, pod(json!([{"name": "a"}])), json!({"spec": {"containers": ["a"]}}));
+        assert!(matches!(error, StrategicMergeError::UnmergeableList { .. }));
+    }
+
+    #[test]
+    fn a_merging_list_of_mixed_elements_is_an_error() {
+        let original = json!({"metadata": {"finalizers": ["a"]}});
+        let error = rejected(POD, original, json!({"metadata": {"finalizers": [{"x": 1}]}}));
+        assert!(matches!(&error, StrategicMergeError::UnmergeableList { path, .. } if path == "metadata.finalizers"));
+        let original = json!({"metadata": {"finalizers": ["a"]}});
+        let error = rejected(POD, original, json!({"metadata": {"finalizers": [["b"]]}}));
+        assert!(matches!(error, StrategicMergeError::UnmergeableList { .. }));
+    }
 }

@@ -1,0 +1,425 @@
+//! `meta.k8s.io/v1` Tables: what `kubectl get` prints. Each kind has the columns
+//! kube-apiserver's printers give it (pods: NAME READY STATUS RESTARTS AGE; deployments:
+//! NAME READY UP-TO-DATE AVAILABLE AGE; ...); kinds without printers get NAME and AGE.
+//! Columns with priority 1 are what `-o wide` adds. Rows carry the object's metadata
+//! (`PartialObjectMetadata`), which kubectl uses for names and labels.
+
+use std::time::{Duration, SystemTime};
+
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+
+use crate::registry::{Object, Resource};
+
+/// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` first.
+pub(super) fn wanted(headers: &HeaderMap) -> bool {
+    super::accepts(headers, |media| {
+        media.contains("as=Table") && media.contains("g=meta.k8s.io") && media.contains("v=v1")
+    })
+}
+
+/// One column: its header, type, priority (0 = always, 1 = wide) and how a cell is read.
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    priority: u8,
+    cell: fn(&Object, SystemTime) -> Value,
+}
+
+const fn col(name: &'static str, kind: &'static str, priority: u8, cell: fn(&Object, SystemTime) -> Value) -> Column {
+    Column { name, kind, priority, cell }
+}
+
+fn at<'a>(object: &'a Object, path: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter().try_fold(object.get(*first)?, |value, key| value.get(key))
+}
+
+fn text(object: &Object, path: &[&str]) -> String {
+    match at(object, path) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn int(object: &Object, path: &[&str]) -> i64 {
+    at(object, path).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn or_none(s: String) -> Value {
+    Value::String(if s.is_empty() { "<none>".into() } else { s })
+}
+
+fn name(o: &Object, _: SystemTime) -> Value {
+    Value::String(text(o, &["metadata", "name"]))
+}
+
+fn age(o: &Object, now: SystemTime) -> Value {
+    Value::String(since(o, &["metadata", "creationTimestamp"], now))
+}
+
+fn since(o: &Object, path: &[&str], now: SystemTime) -> String {
+    at(o, path)
+        .and_then(Value::as_str)
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .map_or_else(|| "<unknown>".to_string(), |t| human_duration(now.duration_since(t).unwrap_or_default()))
+}
+
+fn list<'a>(o: &'a Object, path: &[&str]) -> &'a [Value] {
+    at(o, path).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+fn containers(o: &Object, path: &[&str], field: &str) -> Value {
+    let names: Vec<&str> = list(o, path).iter().filter_map(|c| c.get(field).and_then(Value::as_str)).collect();
+    or_none(names.join(","))
+}
+
+fn selector(o: &Object) -> Value {
+    let labels = at(o, &["spec", "selector", "matchLabels"]).or_else(|| at(o, &["spec", "selector"]));
+    let mut pairs: Vec<String> = labels
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}"))).collect())
+        .unwrap_or_default();
+    pairs.sort();
+    or_none(pairs.join(","))
+}
+
+fn pod_ready(o: &Object, _: SystemTime) -> Value {
+    let total = list(o, &["spec", "containers"]).len();
+    let ready = list(o, &["status", "containerStatuses"]).iter().filter(|s| s["ready"] == true).count();
+    Value::String(format!("{ready}/{total}"))
+}
+
+/// The STATUS column of a pod, as kubectl's printer derives it.
+fn pod_status(o: &Object, _: SystemTime) -> Value {
+    if at(o, &["metadata", "deletionTimestamp"]).is_some() {
+        return "Terminating".into();
+    }
+    let mut reason = text(o, &["status", "reason"]);
+    if reason.is_empty() {
+        reason = text(o, &["status", "phase"]);
+    }
+    for status in list(o, &["status", "containerStatuses"]) {
+        let state = &status["state"];
+        if let Some(r) = state["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
+            reason = r.to_string();
+        } else if let Some(r) = state["terminated"]["reason"].as_str().filter(|r| !r.is_empty()) {
+            reason = r.to_string();
+        }
+    }
+    Value::String(if reason.is_empty() { "Pending".into() } else { reason })
+}
+
+fn pod_restarts(o: &Object, _: SystemTime) -> Value {
+    Value::from(
+        list(o, &["status", "containerStatuses"]).iter().filter_map(|s| s["restartCount"].as_i64()).sum::<i64>(),
+    )
+}
+
+fn node_status(o: &Object, _: SystemTime) -> Value {
+    let ready = list(o, &["status", "conditions"]).iter().find(|c| c["type"] == "Ready").map(|c| c["status"] == "True");
+    let mut status = match ready {
+        Some(true) => "Ready".to_string(),
+        Some(false) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if at(o, &["spec", "unschedulable"]) == Some(&Value::Bool(true)) {
+        status.push_str(",SchedulingDisabled");
+    }
+    Value::String(status)
+}
+
+fn node_roles(o: &Object, _: SystemTime) -> Value {
+    let roles: Vec<&str> = at(o, &["metadata", "labels"])
+        .and_then(Value::as_object)
+        .map(|labels| labels.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/")).collect())
+        .unwrap_or_default();
+    or_none(roles.join(","))
+}
+
+fn service_ports(o: &Object, _: SystemTime) -> Value {
+    let ports: Vec<String> = list(o, &["spec", "ports"])
+        .iter()
+        .map(|p| {
+            let protocol = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64() {
+                Some(node_port) => format!("{}:{node_port}/{protocol}", p["port"]),
+                None => format!("{}/{protocol}", p["port"]),
+            }
+        })
+        .collect();
+    or_none(ports.join(","))
+}
+
+fn external_ip(o: &Object, _: SystemTime) -> Value {
+    let mut ips: Vec<String> =
+        list(o, &["spec", "externalIPs"]).iter().filter_map(|v| v.as_str().map(String::from)).collect();
+    for ingress in list(o, &["status", "loadBalancer", "ingress"]) {
+        if let Some(ip) = ingress["ip"].as_str().or(ingress["hostname"].as_str()) {
+            ips.push(ip.into());
+        }
+    }
+    match (ips.is_empty(), text(o, &["spec", "type"]).as_str()) {
+        (true, "LoadBalancer") => "<pending>".into(),
+        (true, _) => "<none>".into(),
+        _ => Value::String(ips.join(",")),
+    }
+}
+
+fn data_count(o: &Object, _: SystemTime) -> Value {
+    let count = |field: &str| at(o, &[field]).and_then(Value::as_object).map_or(0, |m| m.len());
+    Value::from(count("data") + count("binaryData"))
+}
+
+fn job_status(o: &Object, _: SystemTime) -> Value {
+    let conditions = list(o, &["status", "conditions"]);
+    let has = |kind: &str| conditions.iter().any(|c| c["type"] == kind && c["status"] == "True");
+    let status = if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if at(o, &["metadata", "deletionTimestamp"]).is_some() {
+        "Terminating"
+    } else {
+        "Running"
+    };
+    status.into()
+}
+
+/// The columns of `resource`'s Table, after NAME.
+fn columns(resource: &Resource) -> Vec<Column> {
+    let age = col("Age", "string", 0, age);
+    match (resource.group, resource.kind) {
+        ("", "Pod") => vec![
+            col("Ready", "string", 0, pod_ready),
+            col("Status", "string", 0, pod_status),
+            col("Restarts", "string", 0, pod_restarts),
+            age,
+            col("IP", "string", 1, |o, _| or_none(text(o, &["status", "podIP"]))),
+            col("Node", "string", 1, |o, _| or_none(text(o, &["spec", "nodeName"]))),
+            col("Nominated Node", "string", 1, |o, _| or_none(text(o, &["status", "nominatedNodeName"]))),
+            col("Readiness Gates", "string", 1, |o, _| match list(o, &["spec", "readinessGates"]).len() {
+                0 => "<none>".into(),
+                gates => Value::String(format!("0/{gates}")),
+            }),
+        ],
+        ("apps", "Deployment") => vec![
+            col("Ready", "string", 0, |o, _| {
+                format!("{}/{}", int(o, &["status", "readyReplicas"]), int(o, &["spec", "replicas"])).into()
+            }),
+            col("Up-to-date", "integer", 0, |o, _| int(o, &["status", "updatedReplicas"]).into()),
+            col("Available", "integer", 0, |o, _| int(o, &["status", "availableReplicas"]).into()),
+            age,
+            col("Containers", "string", 1, |o, _| containers(o, &["spec", "template", "spec", "containers"], "name")),
+            col("Images", "string", 1, |o, _| containers(o, &["spec", "template", "spec", "containers"], "image")),
+            col("Selector", "string", 1, |o, _| selector(o)),
+        ],
+        ("apps", "ReplicaSet") | ("", "ReplicationController") => vec![
+            col("Desired", "integer", 0, |o, _| int(o, &["spec", "replicas"]).into()),
+            col("Current", "integer", 0, |o, _| int(o, &["status", "replicas"]).into()),
+            col("Ready", "integer", 0, |o, _| int(o, &["status", "readyReplicas"]).into()),
+            age,
+            col("Containers", "string", 1, |o, _| containers(o, &["spec", "template", "spec", "containers"], "name")),
+            col("Images", "string", 1, |o, _| containers(o, &["spec", "template", "spec", "containers"], "image")),
+            col("Selector", "string", 1, |o, _| selector(o)),
+        ],
+        ("apps", "StatefulSet") => vec![
+            col("Ready", "string", 0, |o, _| {
+                format!("{}/{}", int(o, &["status", "readyReplicas"]), int(o, &["spec", "replicas"])).into()
+            }),
+            age,
+        ],
+        ("apps", "DaemonSet") => vec![
+            col("Desired", "integer", 0, |o, _| int(o, &["status", "desiredNumberScheduled"]).into()),
+            col("Current", "integer", 0, |o, _| int(o, &["status", "currentNumberScheduled"]).into()),
+            col("Ready", "integer", 0, |o, _| int(o, &["status", "numberReady"]).into()),
+            col("Up-to-date", "integer", 0, |o, _| int(o, &["status", "updatedNumberScheduled"]).into()),
+            col("Available", "integer", 0, |o, _| int(o, &["status", "numberAvailable"]).into()),
+            age,
+        ],
+        ("batch", "Job") => vec![
+            col("Status", "string", 0, job_status),
+            col("Completions", "string", 0, |o, _| {
+                let completions = at(o, &["spec", "completions"]).and_then(Value::as_i64).unwrap_or(1);
+                format!("{}/{completions}", int(o, &["status", "succeeded"])).into()
+            }),
+            col("Duration", "string", 0, |o, now| {
+                if at(o, &["status", "startTime"]).is_none() {
+                    return "".into();
+                }
+                let end = at(o, &["status", "completionTime"])
+                    .and_then(Value::as_str)
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                    .unwrap_or(now);
+                since(o, &["status", "startTime"], end).into()
+            }),
+            age,
+        ],
+        ("batch", "CronJob") => vec![
+            col("Schedule", "string", 0, |o, _| text(o, &["spec", "schedule"]).into()),
+            col("Timezone", "string", 0, |o, _| or_none(text(o, &["spec", "timeZone"]))),
+            col("Suspend", "boolean", 0, |o, _| Value::Bool(at(o, &["spec", "suspend"]) == Some(&Value::Bool(true)))),
+            col("Active", "integer", 0, |o, _| Value::from(list(o, &["status", "active"]).len())),
+            col("Last Schedule", "string", 0, |o, now| {
+                if at(o, &["status", "lastScheduleTime"]).is_none() {
+                    return "<none>".into();
+                }
+                since(o, &["status", "lastScheduleTime"], now).into()
+            }),
+            age,
+        ],
+        ("", "Service") => vec![
+            col("Type", "string", 0, |o, _| {
+                let kind = text(o, &["spec", "type"]);
+                Value::String(if kind.is_empty() { "ClusterIP".into() } else { kind })
+            }),
+            col("Cluster-IP", "string", 0, |o, _| or_none(text(o, &["spec", "clusterIP"]))),
+            col("External-IP", "string", 0, external_ip),
+            col("Port(s)", "string", 0, service_ports),
+            age,
+            col("Selector", "string", 1, |o, _| selector(o)),
+        ],
+        ("", "Node") => vec![
+            col("Status", "string", 0, node_status),
+            col("Roles", "string", 0, node_roles),
+            age,
+            col("Version", "string", 0, |o, _| text(o, &["status", "nodeInfo", "kubeletVersion"]).into()),
+            col("Internal-IP", "string", 1, |o, _| {
+                let address = list(o, &["status", "addresses"]).iter().find(|a| a["type"] == "InternalIP");
+                or_none(address.and_then(|a| a["address"].as_str()).unwrap_or_default().into())
+            }),
+            col("OS-Image", "string", 1, |o, _| or_none(text(o, &["status", "nodeInfo", "osImage"]))),
+        ],
+        ("", "Namespace") => vec![col("Status", "string", 0, |o, _| text(o, &["status", "phase"]).into()), age],
+        ("", "ConfigMap") => vec![col("Data", "integer", 0, data_count), age],
+        ("", "Secret") => {
+            vec![col("Type", "string", 0, |o, _| text(o, &["type"]).into()), col("Data", "integer", 0, data_count), age]
+        }
+        ("", "Endpoints") => vec![
+            col("Endpoints", "string", 0, |o, _| {
+                let mut endpoints = Vec::new();
+                for subset in list(o, &["subsets"]) {
+                    for address in subset["addresses"].as_array().into_iter().flatten() {
+                        for port in subset["ports"].as_array().into_iter().flatten() {
+                            endpoints.push(format!("{}:{}", address["ip"].as_str().unwrap_or_default(), port["port"]));
+                        }
+                    }
+                }
+                or_none(endpoints.join(","))
+            }),
+            age,
+        ],
+        ("coordination.k8s.io", "Lease") => {
+            vec![col("Holder", "string", 0, |o, _| text(o, &["spec", "holderIdentity"]).into()), age]
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            vec![col("Created At", "date", 0, |o, _| text(o, &["metadata", "creationTimestamp"]).into())]
+        }
+        _ => vec![age],
+    }
+}
+
+/// A `meta.k8s.io/v1` Table of `items`.
+pub(super) fn table(resource: &Resource, items: &[Object], revision: i64) -> Value {
+    let now = SystemTime::now();
+    let columns = columns(resource);
+    let mut definitions = vec![json!({
+        "name": "Name", "type": "string", "format": "name", "priority": 0,
+        "description": format!("Name of the {}", resource.singular),
+    })];
+    definitions.extend(
+        columns.iter().map(
+            |c| json!({"name": c.name, "type": c.kind, "format": "", "description": c.name, "priority": c.priority}),
+        ),
+    );
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut cells = vec![name(item, now)];
+            cells.extend(columns.iter().map(|c| (c.cell)(item, now)));
+            let metadata = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            json!({
+                "cells": cells,
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": revision.to_string()},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+/// Kubernetes' `duration.HumanDuration`: 45s, 5m30s, 3h, 2d4h, 3y...
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let pair = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{big_unit}")
+        } else {
+            format!("{big}{big_unit}{small}{small_unit}")
+        }
+    };
+    match s {
+        0..120 => format!("{s}s"),
+        120..600 => pair(s / 60, "m", s % 60, "s"),
+        600..10_800 => format!("{}m", s / 60),
+        10_800..28_800 => pair(s / 3600, "h", (s % 3600) / 60, "m"),
+        28_800..172_800 => format!("{}h", s / 3600),
+        172_800..691_200 => pair(s / 86_400, "d", (s % 86_400) / 3600, "h"),
+        691_200..63_072_000 => format!("{}d", s / 86_400),
+        _ => format!("{}y", s / 31_536_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_read_like_kubectl() {
+        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(human_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(human_duration(Duration::from_secs(330)), "5m30s");
+        assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3h");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86_400)), "3d");
+    }
+
+    #[test]
+    fn pods_print_ready_status_and_restarts() {
+        let pod: Object = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 1, "state": {"waiting": {"reason": "ContainerCreating"}}},
+            ]},
+        }))
+        .expect("pod");
+        let resource = Resource {
+            group: "",
+            version: "v1",
+            kind: "Pod",
+            plural: "pods",
+            singular: "pod",
+            namespaced: true,
+            short_names: &[],
+            categories: &[],
+            subresources: &[],
+        };
+        let table = table(&resource, &[pod], 1);
+        assert_eq!(
+            table["rows"][0]["cells"].as_array().unwrap()[..4],
+            [json!("p"), json!("1/2"), json!("ContainerCreating"), json!(3)]
+        );
+        let headers: Vec<&str> =
+            table["columnDefinitions"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(headers[..5], ["Name", "Ready", "Status", "Restarts", "Age"]);
+    }
+}

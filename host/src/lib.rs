@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod cmd;
+pub mod controllers;
 pub mod datadir;
 pub mod registry;
 pub mod storage;

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use super::{table, ApiError, AppState};
 use crate::registry::{
-    FieldSelector, FieldValidation, LabelSelector, ListOptions, Object, Patch, Registry, Resource, Selectors,
-    Subresource, WatchEvent, WriteOptions, Written,
+    DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Object, Patch, Propagation, Registry,
+    Resource, Selectors, Subresource, WatchEvent, WriteOptions, Written,
 };
 
 /// Longest a watch stays open without `timeoutSeconds` (kube-apiserver's default minimum
@@ -83,6 +83,7 @@ pub(super) struct Params {
     label_selector: Option<String>,
     field_selector: Option<String>,
     dry_run: Option<String>,
+    propagation_policy: Option<String>,
     /// `Strict`, `Warn` or `Ignore`; checked, and honoured as far as the schema goes.
     field_validation: Option<String>,
 }
@@ -224,16 +225,12 @@ async fn serve(
             Ok(respond(StatusCode::OK, registry.patch(resource, namespace, name, patch, None, &options).await?))
         }
         (Method::DELETE, Some(name)) => {
-            let (precondition, dry_run_in_body) = delete_options(&body)?;
-            let object =
-                registry.delete(resource, namespace, name, precondition, params.dry_run()? || dry_run_in_body).await?;
+            let object = registry.delete(resource, namespace, name, &delete_options(&body, &params)?).await?;
             Ok(Json(object).into_response())
         }
         (Method::DELETE, None) => {
-            let (_, dry_run_in_body) = delete_options(&body)?;
-            let list = registry
-                .delete_collection(resource, namespace, params.list_options()?, params.dry_run()? || dry_run_in_body)
-                .await?;
+            let options = delete_options(&body, &params)?;
+            let list = registry.delete_collection(resource, namespace, params.list_options()?, &options).await?;
             Ok(Json(list_body(resource, list)).into_response())
         }
         (method, _) => Err(ApiError::method_not_allowed(format!(
@@ -315,8 +312,8 @@ async fn subresource(
         ("eviction", Method::POST) => {
             let eviction = json_body(headers, body)?;
             let options = eviction.get("deleteOptions").map(|o| serde_json::to_vec(o).unwrap_or_default());
-            let (precondition, dry_run_in_body) = delete_options(options.as_deref().unwrap_or_default())?;
-            registry.delete(resource, namespace, name, precondition, params.dry_run()? || dry_run_in_body).await?;
+            let options = delete_options(options.as_deref().unwrap_or_default(), params)?;
+            registry.delete(resource, namespace, name, &options).await?;
             Ok((StatusCode::CREATED, Json(success(StatusCode::CREATED))).into_response())
         }
         (_, other) => Err(subresource_method(other, resource, sub)),
@@ -380,26 +377,46 @@ fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
     }
 }
 
-/// What a DELETE body (`DeleteOptions`) asks: the resourceVersion precondition and
-/// whether it is a dry run (kubectl sends `dryRun` there, not in the query).
-fn delete_options(body: &[u8]) -> Result<(Option<i64>, bool), ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, false));
-    }
-    let options: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}")))?;
-    let precondition = match options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+/// A DELETE body (`DeleteOptions`, possibly empty) with the query's `dryRun` and
+/// `propagationPolicy`: preconditions, dry run (kubectl sends `dryRun` in the body) and
+/// propagation.
+fn delete_options(body: &[u8], params: &Params) -> Result<DeleteOptions, ApiError> {
+    let mut options = DeleteOptions { dry_run: params.dry_run()?, ..DeleteOptions::default() };
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}")))?
+    };
+    options.resource_version = match body.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
         None | Some("") => None,
         Some(rv) => Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid precondition {rv:?}")))?),
     };
-    let dry_run = match options.get("dryRun").and_then(Value::as_array).map(Vec::as_slice) {
-        None | Some([]) => false,
-        Some([value]) if value == "All" => true,
+    options.uid =
+        body.pointer("/preconditions/uid").and_then(Value::as_str).filter(|u| !u.is_empty()).map(String::from);
+    match body.get("dryRun").and_then(Value::as_array).map(Vec::as_slice) {
+        None | Some([]) => {}
+        Some([value]) if value == "All" => options.dry_run = true,
         Some(other) => {
             return Err(ApiError::bad_request(format!("unsupported dry run value {other:?}: use [\"All\"]")))
         }
+    }
+    let policy = body.get("propagationPolicy").and_then(Value::as_str).or(params.propagation_policy.as_deref());
+    options.propagation = match policy {
+        None | Some("") => None,
+        Some("Orphan") => Some(Propagation::Orphan),
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy must be Orphan, Background or Foreground, not {other:?}"
+            )))
+        }
     };
-    Ok((precondition, dry_run))
+    if body.get("orphanDependents") == Some(&Value::Bool(true)) && options.propagation.is_none() {
+        options.propagation = Some(Propagation::Orphan);
+    }
+    Ok(options)
 }
 
 fn object_revision(object: &Object) -> i64 {

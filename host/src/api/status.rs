@@ -81,6 +81,7 @@ impl From<registry::Error> for ApiError {
                 })),
             ),
             E::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest", None),
+            E::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden", None),
             E::Gone(_) => (StatusCode::GONE, "Expired", None),
             E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout", None),
             E::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", None),

@@ -170,10 +170,11 @@ impl Server {
         };
         tracing::info!(listen = %options.listen, kubeconfig = %kubeconfig.display(), "serving");
         let storage = tokio::spawn(async move {
-            let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped).await?;
-            let registry = Registry::new(store.clone(), storage_metrics);
+            let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
+            let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
             registry.seed().await.context("creating the built-in namespaces")?;
-            let _ = api_registry.set(Arc::new(registry));
+            tokio::spawn(crate::controllers::namespace::run(registry.clone(), stopped.clone()));
+            let _ = api_registry.set(registry);
             health.set("registry", Ok(()));
             Ok(store)
         });

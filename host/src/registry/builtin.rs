@@ -122,6 +122,7 @@ impl Strategy for Namespaces {
 
     fn prepare_for_create(&self, object: &mut Object) {
         object.insert("status".into(), serde_json::json!({"phase": "Active"}));
+        object.insert("spec".into(), serde_json::json!({"finalizers": ["kubernetes"]}));
         let name = object.get("metadata").and_then(|m| m.get("name")).cloned();
         if let (Some(Value::String(name)), Some(Value::Object(metadata))) = (name, object.get_mut("metadata")) {
             let labels = metadata.entry("labels").or_insert_with(|| serde_json::json!({}));
@@ -129,6 +130,23 @@ impl Strategy for Namespaces {
                 labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
             }
         }
+    }
+
+    /// Only the `finalize` subresource changes `spec.finalizers` (and a namespace has no other spec).
+    fn prepare_for_update(&self, object: &mut Object, old: &Object) {
+        match old.get("spec") {
+            Some(spec) => object.insert("spec".into(), spec.clone()),
+            None => object.remove("spec"),
+        };
+    }
+
+    /// The namespace finalizer (`spec.finalizers`) holds a namespace until its content is gone.
+    fn blocks_deletion(&self, object: &Object) -> bool {
+        object.get("spec").and_then(|s| s.get("finalizers")).and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+    }
+
+    fn prepare_for_deletion(&self, object: &mut Object) {
+        object.insert("status".into(), serde_json::json!({"phase": "Terminating"}));
     }
 }
 

@@ -33,6 +33,9 @@ pub enum Error {
     Invalid { kind: String, name: String, causes: Vec<Cause> },
     #[error("{0}")]
     BadRequest(String),
+    /// The request is understood and refused (403), e.g. a create in a terminating namespace.
+    #[error("{0}")]
+    Forbidden(String),
     /// The requested history is gone (410): list again.
     #[error("{0}")]
     Gone(String),

@@ -108,6 +108,15 @@ pub trait Strategy: Send + Sync + 'static {
         false
     }
 
+    /// Whether something besides `metadata.finalizers` keeps the object from going at
+    /// once when deleted (a namespace's `spec.finalizers`).
+    fn blocks_deletion(&self, _object: &Object) -> bool {
+        false
+    }
+
+    /// Change an object being marked for deletion (a namespace becomes Terminating).
+    fn prepare_for_deletion(&self, _object: &mut Object) {}
+
     /// Problems with the object, each naming its field.
     fn validate(&self, _object: &Object) -> Vec<Cause> {
         Vec::new()
@@ -129,6 +138,43 @@ pub struct WriteOptions {
     /// Everything happens but the write (`dryRun=All`).
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+}
+
+/// Who writes an object, which decides what of it a write may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// A client through the resource: not the status (if it has a subresource for it).
+    Resource,
+    /// A client through a subresource: what that subresource's view changed.
+    Subresource(Subresource),
+    /// The server itself (binding, namespace finalization): anything.
+    Host,
+}
+
+impl Via {
+    fn of(part: Option<Subresource>) -> Self {
+        part.map_or(Self::Resource, Self::Subresource)
+    }
+}
+
+/// How a delete is done (`DeleteOptions`).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    /// Precondition: the object is still at this resourceVersion.
+    pub resource_version: Option<Revision>,
+    /// Precondition: the object still has this uid.
+    pub uid: Option<String>,
+    /// What happens to dependents (recorded as a finalizer for the garbage collector).
+    pub propagation: Option<Propagation>,
+}
+
+/// `propagationPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
 }
 
 /// A stored (or, dry run, would-be stored) object and what the client should be told.
@@ -297,7 +343,13 @@ impl Registry {
     async fn namespace_exists(&self, namespace: &str) -> Result<()> {
         let namespaces =
             self.resource("", "v1", "namespaces").ok_or_else(|| Error::Internal("namespaces are not served".into()))?;
-        self.get(namespaces, None, namespace).await.map(|_| ())
+        let object = self.get(namespaces, None, namespace).await?;
+        if object.metadata().contains_key("deletionTimestamp") {
+            return Err(Error::Forbidden(format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            )));
+        }
+        Ok(())
     }
 
     /// Create `body` (generateName honoured); returns the stored object.
@@ -486,8 +538,7 @@ impl Registry {
         let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
         let stored = stored.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
         let object = subresource::merge_back(part, resource, written, &object::decode(&stored)?)?;
-        let keep_status = !part.is_some_and(Subresource::writes_status);
-        let written = self.replace(resource, namespace, name, object, &stored, keep_status, options).await?;
+        let written = self.replace(resource, namespace, name, object, &stored, Via::of(part), options).await?;
         Ok(Written { object: subresource::view(part, written.object), warnings: written.warnings })
     }
 
@@ -508,12 +559,17 @@ impl Registry {
         name: &str,
         mut object: Object,
         current: &KeyValue,
-        keep_status: bool,
+        via: Via,
         options: &WriteOptions,
     ) -> Result<Written> {
         let entry = self.entry(resource)?;
         let key = Self::key(resource, namespace, name);
         let old = object::decode(current)?;
+        let keep_status = match via {
+            Via::Resource => true,
+            Via::Subresource(part) => !part.writes_status(),
+            Via::Host => false,
+        };
         if keep_status && resource.has_subresource("status") {
             // Status is written through its subresource only.
             match old.get("status") {
@@ -529,7 +585,24 @@ impl Registry {
             None => current.mod_revision,
         };
         object::carry_over_system_fields(&mut object, &old, namespace, name);
-        entry.strategy.prepare_for_update(&mut object, &old);
+        let deleting = old.metadata().contains_key("deletionTimestamp");
+        if deleting {
+            let before = object::finalizers(&old);
+            if let Some(new) = object::finalizers(&object).into_iter().find(|f| !before.contains(f)) {
+                return Err(Error::Invalid {
+                    kind: resource.kind.into(),
+                    name: name.into(),
+                    causes: vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "metadata.finalizers".into(),
+                        message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{new:?}]"),
+                    }],
+                });
+            }
+        }
+        if via == Via::Resource {
+            entry.strategy.prepare_for_update(&mut object, &old);
+        }
         if entry.strategy.tracks_generation() {
             object::bump_generation(&mut object, &old);
         }
@@ -541,6 +614,17 @@ impl Registry {
             }
             object.metadata_mut().insert("resourceVersion".into(), Value::String(current.mod_revision.to_string()));
             return Ok(Written { object, warnings });
+        }
+        if deleting && object::finalizers(&object).is_empty() && !entry.strategy.blocks_deletion(&object) {
+            // The last finalizer is gone: so is the object.
+            return match self.store.delete(key, Some(expected)).await {
+                Ok(_) => Ok(Written { object, warnings }),
+                Err(StoreError::Conflict { .. }) => Err(Self::modified(resource, name)),
+                Err(StoreError::NotFound { .. }) => {
+                    Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
+                }
+                Err(e) => Err(Error::from_store(e)),
+            };
         }
         match self.store.update(key, object::encode(&object)?, expected).await {
             Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings }),
@@ -588,8 +672,7 @@ impl Registry {
             let pinned = document.pointer("/metadata/resourceVersion").cloned() != revision;
             let written = Self::into_view(document, resource, part)?;
             let object = subresource::merge_back(part, resource, written, &current)?;
-            let keep_status = !part.is_some_and(Subresource::writes_status);
-            match self.replace(resource, namespace, name, object, &stored, keep_status, options).await {
+            match self.replace(resource, namespace, name, object, &stored, Via::of(part), options).await {
                 Err(Error::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => continue,
                 result => {
                     return result.map(|w| Written { object: subresource::view(part, w.object), warnings: w.warnings })
@@ -648,7 +731,7 @@ impl Registry {
                 }
             }
             object::set_condition(&mut pod, "PodScheduled", "True", None);
-            match self.replace(pods, namespace, name, pod, &stored, false, options).await {
+            match self.replace(pods, namespace, name, pod, &stored, Via::Host, options).await {
                 Err(Error::Conflict { .. }) if attempt < PATCH_ATTEMPTS => continue,
                 result => return result,
             }
@@ -662,7 +745,7 @@ impl Registry {
         resource: &Resource,
         namespace: Option<&str>,
         options: ListOptions,
-        dry_run: bool,
+        delete: &DeleteOptions,
     ) -> Result<ObjectList> {
         let list = self.list(resource, namespace, options).await?;
         let mut deleted = Vec::with_capacity(list.items.len());
@@ -670,7 +753,7 @@ impl Registry {
             let metadata = item.metadata();
             let name = metadata.get("name").and_then(Value::as_str).unwrap_or_default();
             let ns = metadata.get("namespace").and_then(Value::as_str);
-            match self.delete(resource, ns, name, None, dry_run).await {
+            match self.delete(resource, ns, name, delete).await {
                 Ok(object) => deleted.push(object),
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
@@ -679,34 +762,73 @@ impl Registry {
         Ok(ObjectList { items: deleted, resource_version: list.resource_version, continue_token: None })
     }
 
-    /// Delete an object, if `precondition` (a resourceVersion) still holds; returns its last state.
+    /// Delete an object. One with finalizers (or, for a namespace, `spec.finalizers`) is
+    /// only marked: `deletionTimestamp` is set and it goes when its last finalizer is
+    /// removed. Returns the object's last state (or its marked state).
     pub async fn delete(
         &self,
         resource: &Resource,
         namespace: Option<&str>,
         name: &str,
-        precondition: Option<Revision>,
-        dry_run: bool,
+        options: &DeleteOptions,
     ) -> Result<Object> {
         Self::check_namespace(resource, namespace)?;
+        let entry = self.entry(resource)?;
         let key = Self::key(resource, namespace, name);
-        if dry_run {
-            let object = self.get(resource, namespace, name).await?;
-            let current =
-                object.metadata().get("resourceVersion").and_then(Value::as_str).and_then(|rv| rv.parse().ok());
-            if precondition.is_some_and(|expected| Some(expected) != current) {
+        for attempt in 1..=PATCH_ATTEMPTS {
+            let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
+            let stored = stored.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
+            let mut object = object::decode(&stored)?;
+            if options.resource_version.is_some_and(|rv| rv != stored.mod_revision)
+                || options.uid.as_deref().is_some_and(|uid| object.metadata().get("uid") != Some(&Value::from(uid)))
+            {
                 return Err(Self::precondition_failed(resource, name));
             }
-            return Ok(object);
-        }
-        match self.store.delete(key, precondition).await {
-            Ok((kv, _)) => object::decode(&kv),
-            Err(StoreError::NotFound { .. }) => {
-                Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
+            let mut finalizers = object::finalizers(&object);
+            let added = match options.propagation {
+                Some(Propagation::Foreground) => Some("foregroundDeletion"),
+                Some(Propagation::Orphan) => Some("orphan"),
+                _ => None,
+            };
+            let marking = !finalizers.is_empty() || entry.strategy.blocks_deletion(&object) || added.is_some();
+            let conflict = if marking {
+                if let Some(added) = added.filter(|f| !finalizers.iter().any(|have| have == f)) {
+                    finalizers.push(added.to_string());
+                }
+                let metadata = object.metadata_mut();
+                if metadata.get("deletionTimestamp").is_none() {
+                    metadata.insert("deletionTimestamp".into(), Value::String(object::now()));
+                    metadata.insert("deletionGracePeriodSeconds".into(), Value::from(0));
+                }
+                metadata.insert("finalizers".into(), serde_json::json!(finalizers));
+                entry.strategy.prepare_for_deletion(&mut object);
+                if options.dry_run {
+                    return Ok(object);
+                }
+                object.metadata_mut().remove("resourceVersion");
+                match self.store.update(key.clone(), object::encode(&object)?, stored.mod_revision).await {
+                    Ok(kv) => return object::decode(&kv),
+                    Err(e) => e,
+                }
+            } else {
+                if options.dry_run {
+                    return Ok(object);
+                }
+                match self.store.delete(key.clone(), Some(stored.mod_revision)).await {
+                    Ok((kv, _)) => return object::decode(&kv),
+                    Err(e) => e,
+                }
+            };
+            match conflict {
+                StoreError::Conflict { .. } | StoreError::NotFound { .. } if attempt < PATCH_ATTEMPTS => continue,
+                StoreError::NotFound { .. } => {
+                    return Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
+                }
+                StoreError::Conflict { .. } => return Err(Self::modified(resource, name)),
+                other => return Err(Error::from_store(other)),
             }
-            Err(StoreError::Conflict { .. }) => Err(Self::precondition_failed(resource, name)),
-            Err(e) => Err(Error::from_store(e)),
         }
+        Err(Error::Internal("delete retries exhausted".into()))
     }
 
     fn modified(resource: &Resource, name: &str) -> Error {

@@ -103,7 +103,7 @@ fn dns_subdomain_problem(name: &str) -> Option<&'static str> {
 pub(super) fn carry_over_system_fields(object: &mut Object, old: &Object, namespace: Option<&str>, name: &str) {
     let old_metadata = old.metadata().clone();
     let metadata = object.metadata_mut();
-    for field in ["uid", "creationTimestamp", "generation"] {
+    for field in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
         match old_metadata.get(field) {
             Some(value) => metadata.insert(field.into(), value.clone()),
             None => metadata.remove(field),
@@ -123,6 +123,16 @@ pub(super) fn bump_generation(object: &mut Object, old: &Object) {
     let generation = old.metadata().get("generation").and_then(Value::as_i64).unwrap_or(1);
     let next = if spec_changed { generation + 1 } else { generation };
     object.metadata_mut().insert("generation".into(), Value::from(next));
+}
+
+/// `metadata.finalizers`.
+pub(super) fn finalizers(object: &Object) -> Vec<String> {
+    object
+        .metadata()
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// Set the field at `path`, creating the objects on the way (replacing non-objects).

@@ -281,3 +281,128 @@ async fn deletecollection_deletes_what_the_selector_selects() {
         left["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(left, ["c"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_client_side_and_server_side() {
+    let cluster = Cluster::start().await;
+    let files = tempfile::tempdir().unwrap();
+    for kubectl in KUBECTLS {
+        let ns = if kubectl.ends_with("1.33") { "apply-33" } else { "apply-32" };
+        let (ok, _, err) = cluster.kubectl(kubectl, &["create", "namespace", ns]);
+        assert!(ok, "{err}");
+        // Client-side apply, twice: the second is a strategic merge patch built from the schema.
+        let first = write(files.path(), &format!("{ns}-1.yaml"), DEPLOYMENT);
+        let second = write(files.path(), &format!("{ns}-2.yaml"), &DEPLOYMENT.replace("nginx:1.27", "nginx:1.28"));
+        let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "apply", "-f", &first]);
+        assert!(ok && out.contains("created"), "{out}{err}");
+        let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "apply", "-f", &second]);
+        assert!(ok && out.contains("configured"), "{out}{err}");
+        // A strategic merge patch adds a container by name, keeping the other.
+        let sidecar = r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox"}]}}}}"#;
+        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "patch", "deploy", "web", "-p", sidecar]);
+        assert!(ok, "{err}");
+        let (ok, out, _) = cluster.kubectl(
+            kubectl,
+            &[
+                "-n",
+                ns,
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={range .spec.template.spec.containers[*]}{.name}={.image} {end}",
+            ],
+        );
+        assert!(ok);
+        assert_eq!(out.trim(), "sidecar=busybox nginx=nginx:1.28");
+
+        // Server-side apply: ownership, conflicts, force.
+        let shared = |value: &str| {
+            write(
+                files.path(),
+                &format!("{ns}-{value}.yaml"),
+                &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: shared}}\ndata: {{key: {value}}}\n"),
+            )
+        };
+        let (ok, out, err) = cluster
+            .kubectl(kubectl, &["-n", ns, "apply", "--server-side", "--field-manager=alice", "-f", &shared("one")]);
+        assert!(ok && out.contains("serverside-applied"), "{out}{err}");
+        let (ok, _, err) = cluster
+            .kubectl(kubectl, &["-n", ns, "apply", "--server-side", "--field-manager=bob", "-f", &shared("two")]);
+        assert!(!ok);
+        assert!(err.contains(r#"Apply failed with 1 conflict: conflict with "alice": .data.key"#), "{err}");
+        let (ok, _, err) = cluster.kubectl(
+            kubectl,
+            &["-n", ns, "apply", "--server-side", "--field-manager=bob", "--force-conflicts", "-f", &shared("two")],
+        );
+        assert!(ok, "{err}");
+        let (ok, out, _) =
+            cluster.kubectl(kubectl, &["-n", ns, "get", "cm", "shared", "-o", "json", "--show-managed-fields"]);
+        assert!(ok);
+        let object: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(object["data"]["key"], "two");
+        let managers: Vec<&str> = object["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        assert_eq!(managers, ["bob"], "force moved the only field; alice's emptied entry is gone");
+
+        // Server-side apply of the Deployment the client-side applies made.
+        let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "apply", "--server-side", "-f", &second]);
+        assert!(ok && out.contains("serverside-applied"), "{out}{err}");
+        // Removing a field from the applied configuration removes it from the object.
+        let fewer = write(files.path(), &format!("{ns}-3.yaml"), &DEPLOYMENT.replace("nginx:1.27", "nginx:1.28"));
+        let text = std::fs::read_to_string(&fewer).unwrap().replace("  labels: {app: web}\n", "");
+        std::fs::write(&fewer, text).unwrap();
+        let (ok, _, err) = cluster.kubectl(kubectl, &["-n", ns, "apply", "--server-side", "-f", &fewer]);
+        assert!(ok, "{err}");
+        let (ok, out, _) =
+            cluster.kubectl(kubectl, &["-n", ns, "get", "deploy", "web", "-o", "jsonpath={.metadata.labels}"]);
+        assert!(ok);
+        assert_eq!(out, "", "the label the applier dropped is gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_generators_send_protobuf_and_it_is_understood() {
+    let cluster = Cluster::start().await;
+    for kubectl in KUBECTLS {
+        let ns = if kubectl.ends_with("1.33") { "gen-33" } else { "gen-32" };
+        for args in [
+            vec!["create", "namespace", ns],
+            vec!["-n", ns, "create", "deployment", "web", "--image=nginx:1.27", "--replicas=3", "--port=80"],
+            vec!["-n", ns, "create", "secret", "generic", "s", "--from-literal=password=hunter2"],
+            vec!["-n", ns, "create", "configmap", "c", "--from-literal=k=v"],
+            vec!["-n", ns, "create", "job", "j", "--image=busybox"],
+            vec!["-n", ns, "create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *"],
+            vec!["-n", ns, "create", "serviceaccount", "bot"],
+            vec!["-n", ns, "create", "role", "r", "--verb=get", "--resource=pods"],
+            vec!["-n", ns, "create", "rolebinding", "rb", "--role=r", "--user=u"],
+            vec!["-n", ns, "run", "p", "--image=nginx", "--labels=app=p"],
+            vec!["-n", ns, "expose", "deployment", "web", "--port=8080", "--target-port=80"],
+        ] {
+            let (ok, out, err) = cluster.kubectl(kubectl, &args);
+            assert!(ok, "{kubectl} {args:?}: {out}{err}");
+        }
+        let get = |what: &str, path: &str| {
+            let (ok, out, err) = cluster.kubectl(kubectl, &["-n", ns, "get", what, "-o", &format!("jsonpath={path}")]);
+            assert!(ok, "{err}");
+            out
+        };
+        assert_eq!(get("deploy/web", "{.spec.replicas} {.spec.template.spec.containers[0].image}"), "3 nginx:1.27");
+        assert_eq!(get("deploy/web", "{.spec.template.spec.containers[0].ports[0].containerPort}"), "80");
+        assert_eq!(get("secret/s", "{.data.password}"), "aHVudGVyMg==");
+        assert_eq!(get("cm/c", "{.data.k}"), "v");
+        assert_eq!(get("cronjob/cj", "{.spec.schedule}"), "*/5 * * * *");
+        assert_eq!(get("role/r", "{.rules[0].verbs[0]} {.rules[0].resources[0]}"), "get pods");
+        assert_eq!(get("pod/p", "{.metadata.labels.app} {.spec.containers[0].image}"), "p nginx");
+        assert_eq!(get("svc/web", "{.spec.ports[0].port} {.spec.ports[0].targetPort}"), "8080 80");
+        let (ok, out, _) = cluster.kubectl(kubectl, &["-n", ns, "get", "deploy", "web", "-o", "json"]);
+        assert!(ok);
+        let deployment: Value = serde_json::from_str(&out).unwrap();
+        assert!(deployment["metadata"].get("uid").is_some_and(|u| u.as_str().is_some_and(|u| u.len() == 36)));
+        assert!(!out.contains(r#""""#), "no empty strings decoded from unset protobuf fields: {out}");
+    }
+}

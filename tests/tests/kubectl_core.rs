@@ -214,9 +214,13 @@ async fn kubectl_patch_merges_and_applies_json_patches() {
     let stale = r#"{"metadata":{"resourceVersion":"1"},"data":{"b":"stale"}}"#;
     let (ok, _, err) = cluster.kubectl(kubectl, &["patch", "configmap", "p", "--type=merge", "-p", stale]);
     assert!(!ok && err.contains("Conflict"), "{err}");
-    // Strategic merge patch (kubectl's default for built-in kinds) is refused with a way out.
+    // Strategic merge patch, kubectl's default for built-in kinds; a bad directive is a 400.
     let (ok, _, err) = cluster.kubectl(kubectl, &["patch", "configmap", "p", "-p", r#"{"data":{"z":"1"}}"#]);
-    assert!(!ok && err.contains("--type=merge"), "{err}");
+    assert!(ok, "{err}");
+    let (_, object) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps/p", None).await;
+    assert_eq!(object["data"], json!({"b": "3", "c": "4", "z": "1"}));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["patch", "configmap", "p", "-p", r#"{"data":{"$patch":"explode"}}"#]);
+    assert!(!ok && err.contains("BadRequest"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@
 mod discovery;
 mod health;
 pub mod openapi;
+mod protobuf;
 mod resources;
 mod status;
 mod table;

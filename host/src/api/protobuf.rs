@@ -29,10 +29,11 @@ const MAGIC: &[u8; 4] = b"k8s\0";
 /// The only content type of `raw` this decoder reads (also what an empty one means).
 const PROTOBUF_CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
-/// How deep messages may nest (a JSONSchemaProps inside another, a RawExtension holding a
-/// protobuf object...). Each level is a stack frame, and a body of a few megabytes could
-/// otherwise nest a million deep; serde_json refuses JSON deeper than 128 as well.
-const MAX_DEPTH: usize = 100;
+/// How deep the decoded object may nest: as deep as serde_json reads JSON (its recursion
+/// limit), so that what is stored can be read back. Message nesting (a JSONSchemaProps inside
+/// another, a RawExtension holding a protobuf object) is held to it as well, since each level
+/// is a stack frame and a body of a few megabytes could otherwise nest a million deep.
+const MAX_DEPTH: usize = 127;
 
 static TABLE: LazyLock<Result<Table, String>> =
     LazyLock::new(|| Table::parse(include_str!("../../openapi/k8s-protobuf-fields.json")));
@@ -84,7 +85,7 @@ pub enum MalformedReason {
     NonFiniteDouble(f64),
     #[error("the time {seconds}s {nanos}ns since 1970 is outside the years 0 to 9999")]
     TimeOutOfRange { seconds: i64, nanos: i64 },
-    #[error("messages are nested more than {MAX_DEPTH} deep")]
+    #[error("the object nests deeper than {MAX_DEPTH} levels, more than a JSON body may")]
     TooDeep,
     #[error("the embedded JSON is invalid")]
     InvalidEmbeddedJson(#[source] serde_json::Error),
@@ -97,14 +98,27 @@ pub enum MalformedReason {
 /// contentType=4); `raw` is the message of the kind named by typeMeta. Returns the JSON object
 /// (with apiVersion and kind set from the envelope).
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
-    decode_at_depth(body, 0)
+    let object = decode_at_depth(body, 0)?;
+    if nesting(&object) > MAX_DEPTH {
+        let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+        return Err(ProtobufError::Malformed { path: kind, problem: MalformedReason::TooDeep });
+    }
+    Ok(object)
+}
+
+/// How many arrays and objects deep `value` goes.
+fn nesting(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(fields) => 1 + fields.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn decode_at_depth(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     let rest = body.strip_prefix(MAGIC.as_slice()).ok_or(ProtobufError::MissingMagic)?;
     let table = TABLE.as_ref().map_err(|problem| ProtobufError::BrokenTable(problem.clone()))?;
-    let envelope =
-        Envelope::parse(rest).map_err(|failure| failure.into_error("runtime.Unknown"))?;
+    let envelope = Envelope::parse(rest).map_err(|failure| failure.into_error("runtime.Unknown"))?;
     if envelope.api_version.is_empty() || envelope.kind.is_empty() {
         return Err(ProtobufError::MissingTypeMeta);
     }
@@ -114,12 +128,12 @@ fn decode_at_depth(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     if !envelope.content_type.is_empty() && envelope.content_type != PROTOBUF_CONTENT_TYPE {
         return Err(ProtobufError::UnsupportedContentType(envelope.content_type));
     }
-    let index = table.kinds.get(&envelope.api_version).and_then(|kinds| kinds.get(&envelope.kind)).copied().ok_or_else(
-        || ProtobufError::UnknownKind { api_version: envelope.api_version.clone(), kind: envelope.kind.clone() },
-    )?;
-    let decoded = Decoder { table }
-        .message(index, envelope.raw, depth)
-        .map_err(|failure| failure.into_error(&envelope.kind))?;
+    let index =
+        table.kinds.get(&envelope.api_version).and_then(|kinds| kinds.get(&envelope.kind)).copied().ok_or_else(
+            || ProtobufError::UnknownKind { api_version: envelope.api_version.clone(), kind: envelope.kind.clone() },
+        )?;
+    let decoded =
+        Decoder { table }.message(index, envelope.raw, depth).map_err(|failure| failure.into_error(&envelope.kind))?;
     let Value::Object(fields) = decoded else {
         return Err(ProtobufError::BrokenTable(format!("kind {} is not an object message", envelope.kind)));
     };
@@ -301,6 +315,8 @@ impl Decoder<'_> {
         message.form.to_json(message, object)
     }
 
+    /// One field into `object`. A field sent twice keeps its last value (protobuf would merge
+    /// two messages; Kubernetes' encoder never sends one twice).
     fn field(
         &self,
         field: &FieldType,
@@ -316,7 +332,8 @@ impl Decoder<'_> {
                 object.insert(field.json_name.clone(), value);
             }
             Cardinality::Inline => {
-                let inlined = self.value(field.kind, field.tag, wire, reader, depth).map_err(|f| f.within(name))?;
+                // No path segment: in JSON the inlined fields are the parent's.
+                let inlined = self.value(field.kind, field.tag, wire, reader, depth)?;
                 if let Value::Object(inlined) = inlined {
                     object.extend(inlined);
                 }
@@ -325,13 +342,16 @@ impl Decoder<'_> {
                 let items = slot_of(object, name, |v| v.is_array(), Value::Array(Vec::new()));
                 let Value::Array(items) = items else { unreachable!("slot_of just made it an array") };
                 if wire == LENGTH_DELIMITED && field.kind.is_packable() {
-                    let mut packed = Reader(reader.length_delimited_payload().map_err(|r| Failure::from(r).within(name))?);
+                    let mut packed =
+                        Reader(reader.length_delimited_payload().map_err(|r| Failure::from(r).within(name))?);
                     if field.kind == Kind::Double && packed.0.len() % 8 != 0 {
                         return Err(Failure::from(MalformedReason::BadPackedLength(packed.0.len())).within(name));
                     }
                     while !packed.0.is_empty() {
                         let wire = if field.kind == Kind::Double { FIXED64 } else { VARINT };
-                        items.push(self.value(field.kind, field.tag, wire, &mut packed, depth).map_err(|f| f.within(name))?);
+                        items.push(
+                            self.value(field.kind, field.tag, wire, &mut packed, depth).map_err(|f| f.within(name))?,
+                        );
                     }
                 } else {
                     let position = format!("[{}]", items.len());
@@ -357,7 +377,12 @@ impl Decoder<'_> {
         while let Some((tag, wire)) = reader.key()? {
             match tag {
                 1 => key = reader.string(tag, wire)?,
-                2 => value = Some(self.value(field.kind, field.tag, wire, &mut reader, depth).map_err(|f| f.within(format!("[{key:?}]")))?),
+                2 => {
+                    value = Some(
+                        self.value(field.kind, tag, wire, &mut reader, depth)
+                            .map_err(|f| f.within(format!("[{key:?}]")))?,
+                    )
+                }
                 _ => reader.skip(wire)?,
             }
         }
@@ -487,22 +512,7 @@ enum Kind {
     Double,
     /// JSON: base64.
     Bytes,
-    /// The value under `name`, replaced by `empty` unless it `fits` (an inlined struct could have
-/// put something else there).
-fn slot_of<'m>(
-    object: &'m mut Map<String, Value>,
-    name: &str,
-    fits: fn(&Value) -> bool,
-    empty: Value,
-) -> &'m mut Value {
-    let slot = object.entry(name).or_insert(Value::Null);
-    if !fits(slot) {
-        *slot = empty;
-    }
-    slot
-}
-
-/// Bytes holding a JSON document.
+    /// Bytes holding a JSON document.
     Json,
     Message(usize),
 }
@@ -580,7 +590,9 @@ impl Form {
                 message.get(&object, 3).cloned().unwrap_or_else(|| Value::String(String::new()))
             }
             Form::IntOrString => Value::from(int(2)),
-            Form::Unwrap => message.fields.first().and_then(|f| object.get(&f.json_name)).cloned().unwrap_or(Value::Null),
+            Form::Unwrap => {
+                message.fields.first().and_then(|f| object.get(&f.json_name)).cloned().unwrap_or(Value::Null)
+            }
             Form::SchemaOrArray => non_empty(2).or_else(|| non_empty(1)).cloned().unwrap_or(Value::Null),
             Form::SchemaOrBool => match message.get(&object, 2) {
                 Some(schema) => schema.clone(),
@@ -668,7 +680,8 @@ impl Table {
         let entries = root.get("messages").and_then(Value::as_array).ok_or("no \"messages\" list")?;
         let mut messages = Vec::with_capacity(entries.len());
         for entry in entries {
-            let message = MessageType::parse(entry, entries.len()).map_err(|problem| format!("{entry:.80}: {problem}"))?;
+            let message =
+                MessageType::parse(entry, entries.len()).map_err(|problem| format!("{entry:.80}: {problem}"))?;
             messages.push(message);
         }
         let mut kinds = HashMap::new();
@@ -689,7 +702,10 @@ impl Table {
             for field in message.fields.iter().filter(|field| field.cardinality == Cardinality::Inline) {
                 if let Kind::Message(index) = field.kind {
                     if messages[index].form != Form::Object {
-                        return Err(format!("{}.{} inlines a message that is not an object", message.name, field.json_name));
+                        return Err(format!(
+                            "{}.{} inlines a message that is not an object",
+                            message.name, field.json_name
+                        ));
                     }
                 }
             }
@@ -727,9 +743,13 @@ impl FieldType {
         let tag = parts.first().and_then(Value::as_u64).and_then(|tag| u32::try_from(tag).ok()).ok_or("no tag")?;
         let json_name = parts.get(1).and_then(Value::as_str).ok_or("no JSON name")?.to_owned();
         let kind = match parts.get(2) {
-            Some(Value::Number(index)) => {
-                Kind::Message(index.as_u64().and_then(|i| usize::try_from(i).ok()).filter(|&i| i < message_count).ok_or("no such message")?)
-            }
+            Some(Value::Number(index)) => Kind::Message(
+                index
+                    .as_u64()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .filter(|&i| i < message_count)
+                    .ok_or("no such message")?,
+            ),
             Some(Value::String(scalar)) => match scalar.as_str() {
                 "string" => Kind::String,
                 "bool" => Kind::Bool,
@@ -750,5 +770,324 @@ impl FieldType {
             Some(other) => return Err(format!("unknown cardinality {other:?}")),
         };
         Ok(FieldType { tag, json_name, kind, cardinality })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// `kubectl create deployment x --image=nginx --replicas=2` with a cpu limit, as
+    /// k8s-pb/prost encode it (printed by the scratch crate's `print_vectors`).
+    const DEPLOYMENT: &str = "6b3873000a150a07617070732f7631120a4465706c6f796d656e7412500a0d0a01785a080a03617070120178\
+        123f0802120a0a080a036170701201781a2f0a0a5a080a036170701201781221121f0a056e67696e7812056e67696e78420f0a0d0a0363\
+        707512060a043530306d1a002200";
+    /// A Secret `s` with data `k: [0x00, 0xff]` and type Opaque.
+    const SECRET: &str = "6b3873000a0c0a027631120653656372657412160a030a017312070a016b120200ff1a064f70617175651a002200";
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        let digits: Vec<u8> = hex.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap()).collect()
+    }
+
+    fn varint(mut value: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        while value >= 0x80 {
+            out.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+        out
+    }
+
+    fn varint_field(tag: u32, value: u64) -> Vec<u8> {
+        [varint(u64::from(tag) << 3), varint(value)].concat()
+    }
+
+    fn bytes_field(tag: u32, payload: &[u8]) -> Vec<u8> {
+        [varint(u64::from(tag) << 3 | 2), varint(payload.len() as u64), payload.to_vec()].concat()
+    }
+
+    fn body(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+        let type_meta = [bytes_field(1, api_version.as_bytes()), bytes_field(2, kind.as_bytes())].concat();
+        [b"k8s\0".to_vec(), bytes_field(1, &type_meta), bytes_field(2, raw)].concat()
+    }
+
+    fn table() -> &'static Table {
+        TABLE.as_ref().expect("the generated table loads")
+    }
+
+    fn index_of(name: &str) -> usize {
+        table().messages.iter().position(|m| m.name == name).unwrap_or_else(|| panic!("{name} is in the table"))
+    }
+
+    fn tag_of(message: &str, json_name: &str) -> u32 {
+        let fields = &table().messages[index_of(message)].fields;
+        fields.iter().find(|f| f.json_name == json_name).unwrap_or_else(|| panic!("{message}.{json_name}")).tag
+    }
+
+    fn decode_message(name: &str, data: &[u8]) -> Result<Value, Failure> {
+        Decoder { table: table() }.message(index_of(name), data, 0)
+    }
+
+    const CORE: &str = "io.k8s.api.core.v1.";
+    const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.";
+
+    #[test]
+    fn table_loads_and_knows_the_kinds_kubectl_creates() {
+        for (api_version, kind) in [
+            ("v1", "Pod"),
+            ("v1", "Service"),
+            ("v1", "Secret"),
+            ("v1", "ConfigMap"),
+            ("v1", "Namespace"),
+            ("v1", "ServiceAccount"),
+            ("apps/v1", "Deployment"),
+            ("batch/v1", "Job"),
+            ("batch/v1", "CronJob"),
+            ("networking.k8s.io/v1", "Ingress"),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+            ("policy/v1", "PodDisruptionBudget"),
+        ] {
+            assert!(
+                table().kinds.get(api_version).is_some_and(|kinds| kinds.contains_key(kind)),
+                "{api_version} {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn kubectl_create_deployment_decodes_to_its_json() {
+        let decoded = decode(&unhex(DEPLOYMENT)).expect("decodes");
+        assert_eq!(
+            decoded,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "x", "labels": {"app": "x"}},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": "x"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "x"}},
+                        "spec": {"containers": [{"name": "nginx", "image": "nginx", "resources": {"limits": {"cpu": "500m"}}}]}
+                    }
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn secret_bytes_become_base64() {
+        let decoded = decode(&unhex(SECRET)).expect("decodes");
+        assert_eq!(
+            decoded,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "AP8="}, "type": "Opaque"})
+        );
+    }
+
+    #[test]
+    fn truncated_or_corrupted_bodies_are_errors_never_panics() {
+        let bytes = unhex(DEPLOYMENT);
+        for len in 0..bytes.len() {
+            let _ = decode(&bytes[..len]);
+        }
+        for at in 0..bytes.len() {
+            for flip in [0x01, 0x02, 0x08, 0x80, 0xff] {
+                let mut corrupt = bytes.clone();
+                corrupt[at] ^= flip;
+                let _ = decode(&corrupt);
+            }
+        }
+        assert!(matches!(decode(&bytes[..bytes.len() - 1]), Err(ProtobufError::Malformed { .. })));
+    }
+
+    #[test]
+    fn envelope_problems_are_named() {
+        assert!(matches!(decode(b""), Err(ProtobufError::MissingMagic)));
+        assert!(matches!(decode(b"{\"kind\":\"Pod\"}"), Err(ProtobufError::MissingMagic)));
+        assert!(matches!(decode(b"k8s\0"), Err(ProtobufError::MissingTypeMeta)));
+        assert!(matches!(
+            decode(&body("v1", "Gadget", &[])),
+            Err(ProtobufError::UnknownKind { api_version, kind }) if api_version == "v1" && kind == "Gadget"
+        ));
+        let gzip = [body("v1", "Namespace", &[]), bytes_field(3, b"gzip")].concat();
+        assert!(matches!(decode(&gzip), Err(ProtobufError::UnsupportedContentEncoding(e)) if e == "gzip"));
+        let json = [body("v1", "Namespace", &[]), bytes_field(4, b"application/json")].concat();
+        assert!(matches!(decode(&json), Err(ProtobufError::UnsupportedContentType(_))));
+    }
+
+    #[test]
+    fn unknown_fields_of_every_wire_type_are_skipped() {
+        let metadata = bytes_field(1, &bytes_field(1, b"ns"));
+        let unknown = [
+            varint_field(90, 300),
+            [varint(91 << 3 | 1), vec![0; 8]].concat(),
+            bytes_field(92, b"whatever"),
+            [varint(93 << 3 | 5), vec![0; 4]].concat(),
+        ]
+        .concat();
+        let decoded = decode(&body("v1", "Namespace", &[metadata, unknown].concat())).expect("decodes");
+        assert_eq!(decoded, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}));
+    }
+
+    #[test]
+    fn wrong_wire_types_and_groups_are_errors_with_a_path() {
+        let name_as_varint = bytes_field(1, &varint_field(1, 7));
+        let error = decode(&body("v1", "Namespace", &name_as_varint)).expect_err("a string sent as a varint");
+        assert_eq!(
+            error.to_string(),
+            "malformed protobuf at Namespace.metadata.name: field 1 has wire type 0, expected 2 (length-delimited)"
+        );
+        let group = varint(95 << 3 | 3);
+        let error = decode(&body("v1", "Namespace", &group)).expect_err("a group");
+        assert!(matches!(error, ProtobufError::Malformed { problem: MalformedReason::Group, .. }));
+        let overlong = [varint(1 << 3), vec![0xff; 11]].concat();
+        assert!(matches!(
+            decode_message(&format!("{META}ObjectMeta"), &overlong),
+            Err(Failure { reason: MalformedReason::WrongWireType { .. }, .. })
+        ));
+        let overlong = [varint(7 << 3), vec![0xff; 11]].concat();
+        assert!(matches!(
+            decode_message(&format!("{META}ObjectMeta"), &overlong),
+            Err(Failure { reason: MalformedReason::VarintTooLong, .. })
+        ));
+    }
+
+    #[test]
+    fn repeated_scalars_read_packed_and_unpacked_and_int32_may_be_negative() {
+        let context = format!("{CORE}PodSecurityContext");
+        let groups = tag_of(&context, "supplementalGroups");
+        let packed: Vec<u8> = [varint(5), varint(1 << 40)].concat();
+        let data =
+            [varint_field(groups, 1), bytes_field(groups, &packed), varint_field(groups, (-2i64) as u64)].concat();
+        assert_eq!(
+            decode_message(&context, &data).expect("decodes"),
+            json!({"supplementalGroups": [1, 5, 1_u64 << 40, -2]})
+        );
+
+        let port = format!("{CORE}ContainerPort");
+        let data =
+            [varint_field(tag_of(&port, "hostPort"), (-1i64) as u64), varint_field(tag_of(&port, "containerPort"), 80)]
+                .concat();
+        assert_eq!(decode_message(&port, &data).expect("decodes"), json!({"hostPort": -1, "containerPort": 80}));
+    }
+
+    #[test]
+    fn map_entries_without_key_or_value_get_zero_values() {
+        let labels = tag_of(&format!("{META}ObjectMeta"), "labels");
+        let data =
+            [bytes_field(labels, &bytes_field(1, b"only-key")), bytes_field(labels, &bytes_field(2, b"only-value"))]
+                .concat();
+        assert_eq!(
+            decode_message(&format!("{META}ObjectMeta"), &data).expect("decodes"),
+            json!({"labels": {"only-key": "", "": "only-value"}})
+        );
+    }
+
+    #[test]
+    fn special_types_take_their_json_forms() {
+        let time = format!("{META}Time");
+        assert_eq!(decode_message(&time, &[]).expect("empty"), Value::Null);
+        assert_eq!(decode_message(&time, &varint_field(1, 0)).expect("epoch"), json!("1970-01-01T00:00:00Z"));
+        let quantity = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+        assert_eq!(decode_message(quantity, &bytes_field(1, b"1Gi")).expect("quantity"), json!("1Gi"));
+        let int_or_string = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
+        assert_eq!(decode_message(int_or_string, &varint_field(2, 8080)).expect("int"), json!(8080));
+        let named = [varint_field(1, 1), bytes_field(3, b"http")].concat();
+        assert_eq!(decode_message(int_or_string, &named).expect("string"), json!("http"));
+        let raw = "io.k8s.apimachinery.pkg.runtime.RawExtension";
+        assert_eq!(decode_message(raw, &bytes_field(1, br#"{"a":[1]}"#)).expect("json"), json!({"a": [1]}));
+        assert_eq!(decode_message(raw, &[]).expect("absent"), Value::Null);
+        assert!(matches!(
+            decode_message(raw, &bytes_field(1, b"{not json")),
+            Err(Failure { reason: MalformedReason::InvalidEmbeddedJson(_), .. })
+        ));
+    }
+
+    #[test]
+    fn times_format_as_go_does() {
+        assert_eq!(rfc3339(0, 0, false).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_704_164_645, 999_999_999, false).unwrap(), "2024-01-02T03:04:05Z");
+        assert_eq!(rfc3339(-1, 0, false).unwrap(), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(951_782_400, 0, false).unwrap(), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-62_135_596_800, 0, false).unwrap(), "0001-01-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799, 0, false).unwrap(), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(1_704_164_645, 123_456_789, true).unwrap(), "2024-01-02T03:04:05.123456Z");
+        assert_eq!(rfc3339(10, -1, true).unwrap(), "1970-01-01T00:00:09.999999Z");
+        assert!(matches!(rfc3339(253_402_300_800, 0, false), Err(MalformedReason::TimeOutOfRange { .. })));
+        assert!(matches!(rfc3339(i64::MAX, 1_000_000_000, false), Err(MalformedReason::TimeOutOfRange { .. })));
+        assert!(rfc3339(i64::MIN, -1, false).is_err());
+    }
+
+    #[test]
+    fn durations_format_as_go_does() {
+        for (nanos, text) in [
+            (0, "0s"),
+            (1, "1ns"),
+            (1_100, "1.1µs"),
+            (2_200_000, "2.2ms"),
+            (1_500_000_000, "1.5s"),
+            (4_000_000_001, "4.000000001s"),
+            (90_000_000_000, "1m30s"),
+            (-90_000_000_000, "-1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (i64::MAX, "2562047h47m16.854775807s"),
+            (i64::MIN, "-2562047h47m16.854775808s"),
+        ] {
+            assert_eq!(go_duration(nanos), text, "{nanos}ns");
+        }
+    }
+
+    #[test]
+    fn doubles_are_written_like_go_and_non_finite_ones_refused() {
+        assert_eq!(double(10.0).unwrap(), json!(10));
+        assert_eq!(double(0.5).unwrap(), json!(0.5));
+        assert!(matches!(double(f64::NAN), Err(MalformedReason::NonFiniteDouble(_))));
+        assert!(matches!(double(f64::INFINITY), Err(MalformedReason::NonFiniteDouble(_))));
+    }
+
+    #[test]
+    fn max_depth_is_what_serde_json_reads_back() {
+        let nested = |levels: usize| "[".repeat(levels) + &"]".repeat(levels);
+        let parsed: Value = serde_json::from_str(&nested(MAX_DEPTH)).expect("the deepest allowed JSON reads back");
+        assert_eq!(nesting(&parsed), MAX_DEPTH);
+        assert!(serde_json::from_str::<Value>(&nested(MAX_DEPTH + 1)).is_err());
+    }
+
+    #[test]
+    fn objects_nesting_deeper_than_json_may_are_refused() {
+        let schema = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps";
+        let not = tag_of(schema, "not");
+        let nest = |levels: usize| (0..levels).fold(Vec::new(), |inner, _| bytes_field(not, &inner));
+        // CustomResourceDefinition.spec.versions[0].schema.openAPIV3Schema: 6 levels of JSON.
+        let apiext = |kind: &str| format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.{kind}");
+        let crd = |levels: usize| {
+            let validation = bytes_field(tag_of(&apiext("CustomResourceValidation"), "openAPIV3Schema"), &nest(levels));
+            let version = bytes_field(tag_of(&apiext("CustomResourceDefinitionVersion"), "schema"), &validation);
+            let spec = bytes_field(tag_of(&apiext("CustomResourceDefinitionSpec"), "versions"), &version);
+            let crd = bytes_field(tag_of(&apiext("CustomResourceDefinition"), "spec"), &spec);
+            body("apiextensions.k8s.io/v1", "CustomResourceDefinition", &crd)
+        };
+        assert!(decode(&crd(MAX_DEPTH - 6)).is_ok());
+        let error = decode(&crd(MAX_DEPTH - 5)).expect_err("one level too deep");
+        assert!(matches!(error, ProtobufError::Malformed { problem: MalformedReason::TooDeep, .. }));
+        assert_eq!(
+            error.to_string(),
+            "malformed protobuf at CustomResourceDefinition: the object nests deeper than 127 levels, more than a JSON body may"
+        );
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused() {
+        let schema = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps";
+        let not = tag_of(schema, "not");
+        let nest = |levels: usize| (0..levels).fold(Vec::new(), |inner, _| bytes_field(not, &inner));
+        assert!(decode_message(schema, &nest(MAX_DEPTH - 1)).is_ok());
+        assert!(matches!(
+            decode_message(schema, &nest(MAX_DEPTH + 50)),
+            Err(Failure { reason: MalformedReason::TooDeep, .. })
+        ));
     }
 }

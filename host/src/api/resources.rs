@@ -84,6 +84,10 @@ pub(super) struct Params {
     field_selector: Option<String>,
     dry_run: Option<String>,
     propagation_policy: Option<String>,
+    /// Who is writing (managedFields).
+    field_manager: Option<String>,
+    /// Server-side apply: take the fields other managers own.
+    force: Option<bool>,
     /// `Strict`, `Warn` or `Ignore`; checked, and honoured as far as the schema goes.
     field_validation: Option<String>,
 }
@@ -123,8 +127,27 @@ impl Params {
         }
     }
 
-    fn write_options(&self) -> Result<WriteOptions, ApiError> {
-        Ok(WriteOptions { dry_run: self.dry_run()?, field_validation: self.field_validation()? })
+    /// The write's options; the field manager is `fieldManager`, or else (as in
+    /// kube-apiserver) the client's user agent up to its first '/', e.g. "kubectl".
+    fn write_options(&self, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+        let manager = match self.field_manager.as_deref() {
+            Some(manager) if manager.len() > 128 => {
+                return Err(ApiError::bad_request("fieldManager must be at most 128 characters"))
+            }
+            Some(manager) if !manager.is_empty() => Some(manager.to_string()),
+            _ => headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|agent| agent.split('/').next())
+                .filter(|m| !m.is_empty())
+                .map(|m| m.chars().take(128).collect()),
+        };
+        Ok(WriteOptions {
+            dry_run: self.dry_run()?,
+            field_validation: self.field_validation()?,
+            field_manager: manager,
+            force: self.force.unwrap_or(false),
+        })
     }
 
     fn selectors(&self) -> Result<Selectors, ApiError> {
@@ -209,19 +232,23 @@ async fn serve(
             Ok(Json(object).into_response())
         }
         (Method::POST, None) => {
-            let written =
-                registry.create(resource, namespace, json_body(&headers, &body)?, &params.write_options()?).await?;
+            let written = registry
+                .create(resource, namespace, json_body(&headers, &body)?, &params.write_options(&headers)?)
+                .await?;
             Ok(respond(StatusCode::CREATED, written))
         }
         (Method::PUT, Some(name)) => {
-            let options = params.write_options()?;
+            let options = params.write_options(&headers)?;
             let written =
                 registry.update(resource, namespace, name, json_body(&headers, &body)?, None, &options).await?;
             Ok(respond(StatusCode::OK, written))
         }
         (Method::PATCH, Some(name)) => {
-            let options = params.write_options()?;
+            let options = params.write_options(&headers)?;
             let patch = decode_patch(&headers, &body)?;
+            if matches!(patch, Patch::Apply(_)) && params.field_manager.as_deref().is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request("fieldManager is required for apply requests"));
+            }
             Ok(respond(StatusCode::OK, registry.patch(resource, namespace, name, patch, None, &options).await?))
         }
         (Method::DELETE, Some(name)) => {
@@ -279,7 +306,7 @@ async fn subresource(
         ));
     }
     if let Some(part) = Subresource::parse(sub) {
-        let options = params.write_options()?;
+        let options = params.write_options(headers)?;
         let written = match method {
             Method::GET => Written {
                 object: registry.get_part(resource, namespace, name, Some(part)).await?,
@@ -306,7 +333,7 @@ async fn subresource(
             let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default();
             let annotations =
                 binding.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default();
-            registry.bind(resource, namespace, name, node, annotations, &params.write_options()?).await?;
+            registry.bind(resource, namespace, name, node, annotations, &params.write_options(headers)?).await?;
             Ok((StatusCode::CREATED, Json(success(StatusCode::CREATED))).into_response())
         }
         ("eviction", Method::POST) => {
@@ -345,16 +372,42 @@ fn success(code: StatusCode) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code.as_u16()})
 }
 
+/// A request body as JSON, from any media type kube-apiserver takes for objects: JSON,
+/// YAML, or Kubernetes protobuf (what kubectl's generator commands send).
 fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
-        return Err(ApiError::new(
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/json" | "" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
+        "application/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}"))),
+        "application/vnd.kubernetes.protobuf" => {
+            let mut value = super::protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            drop_unset(&mut value);
+            Ok(value)
+        }
+        other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format ({content_type}); send application/json"),
-        ));
+            format!(
+                "the body of the request was in an unknown format ({other}); send application/json, application/yaml or application/vnd.kubernetes.protobuf"
+            ),
+        )),
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Go's protobuf encoder writes every non-pointer field, so a decoded body carries empty
+/// strings and nulls where a JSON client would have sent nothing: drop them, as Go's
+/// `omitempty` would.
+fn drop_unset(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !matches!(v, Value::Null) && v.as_str() != Some(""));
+            map.values_mut().for_each(drop_unset);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_unset),
+        _ => {}
+    }
 }
 
 fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
@@ -364,11 +417,10 @@ fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
     match media {
         "application/json-patch+json" => serde_json::from_slice(body).map(Patch::Json).map_err(invalid),
         "application/merge-patch+json" => serde_json::from_slice(body).map(Patch::Merge).map_err(invalid),
-        "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!("{media} is not supported yet; send a JSON merge patch (kubectl patch --type=merge) or a JSON patch (--type=json)"),
-        )),
+        "application/strategic-merge-patch+json" => serde_json::from_slice(body).map(Patch::Strategic).map_err(invalid),
+        "application/apply-patch+yaml" => serde_yaml_ng::from_slice(body)
+            .map(Patch::Apply)
+            .map_err(|e| ApiError::bad_request(format!("the applied configuration is not valid YAML: {e}"))),
         other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",

@@ -71,6 +71,16 @@ impl From<registry::Error> for ApiError {
                 "Conflict",
                 Some(json!({"name": name, "kind": resource_kind(resource), "group": resource_group(resource)})),
             ),
+            E::ApplyConflict { resource, name, causes, .. } => (
+                StatusCode::CONFLICT,
+                "Conflict",
+                Some(json!({
+                    "name": name,
+                    "kind": resource_kind(resource),
+                    "group": resource_group(resource),
+                    "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+                })),
+            ),
             E::Invalid { kind, name, causes } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
@@ -82,6 +92,7 @@ impl From<registry::Error> for ApiError {
             ),
             E::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest", None),
             E::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden", None),
+            E::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", None),
             E::Gone(_) => (StatusCode::GONE, "Expired", None),
             E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout", None),
             E::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", None),

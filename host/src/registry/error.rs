@@ -29,10 +29,16 @@ pub enum Error {
     AlreadyExists { resource: String, name: String },
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {message}")]
     Conflict { resource: String, name: String, message: String },
+    /// A server-side apply would take fields other managers own (409 with one cause per field).
+    #[error("{message}")]
+    ApplyConflict { resource: String, name: String, message: String, causes: Vec<Cause> },
     #[error("{kind} \"{name}\" is invalid: {}", .causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
     Invalid { kind: String, name: String, causes: Vec<Cause> },
     #[error("{0}")]
     BadRequest(String),
+    /// The body's media type cannot be used for this resource (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The request is understood and refused (403), e.g. a create in a terminating namespace.
     #[error("{0}")]
     Forbidden(String),

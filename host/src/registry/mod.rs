@@ -14,11 +14,13 @@
 //!   overwrites;
 //! - a namespaced object can only be created in a namespace that exists.
 
+mod apply;
 mod builtin;
 mod error;
 mod object;
 pub mod schema;
 mod selector;
+mod strategic;
 mod subresource;
 mod validation;
 
@@ -130,6 +132,12 @@ pub enum Patch {
     Json(json_patch::Patch),
     /// RFC 7386 (`application/merge-patch+json`).
     Merge(Value),
+    /// Server-side apply (`application/apply-patch+yaml`): the applied configuration,
+    /// merged by field ownership (managedFields); creates the object if missing.
+    Apply(Value),
+    /// Kubernetes' strategic merge patch (`application/strategic-merge-patch+json`),
+    /// for built-in kinds: lists merge by the keys their schema names.
+    Strategic(Value),
 }
 
 /// How a create, update or patch is done.
@@ -138,6 +146,24 @@ pub struct WriteOptions {
     /// Everything happens but the write (`dryRun=All`).
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// Who writes, recorded in managedFields (`fieldManager`, or the client's user agent).
+    /// None: the server itself ("wasmkube").
+    pub field_manager: Option<String>,
+    /// Server-side apply: take the fields other managers own.
+    pub force: bool,
+}
+
+impl WriteOptions {
+    fn manager(&self) -> &str {
+        self.field_manager.as_deref().unwrap_or("wasmkube")
+    }
+}
+
+/// Whether a write records its manager in managedFields or already did (an apply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ManagedFields {
+    Record,
+    Recorded,
 }
 
 /// Who writes an object, which decides what of it a write may change.
@@ -361,6 +387,17 @@ impl Registry {
         body: Value,
         options: &WriteOptions,
     ) -> Result<Written> {
+        self.create_inner(resource, namespace, body, options, ManagedFields::Record).await
+    }
+
+    async fn create_inner(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        body: Value,
+        options: &WriteOptions,
+        managed: ManagedFields,
+    ) -> Result<Written> {
         Self::check_namespace(resource, namespace)?;
         let entry = self.entry(resource)?;
         let mut object = object::into_object(body, resource)?;
@@ -403,6 +440,9 @@ impl Registry {
         }
         entry.strategy.prepare_for_create(&mut object);
         let warnings = Self::check_schema(resource, &mut object, options.field_validation)?;
+        if managed == ManagedFields::Record {
+            object = Self::record_manager(resource, None, object, options)?;
+        }
         self.validate(entry, &object, &name)?;
         if let Some(ns) = namespace {
             self.namespace_exists(ns).await?;
@@ -418,6 +458,22 @@ impl Registry {
             Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings }),
             Err(StoreError::AlreadyExists { .. }) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
             Err(e) => Err(Error::from_store(e)),
+        }
+    }
+
+    /// Record `options`' manager as owning what changed from `old` to `object`.
+    fn record_manager(
+        resource: &Resource,
+        old: Option<&Object>,
+        object: Object,
+        options: &WriteOptions,
+    ) -> Result<Object> {
+        let schema = schema::Schema::builtin(resource.group, resource.version, resource.kind);
+        let old = old.map(|o| Value::Object(o.clone()));
+        match apply::record_update(old.as_ref(), &Value::Object(object), options.manager(), schema, &object::now()) {
+            Ok(Value::Object(object)) => Ok(object),
+            Ok(_) => Err(Error::Internal("recording managedFields did not give an object".into())),
+            Err(e) => Err(Error::BadRequest(e.to_string())),
         }
     }
 
@@ -538,7 +594,9 @@ impl Registry {
         let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
         let stored = stored.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
         let object = subresource::merge_back(part, resource, written, &object::decode(&stored)?)?;
-        let written = self.replace(resource, namespace, name, object, &stored, Via::of(part), options).await?;
+        let written = self
+            .replace(resource, namespace, name, object, &stored, Via::of(part), options, ManagedFields::Record)
+            .await?;
         Ok(Written { object: subresource::view(part, written.object), warnings: written.warnings })
     }
 
@@ -561,6 +619,7 @@ impl Registry {
         current: &KeyValue,
         via: Via,
         options: &WriteOptions,
+        managed: ManagedFields,
     ) -> Result<Written> {
         let entry = self.entry(resource)?;
         let key = Self::key(resource, namespace, name);
@@ -607,6 +666,9 @@ impl Registry {
             object::bump_generation(&mut object, &old);
         }
         let warnings = Self::check_schema(resource, &mut object, options.field_validation)?;
+        if managed == ManagedFields::Record {
+            object = Self::record_manager(resource, Some(&old), object, options)?;
+        }
         self.validate(entry, &object, name)?;
         if options.dry_run {
             if expected != current.mod_revision {
@@ -650,9 +712,21 @@ impl Registry {
     ) -> Result<Written> {
         Self::check_namespace(resource, namespace)?;
         let key = Self::key(resource, namespace, name);
+        if options.force && !matches!(patch, Patch::Apply(_)) {
+            return Err(Error::BadRequest("force may only be set for server-side apply".into()));
+        }
         for attempt in 1..=PATCH_ATTEMPTS {
             let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
-            let stored = stored.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
+            let stored = match (stored, &patch) {
+                (Some(stored), _) => stored,
+                (None, Patch::Apply(config)) if part.is_none() => {
+                    match self.create_by_apply(resource, namespace, name, config, options).await {
+                        Err(Error::AlreadyExists { .. }) if attempt < PATCH_ATTEMPTS => continue,
+                        result => return result,
+                    }
+                }
+                (None, _) => return Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
+            };
             let current = object::decode(&stored)?;
             let viewed = subresource::view(part, current.clone());
             let revision = viewed.metadata().get("resourceVersion").cloned();
@@ -666,13 +740,44 @@ impl Registry {
                     })?
                 }
                 Patch::Merge(merge) => json_patch::merge(&mut document, merge),
+                Patch::Apply(config) => {
+                    let config = Self::apply_config(resource, name, config, part)?;
+                    let schema = schema::Schema::builtin(resource.group, resource.version, resource.kind);
+                    let manager = options.manager();
+                    document = apply::apply(Some(&document), &config, manager, options.force, schema, &object::now())
+                        .map_err(|e| Self::apply_error(resource, name, e))?;
+                    // The document keeps the version it was applied to, unless the
+                    // configuration names one (then it is a precondition).
+                    let pinned_to = config.pointer("/metadata/resourceVersion").cloned().or_else(|| revision.clone());
+                    if let (Some(rv), Some(Value::Object(metadata))) = (pinned_to, document.get_mut("metadata")) {
+                        metadata.insert("resourceVersion".into(), rv);
+                    }
+                }
+                Patch::Strategic(patch) => {
+                    let schema = match part {
+                        Some(Subresource::Scale) => schema::Schema::builtin("autoscaling", "v1", "Scale"),
+                        _ => schema::Schema::builtin(resource.group, resource.version, resource.kind),
+                    };
+                    if schema.is_none() {
+                        return Err(Error::UnsupportedMediaType(format!(
+                            "strategic merge patch is not supported for {}: use a JSON merge patch (--type=merge)",
+                            resource.qualified()
+                        )));
+                    }
+                    document = strategic::apply(&document, patch, schema)
+                        .map_err(|e| Error::BadRequest(format!("the strategic merge patch cannot be applied: {e}")))?;
+                }
             }
             // A patch that changes resourceVersion makes it a precondition; otherwise the
             // document still carries the version it was applied to, so only that one is replaced.
             let pinned = document.pointer("/metadata/resourceVersion").cloned() != revision;
             let written = Self::into_view(document, resource, part)?;
             let object = subresource::merge_back(part, resource, written, &current)?;
-            match self.replace(resource, namespace, name, object, &stored, Via::of(part), options).await {
+            let managed = match patch {
+                Patch::Apply(_) => ManagedFields::Recorded,
+                _ => ManagedFields::Record,
+            };
+            match self.replace(resource, namespace, name, object, &stored, Via::of(part), options, managed).await {
                 Err(Error::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => continue,
                 result => {
                     return result.map(|w| Written { object: subresource::view(part, w.object), warnings: w.warnings })
@@ -680,6 +785,65 @@ impl Registry {
             }
         }
         Err(Error::Internal("patch retries exhausted".into()))
+    }
+
+    /// The configuration of a server-side apply, checked: an object naming `name`, without
+    /// a status when applied to the resource itself (status is its subresource's).
+    fn apply_config(resource: &Resource, name: &str, config: &Value, part: Option<Subresource>) -> Result<Value> {
+        let Value::Object(map) = config else {
+            return Err(Error::BadRequest("the applied configuration must be an object".into()));
+        };
+        let mut map = map.clone();
+        match map.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str) {
+            Some(given) if given == name => {}
+            Some(given) => {
+                return Err(Error::BadRequest(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )))
+            }
+            None => {
+                return Err(Error::BadRequest("the applied configuration must name the object (metadata.name)".into()))
+            }
+        }
+        if part.is_none() && resource.has_subresource("status") {
+            map.remove("status");
+        }
+        Ok(Value::Object(map))
+    }
+
+    fn apply_error(resource: &Resource, name: &str, error: apply::ApplyError) -> Error {
+        match error {
+            apply::ApplyError::Conflicts(conflicts) => Error::ApplyConflict {
+                resource: resource.qualified(),
+                name: name.into(),
+                message: apply::ApplyError::Conflicts(conflicts.clone()).to_string(),
+                causes: conflicts
+                    .into_iter()
+                    .map(|c| Cause {
+                        reason: "FieldManagerConflict",
+                        field: c.path,
+                        message: format!("conflict with {}", c.owner),
+                    })
+                    .collect(),
+            },
+            apply::ApplyError::Invalid(why) => Error::BadRequest(why),
+        }
+    }
+
+    /// A server-side apply to an object that does not exist creates it.
+    async fn create_by_apply(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        config: &Value,
+        options: &WriteOptions,
+    ) -> Result<Written> {
+        let config = Self::apply_config(resource, name, config, None)?;
+        let schema = schema::Schema::builtin(resource.group, resource.version, resource.kind);
+        let object = apply::apply(None, &config, options.manager(), options.force, schema, &object::now())
+            .map_err(|e| Self::apply_error(resource, name, e))?;
+        self.create_inner(resource, namespace, object, options, ManagedFields::Recorded).await
     }
 
     /// Bind pod `name` to `node` (`pods/binding`): sets `spec.nodeName` and the
@@ -731,7 +895,7 @@ impl Registry {
                 }
             }
             object::set_condition(&mut pod, "PodScheduled", "True", None);
-            match self.replace(pods, namespace, name, pod, &stored, Via::Host, options).await {
+            match self.replace(pods, namespace, name, pod, &stored, Via::Host, options, ManagedFields::Record).await {
                 Err(Error::Conflict { .. }) if attempt < PATCH_ATTEMPTS => continue,
                 result => return result,
             }

@@ -444,10 +444,12 @@ fn merge_objects(
     if replace {
         // The list becomes the other patch elements, ordered (grouped) by first occurrence.
         let mut replacement = Vec::with_capacity(merging.len());
+        let mut order = Vec::with_capacity(merging.len());
         for (i, fields) in merging {
-            replacement.push(Value::Object(merge_map(Map::new(), fields, items, &path.index(i))?));
+            let path = path.index(i);
+            order.push(identity_of(fields, key, &path)?.clone());
+            replacement.push(Value::Object(merge_map(Map::new(), fields, items, &path)?));
         }
-        let order = identities(&replacement, Some(key), |i| path.index(i))?;
         let items = order_merged(replacement, &[], &order, Some(key));
         return Ok(MergedList { items, stored_order: backing });
     }
@@ -692,6 +694,283 @@ mod tests {
             }),
             Value::Array(items) => items.iter().any(has_directive),
             _ => false,
+        }
+    }
+
+    /// `patch_test.go`'s `MergeItem`, as an OpenAPI definition.
+    fn merge_item() -> Definitions {
+        let merging_list = |strategy: &str| {
+            json!({
+                "type": "array",
+                "items": {"$ref": "#/definitions/mergeItem"},
+                "x-kubernetes-patch-strategy": strategy,
+                "x-kubernetes-patch-merge-key": "name",
+            })
+        };
+        let item = json!({"type": "object", "properties": {
+            "name": {"type": "string"},
+            "value": {"type": "string"},
+            "other": {"type": "string"},
+            "mergingList": merging_list("merge"),
+            "nonMergingList": {"type": "array", "items": {"$ref": "#/definitions/mergeItem"}},
+            "mergingIntList": {"type": "array", "items": {"type": "integer"}, "x-kubernetes-patch-strategy": "merge"},
+            "nonMergingIntList": {"type": "array", "items": {"type": "integer"}},
+            "simpleMap": {"type": "object", "additionalProperties": {"type": "string"}},
+            "replacingItem": {"type": "object", "x-kubernetes-patch-strategy": "replace"},
+            "retainKeysMap": {"$ref": "#/definitions/mergeItem", "x-kubernetes-patch-strategy": "retainKeys"},
+            "retainKeysMergingList": merging_list("merge,retainKeys"),
+        }});
+        Map::from_iter([("mergeItem".to_owned(), item)])
+    }
+
+    /// `patch_test.go` cases (current object, patch, expected result), applied with its
+    /// `MergeItem` schema; the order of every list is checked.
+    #[test]
+    fn kubernetes_patch_test_cases() {
+        let cases = [
+            // "unique scalars when merging lists"
+            (
+                json!({"mergingIntList": [1, 2]}),
+                json!({"mergingIntList": [2, 3]}),
+                json!({"mergingIntList": [1, 2, 3]}),
+            ),
+            // "delete map from nested map"
+            (json!({"simpleMap": {"key1": "1"}}), json!({"simpleMap": {"$patch": "delete"}}), json!({"simpleMap": {}})),
+            // "delete all keys from map"
+            (json!({"name": "1", "value": "1"}), json!({"$patch": "replace"}), json!({})),
+            // "merge empty merging lists"
+            (json!({"mergingList": []}), json!({"mergingList": []}), json!({"mergingList": []})),
+            // "defined null values should propagate overwrite current fields (with conflict)"
+            (
+                json!({"name": "a", "other": "a"}),
+                json!({"name": "1", "value": "1", "other": null}),
+                json!({"name": "1", "value": "1"}),
+            ),
+            // "delete field from nested map"
+            (
+                json!({"simpleMap": {"key1": "1", "key2": "1", "other": "a"}}),
+                json!({"simpleMap": {"key2": null}}),
+                json!({"simpleMap": {"key1": "1", "other": "a"}}),
+            ),
+            // "replace list of scalars with conflict"
+            (
+                json!({"nonMergingIntList": [1, 4]}),
+                json!({"nonMergingIntList": [2, 3]}),
+                json!({"nonMergingIntList": [2, 3]}),
+            ),
+            // "delete all maps from merging list with conflict"
+            (
+                json!({"mergingList": [{"name": "1", "other": "a"}, {"name": "2", "other": "b"}]}),
+                json!({"mergingList": [{"name": "1", "$patch": "delete"}, {"name": "2", "$patch": "delete"}]}),
+                json!({"mergingList": []}),
+            ),
+            // "merge lists of maps"
+            (
+                json!({"mergingList": [{"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}]}),
+                json!({
+                    "$setElementOrder/mergingList": [{"name": "4"}, {"name": "1"}, {"name": "2"}, {"name": "3"}],
+                    "mergingList": [{"name": "4", "value": "4"}, {"name": "3", "value": "3"}],
+                }),
+                json!({"mergingList": [
+                    {"name": "4", "value": "4"},
+                    {"name": "1", "other": "a"},
+                    {"name": "2", "value": "2", "other": "b"},
+                    {"name": "3", "value": "3"},
+                ]}),
+            ),
+            // "add field to map in merging list with conflict"
+            (
+                json!({"mergingList": [{"name": "1", "other": "a"}, {"name": "3", "value": "2", "other": "b"}]}),
+                json!({
+                    "$setElementOrder/mergingList": [{"name": "1"}, {"name": "2"}],
+                    "mergingList": [{"name": "1", "value": "1"}, {"name": "2", "value": "2"}],
+                }),
+                json!({"mergingList": [
+                    {"name": "1", "value": "1", "other": "a"},
+                    {"name": "2", "value": "2"},
+                    {"name": "3", "value": "2", "other": "b"},
+                ]}),
+            ),
+            // "delete missing field from map in merging list with conflict"
+            (
+                json!({"mergingList": [{"name": "1", "other": "a"}, {"name": "2", "other": "b"}]}),
+                json!({
+                    "$setElementOrder/mergingList": [{"name": "1"}, {"name": "2"}],
+                    "mergingList": [{"name": "1", "value": null}, {"name": "2", "value": "2"}],
+                }),
+                json!({"mergingList": [{"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}]}),
+            ),
+            // "replace non merging list nested in merging list"
+            (
+                json!({"mergingList": [
+                    {"name": "1", "other": "a", "nonMergingList": [{"name": "1"}, {"name": "2", "value": "2"}]},
+                    {"name": "2", "other": "b"},
+                ]}),
+                json!({
+                    "$setElementOrder/mergingList": [{"name": "1"}, {"name": "2"}],
+                    "mergingList": [{"name": "1", "nonMergingList": [{"name": "1", "value": "1"}]}],
+                }),
+                json!({"mergingList": [
+                    {"name": "1", "other": "a", "nonMergingList": [{"name": "1", "value": "1"}]},
+                    {"name": "2", "other": "b"},
+                ]}),
+            ),
+            // "add field to map in merging list nested in merging list with deletion conflict" (the second)
+            (
+                json!({"mergingList": [
+                    {"name": "1", "other": "a", "mergingList": [{"name": "2", "value": "2", "other": "d"}]},
+                    {"name": "2", "other": "b"},
+                ]}),
+                json!({
+                    "$setElementOrder/mergingList": [{"name": "1"}, {"name": "2"}],
+                    "mergingList": [{
+                        "$setElementOrder/mergingList": [{"name": "2"}, {"name": "1"}],
+                        "name": "1",
+                        "mergingList": [{"name": "1", "value": "1"}],
+                    }],
+                }),
+                json!({"mergingList": [
+                    {"name": "1", "other": "a", "mergingList": [
+                        {"name": "2", "value": "2", "other": "d"},
+                        {"name": "1", "value": "1"},
+                    ]},
+                    {"name": "2", "other": "b"},
+                ]}),
+            ),
+            // "add an item in a list of primitives and preserve order"
+            (
+                json!({"mergingIntList": [1, 4, 2]}),
+                json!({"$setElementOrder/mergingIntList": [3, 1, 2], "mergingIntList": [3]}),
+                json!({"mergingIntList": [3, 1, 4, 2]}),
+            ),
+            // "delete an item in a list and preserve order"
+            (
+                json!({"mergingList": [
+                    {"name": "1", "other": "a"},
+                    {"name": "2", "value": "2", "other": "b"},
+                    {"name": "3", "value": "3"},
+                ]}),
+                json!({
+                    "$setElementOrder/mergingList": [{"name": "2"}, {"name": "1"}],
+                    "mergingList": [{"name": "3", "$patch": "delete"}],
+                }),
+                json!({"mergingList": [{"name": "2", "value": "2", "other": "b"}, {"name": "1", "other": "a"}]}),
+            ),
+            // "add and delete an item in a list and preserve order"
+            (
+                json!({"mergingList": [
+                    {"name": "1", "other": "a"},
+                    {"name": "2", "value": "2", "other": "b"},
+                    {"name": "3", "value": "3"},
+                ]}),
+                json!({
+                    "$setElementOrder/mergingList": [{"name": "4"}, {"name": "2"}, {"name": "1"}],
+                    "mergingList": [{"name": "4", "value": "4"}, {"name": "3", "$patch": "delete"}],
+                }),
+                json!({"mergingList": [
+                    {"name": "4", "value": "4"},
+                    {"name": "2", "value": "2", "other": "b"},
+                    {"name": "1", "other": "a"},
+                ]}),
+            ),
+            // "set elements order in a list with server-only items 3"
+            (
+                json!({"mergingList": [
+                    {"name": "1", "other": "a"},
+                    {"name": "2"},
+                    {"name": "7"},
+                    {"name": "9"},
+                    {"name": "8"},
+                    {"name": "3"},
+                    {"name": "4"},
+                ]}),
+                json!({"$setElementOrder/mergingList": [{"name": "2"}, {"name": "1"}, {"name": "4"}, {"name": "3"}]}),
+                json!({"mergingList": [
+                    {"name": "2"},
+                    {"name": "1", "other": "a"},
+                    {"name": "7"},
+                    {"name": "9"},
+                    {"name": "8"},
+                    {"name": "4"},
+                    {"name": "3"},
+                ]}),
+            ),
+            // "set elements order in a int list with server-only items 2"
+            (
+                json!({"mergingIntList": [1, 2, 9, 3, 4]}),
+                json!({"$setElementOrder/mergingIntList": [2, 1, 4, 3]}),
+                json!({"mergingIntList": [2, 1, 9, 4, 3]}),
+            ),
+            // "add and delete an item in a int list and preserve order"
+            (
+                json!({"mergingIntList": [1, 2, 3]}),
+                json!({
+                    "$setElementOrder/mergingIntList": [4, 2, 1],
+                    "mergingIntList": [4],
+                    "$deleteFromPrimitiveList/mergingIntList": [3],
+                }),
+                json!({"mergingIntList": [4, 2, 1]}),
+            ),
+            // "behavior of set element order for a merging list with duplicate"
+            (
+                json!({"mergingList": [
+                    {"name": "1"},
+                    {"name": "2", "value": "dup1"},
+                    {"name": "3"},
+                    {"name": "2", "value": "dup2"},
+                    {"name": "4"},
+                ]}),
+                json!({"$setElementOrder/mergingList": [
+                    {"name": "2"},
+                    {"name": "1"},
+                    {"name": "4"},
+                    {"name": "3"},
+                    {"name": "2"},
+                ]}),
+                json!({"mergingList": [
+                    {"name": "2", "value": "dup1"},
+                    {"name": "2", "value": "dup2"},
+                    {"name": "1"},
+                    {"name": "4"},
+                    {"name": "3"},
+                ]}),
+            ),
+            // "behavior of set element order for a merging int list with duplicate"
+            (
+                json!({"mergingIntList": [1, 2, 3, 2, 4]}),
+                json!({"$setElementOrder/mergingIntList": [2, 1, 4, 3, 2]}),
+                json!({"mergingIntList": [2, 2, 1, 4, 3]}),
+            ),
+            // "retainKeys map should clear defaulted field with conflict (discriminated union)"
+            (
+                json!({"retainKeysMap": {"name": "type1", "value": "foo"}}),
+                json!({"retainKeysMap": {"$retainKeys": ["name", "other"], "name": "type2", "other": "bar"}}),
+                json!({"retainKeysMap": {"name": "type2", "other": "bar"}}),
+            ),
+            // "retainKeys map deletes a field and clears a field"
+            (
+                json!({"retainKeysMap": {"name": "foo", "value": "bar", "other": "a"}}),
+                json!({"retainKeysMap": {"$retainKeys": ["name"], "value": null}}),
+                json!({"retainKeysMap": {"name": "foo"}}),
+            ),
+            // "retainKeys list can change a field when no retainKeys directive present"
+            (
+                json!({"retainKeysMergingList": [{"name": "bar"}, {"name": "foo", "value": "a"}]}),
+                json!({"retainKeysMergingList": [{"name": "foo", "value": "b"}]}),
+                json!({"retainKeysMergingList": [{"name": "bar"}, {"name": "foo", "value": "b"}]}),
+            ),
+            // A field with the replace strategy.
+            (
+                json!({"replacingItem": {"a": 1, "b": 2}}),
+                json!({"replacingItem": {"c": 3}}),
+                json!({"replacingItem": {"c": 3}}),
+            ),
+        ];
+        let definitions = merge_item();
+        let schema = Schema::definition(&definitions, "mergeItem");
+        for (current, patch, expected) in cases {
+            let result = apply(&current, &patch, schema).unwrap_or_else(|e| panic!("{patch}: {e}"));
+            assert_eq!(result, expected, "patch {patch} on {current}");
         }
     }
 

@@ -406,3 +406,31 @@ async fn kubectl_generators_send_protobuf_and_it_is_understood() {
         assert!(!out.contains(r#""""#), "no empty strings decoded from unset protobuf fields: {out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_read_like_kube_apiserver() {
+    let cluster = Cluster::start().await;
+    // Booleans in any case (older Python clients send watch=True).
+    let response = cluster
+        .api
+        .client
+        .get(format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=True&timeoutSeconds=1&allowWatchBookmarks=True",
+            cluster.api.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.unwrap();
+    assert!(!body.contains("ConfigMapList"), "a watch, not a list: {body}");
+    let (code, list) =
+        cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps?watch=false", None).await;
+    assert_eq!((code, list["kind"].as_str()), (200, Some("ConfigMapList")));
+    // A malformed query is a Status, not plain text.
+    let (code, status) =
+        cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps?limit=many", None).await;
+    assert_eq!((code, status["kind"].as_str(), status["reason"].as_str()), (400, Some("Status"), Some("BadRequest")));
+    let (code, version) = cluster.request(reqwest::Method::GET, "/version/", None).await;
+    assert_eq!((code, version["major"].as_str()), (200, Some("1")));
+}

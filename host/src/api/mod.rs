@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
         .route("/version", get(discovery::version))
+        .route("/version/", get(discovery::version))
         .route("/api", get(discovery::api_versions))
         .route("/api/v1", get(discovery::core_resources))
         .route("/apis", get(discovery::api_groups))
@@ -107,7 +108,7 @@ async fn observe(
     let class = match path {
         "/healthz" | "/livez" | "/readyz" => "health",
         "/metrics" => "metrics",
-        "/version" | "/api" | "/apis" | "/api/v1" => "discovery",
+        "/version" | "/version/" | "/api" | "/apis" | "/api/v1" => "discovery",
         p if p.starts_with("/openapi/") => "openapi",
         p if p.starts_with("/api/") || p.starts_with("/apis/") => "resource",
         _ => "other",

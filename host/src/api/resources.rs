@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,6 +71,20 @@ fn parse_path(registry: &Registry, group: &str, version: &str, path: &str) -> Re
     }
 }
 
+/// A boolean query parameter as kube-apiserver reads one: absent, empty, `0`, `f`,
+/// `false`, `n` or `no` (any case) is false; anything else is true.
+fn flag(value: Option<&str>) -> bool {
+    match value {
+        None => false,
+        Some(v) => !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "f" | "false" | "n" | "no"),
+    }
+}
+
+/// The query string, or a `Status` saying what in it is wrong.
+fn query(params: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiError> {
+    params.map(|Query(p)| p).map_err(|e| ApiError::bad_request(format!("invalid query parameters: {}", e.body_text())))
+}
+
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Params {
@@ -78,7 +93,7 @@ pub(super) struct Params {
     limit: Option<usize>,
     #[serde(rename = "continue")]
     continue_token: Option<String>,
-    allow_watch_bookmarks: Option<bool>,
+    allow_watch_bookmarks: Option<String>,
     timeout_seconds: Option<u64>,
     label_selector: Option<String>,
     field_selector: Option<String>,
@@ -87,14 +102,14 @@ pub(super) struct Params {
     /// Who is writing (managedFields).
     field_manager: Option<String>,
     /// Server-side apply: take the fields other managers own.
-    force: Option<bool>,
+    force: Option<String>,
     /// `Strict`, `Warn` or `Ignore`; checked, and honoured as far as the schema goes.
     field_validation: Option<String>,
 }
 
 impl Params {
     fn watching(&self) -> bool {
-        matches!(self.watch.as_deref(), Some("true" | "1"))
+        flag(self.watch.as_deref())
     }
 
     /// `dryRun=All` (the only value Kubernetes defines).
@@ -146,7 +161,7 @@ impl Params {
             dry_run: self.dry_run()?,
             field_validation: self.field_validation()?,
             field_manager: manager,
-            force: self.force.unwrap_or(false),
+            force: flag(self.force.as_deref()),
         })
     }
 
@@ -174,11 +189,11 @@ pub(super) async fn core(
     State(state): State<AppState>,
     method: Method,
     Path(path): Path<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    serve(state, "", "v1", &path, method, params, headers, body).await
+    serve(state, "", "v1", &path, method, query(params)?, headers, body).await
 }
 
 /// `/apis/{group}/{version}/{*path}`: a named group.
@@ -186,11 +201,11 @@ pub(super) async fn grouped(
     State(state): State<AppState>,
     method: Method,
     Path((group, version, path)): Path<(String, String, String)>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    serve(state, &group, &version, &path, method, params, headers, body).await
+    serve(state, &group, &version, &path, method, query(params)?, headers, body).await
 }
 
 /// Subresources that need a node agent to answer.
@@ -505,7 +520,7 @@ async fn watch(
             list.resource_version
         }
     };
-    let bookmarks = params.allow_watch_bookmarks.unwrap_or(false);
+    let bookmarks = flag(params.allow_watch_bookmarks.as_deref());
     let events = match registry.watch(resource, namespace, since, bookmarks, params.selectors()?).await {
         Ok(events) => events.boxed(),
         // A watch from a revision too old to replay is an ERROR event in the stream, not a failed request.

@@ -147,7 +147,8 @@ impl Server {
         let listener = TlsListener::new(tcp, tls.server_config()?)?;
         let kubeconfig = options.data_dir.join("admin.kubeconfig");
         let host = if options.listen.ip().is_unspecified() { "127.0.0.1".parse()? } else { options.listen.ip() };
-        tls.write_kubeconfig(&kubeconfig, &format!("https://{}", SocketAddr::new(host, options.listen.port())))?;
+        let advertise = SocketAddr::new(host, options.listen.port());
+        tls.write_kubeconfig(&kubeconfig, &format!("https://{advertise}"))?;
         let (stop, stopped) = watch::channel(false);
         let api_registry = Arc::new(std::sync::OnceLock::new());
         let requests = api::request_metrics(&registry).context("registering API metrics")?;
@@ -172,7 +173,7 @@ impl Server {
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
-            registry.seed().await.context("creating the built-in namespaces")?;
+            registry.seed(Some(advertise)).await.context("creating what a fresh cluster holds")?;
             tokio::spawn(crate::controllers::namespace::run(registry.clone(), stopped.clone()));
             let _ = api_registry.set(registry);
             health.set("registry", Ok(()));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Cause, Object, Resource, Strategy};
+use super::{Cause, NameRule, Object, Resource, Strategy};
 
 const NS: bool = true;
 const CLUSTER: bool = false;
@@ -90,8 +90,31 @@ const ROWS: &[Row] = &[
     ("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", CLUSTER, NONE, NONE, STATUS),
 ];
 
+/// The kinds whose strategies count spec changes in `metadata.generation` (those with a
+/// controller that reports `observedGeneration`).
+const GENERATION_KINDS: &[&str] = &[
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicationController",
+    "Job",
+    "CronJob",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "Ingress",
+    "NetworkPolicy",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
+];
+
 /// A kind with no behaviour beyond the generic registry's: a status subresource (if
-/// listed) keeps spec and status apart, and such kinds count spec changes in `generation`.
+/// listed) keeps spec and status apart.
 struct Generic(Resource);
 
 impl Strategy for Generic {
@@ -100,7 +123,15 @@ impl Strategy for Generic {
     }
 
     fn tracks_generation(&self) -> bool {
-        self.0.has_subresource("status")
+        GENERATION_KINDS.contains(&self.0.kind)
+    }
+
+    fn name_rule(&self) -> NameRule {
+        match self.0.kind {
+            "Service" => NameRule::Label1035,
+            "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => NameRule::PathSegment,
+            _ => NameRule::Subdomain,
+        }
     }
 
     /// A status subresource's status is the controllers' to write, not the creator's
@@ -130,6 +161,10 @@ impl Strategy for Namespaces {
                 labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
             }
         }
+    }
+
+    fn name_rule(&self) -> NameRule {
+        NameRule::Label
     }
 
     /// Only the `finalize` subresource changes `spec.finalizers` (and a namespace has no other spec).

@@ -15,11 +15,13 @@
 //! - a namespaced object can only be created in a namespace that exists.
 
 mod apply;
+mod bootstrap;
 mod builtin;
 mod error;
 mod object;
 pub mod schema;
 mod selector;
+mod services;
 mod strategic;
 mod subresource;
 mod validation;
@@ -32,6 +34,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 pub use self::error::{Cause, Error};
+pub use self::object::NameRule;
 use self::object::ObjectExt;
 pub use self::selector::{FieldSelector, LabelSelector};
 pub use self::subresource::Subresource;
@@ -108,6 +111,11 @@ pub trait Strategy: Send + Sync + 'static {
     /// Whether `metadata.generation` counts spec changes (workloads do; ConfigMaps do not).
     fn tracks_generation(&self) -> bool {
         false
+    }
+
+    /// Which names the kind's objects may have.
+    fn name_rule(&self) -> NameRule {
+        NameRule::Subdomain
     }
 
     /// Whether something besides `metadata.finalizers` keeps the object from going at
@@ -224,6 +232,13 @@ const SCALE: Resource = Resource {
     subresources: &[],
 };
 
+/// Where node-port claims live (one key per port held).
+const NODE_PORT_PREFIX: &str = "/registry/wasmkube.io/nodeports/";
+
+fn is_services(resource: &Resource) -> bool {
+    resource.group.is_empty() && resource.plural == "services"
+}
+
 /// How often a patch is re-applied to a newer object when a concurrent write wins.
 const PATCH_ATTEMPTS: usize = 5;
 
@@ -325,16 +340,29 @@ impl Registry {
             .ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: String::new() })
     }
 
-    /// Create the built-in namespaces a fresh cluster has; existing ones are left alone.
-    pub async fn seed(&self) -> Result<()> {
-        let namespaces = self
-            .resource("", "v1", "namespaces")
-            .ok_or_else(|| Error::Internal("namespaces are not served".into()))?
-            .clone();
-        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let object = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match self.create(&namespaces, None, object, &WriteOptions::default()).await {
-                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+    /// Create what a fresh cluster holds (namespaces, the `kubernetes` Service and its
+    /// endpoints at `advertise`, default RBAC roles); what exists is left alone, except the
+    /// endpoints, which follow the server's address.
+    pub async fn seed(&self, advertise: Option<std::net::SocketAddr>) -> Result<()> {
+        let options = WriteOptions { field_manager: Some("kube-apiserver".into()), ..WriteOptions::default() };
+        for seed in bootstrap::objects(advertise) {
+            let resource = self
+                .entries
+                .get(&(seed.group, seed.plural))
+                .map(|e| e.strategy.resource().clone())
+                .ok_or_else(|| Error::Internal(format!("{}.{} is not served", seed.plural, seed.group)))?;
+            let name = seed.body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            match self.create(&resource, seed.namespace, seed.body.clone(), &options).await {
+                Ok(_) => {}
+                Err(Error::AlreadyExists { .. }) if seed.refresh => {
+                    let current = self.get(&resource, seed.namespace, &name).await?;
+                    let differs =
+                        ["subsets", "endpoints", "ports"].iter().any(|f| current.get(*f) != seed.body.get(*f));
+                    if differs {
+                        self.update(&resource, seed.namespace, &name, seed.body, None, &options).await?;
+                    }
+                }
+                Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -443,6 +471,7 @@ impl Registry {
         if managed == ManagedFields::Record {
             object = Self::record_manager(resource, None, object, options)?;
         }
+        let needs = if is_services(resource) { Some(services::prepare(&mut object, None)?) } else { None };
         self.validate(entry, &object, &name)?;
         if let Some(ns) = namespace {
             self.namespace_exists(ns).await?;
@@ -454,10 +483,123 @@ impl Registry {
                 (None, _) => Ok(Written { object, warnings }),
             };
         }
-        match self.store.create(key, object::encode(&object)?).await {
+        let claimed = match needs {
+            Some(needs) => {
+                // An existing object is AlreadyExists, not a clash over its own addresses.
+                if self.store.get(key.clone()).await.map_err(Error::from_store)?.0.is_some() {
+                    return Err(Error::AlreadyExists { resource: resource.qualified(), name });
+                }
+                self.claim_all(&needs.wanted, &mut object, namespace.unwrap_or_default(), &name).await?
+            }
+            None => Vec::new(),
+        };
+        let result = match self.store.create(key, object::encode(&object)?).await {
             Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings }),
             Err(StoreError::AlreadyExists { .. }) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
             Err(e) => Err(Error::from_store(e)),
+        };
+        if result.is_err() {
+            self.release_all(&claimed).await;
+        }
+        result
+    }
+
+    /// Claim every address in `wanted` for service `namespace/name`, recording each in
+    /// it; all or nothing.
+    async fn claim_all(
+        &self,
+        wanted: &[services::Want],
+        service: &mut Object,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<services::Claim>> {
+        let mut claimed = Vec::new();
+        for want in wanted {
+            match self.claim_one(want, namespace, name).await {
+                Ok(claim) => {
+                    services::record(service, want, &claim);
+                    claimed.push(claim);
+                }
+                Err(e) => {
+                    self.release_all(&claimed).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_one(&self, want: &services::Want, namespace: &str, name: &str) -> Result<services::Claim> {
+        use rand::Rng;
+        let start: u32 = rand::rng().random();
+        for attempt in 0..services::attempts(want) {
+            let Some(claim) = services::candidate(want, attempt, start) else { break };
+            let (key, value) = match &claim {
+                services::Claim::ClusterIp(ip) => {
+                    let mut object = match services::ip_address(*ip, namespace, name) {
+                        Value::Object(object) => object,
+                        _ => return Err(Error::Internal("an IPAddress is an object".into())),
+                    };
+                    let metadata = object.metadata_mut();
+                    metadata.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+                    metadata.insert("creationTimestamp".into(), Value::String(object::now()));
+                    (format!("/registry/networking.k8s.io/ipaddresses/{ip}"), object::encode(&object)?)
+                }
+                services::Claim::NodePort(port) => (
+                    format!("{NODE_PORT_PREFIX}{port}"),
+                    Bytes::from(serde_json::json!({"namespace": namespace, "name": name}).to_string()),
+                ),
+            };
+            match self.store.create(Bytes::from(key), value).await {
+                Ok(_) => return Ok(claim),
+                Err(StoreError::AlreadyExists { .. }) => {
+                    if let services::Want::Exactly(claim) = want {
+                        let (field, what) = match claim {
+                            services::Claim::ClusterIp(ip) => (
+                                "spec.clusterIPs[0]",
+                                format!("{ip:?}: failed to allocate IP {ip}: provided IP is already allocated"),
+                            ),
+                            services::Claim::NodePort(port) => {
+                                ("spec.ports[].nodePort", format!("{port}: provided port is already allocated"))
+                            }
+                        };
+                        return Err(Error::Invalid {
+                            kind: "Service".into(),
+                            name: name.into(),
+                            causes: vec![Cause::invalid(field, format!("Invalid value: {what}"))],
+                        });
+                    }
+                }
+                Err(e) => return Err(Error::from_store(e)),
+            }
+        }
+        Err(Error::Internal(format!(
+            "failed to allocate {} for service {namespace}/{name}: the range is full",
+            match want {
+                services::Want::AnyNodePort(_) => "a node port",
+                _ => "a cluster IP",
+            }
+        )))
+    }
+
+    async fn release_all(&self, claims: &[services::Claim]) {
+        for claim in claims {
+            let key = match claim {
+                services::Claim::ClusterIp(ip) => format!("/registry/networking.k8s.io/ipaddresses/{ip}"),
+                services::Claim::NodePort(port) => format!("{NODE_PORT_PREFIX}{port}"),
+            };
+            if let Err(e) = self.store.delete(Bytes::from(key), None).await {
+                if !matches!(e, StoreError::NotFound { .. }) {
+                    tracing::warn!(?claim, error = %e, "cannot release a service address; it stays held");
+                }
+            }
+        }
+    }
+
+    /// What goes with an object that is removed from storage (a Service's addresses).
+    async fn removed(&self, resource: &Resource, object: &Object) {
+        if is_services(resource) {
+            self.release_all(&services::claims(object)).await;
         }
     }
 
@@ -505,7 +647,8 @@ impl Registry {
     }
 
     fn validate(&self, entry: &Entry, object: &Object, name: &str) -> Result<()> {
-        let mut causes = object::validate_metadata(object, entry.strategy.resource().namespaced);
+        let mut causes =
+            object::validate_metadata(object, entry.strategy.resource().namespaced, entry.strategy.name_rule());
         causes.extend(entry.strategy.validate(object));
         if causes.is_empty() {
             Ok(())
@@ -669,6 +812,7 @@ impl Registry {
         if managed == ManagedFields::Record {
             object = Self::record_manager(resource, Some(&old), object, options)?;
         }
+        let needs = if is_services(resource) { Some(services::prepare(&mut object, Some(&old))?) } else { None };
         self.validate(entry, &object, name)?;
         if options.dry_run {
             if expected != current.mod_revision {
@@ -680,7 +824,10 @@ impl Registry {
         if deleting && object::finalizers(&object).is_empty() && !entry.strategy.blocks_deletion(&object) {
             // The last finalizer is gone: so is the object.
             return match self.store.delete(key, Some(expected)).await {
-                Ok(_) => Ok(Written { object, warnings }),
+                Ok(_) => {
+                    self.removed(resource, &old).await;
+                    Ok(Written { object, warnings })
+                }
                 Err(StoreError::Conflict { .. }) => Err(Self::modified(resource, name)),
                 Err(StoreError::NotFound { .. }) => {
                     Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
@@ -688,14 +835,24 @@ impl Registry {
                 Err(e) => Err(Error::from_store(e)),
             };
         }
-        match self.store.update(key, object::encode(&object)?, expected).await {
+        let claimed = match &needs {
+            Some(needs) => self.claim_all(&needs.wanted, &mut object, namespace.unwrap_or_default(), name).await?,
+            None => Vec::new(),
+        };
+        let result = match self.store.update(key, object::encode(&object)?, expected).await {
             Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings }),
             Err(StoreError::Conflict { .. }) => Err(Self::modified(resource, name)),
             Err(StoreError::NotFound { .. }) => {
                 Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
             }
             Err(e) => Err(Error::from_store(e)),
+        };
+        match (&result, needs) {
+            (Ok(_), Some(needs)) => self.release_all(&needs.released).await,
+            (Err(_), _) => self.release_all(&claimed).await,
+            _ => {}
         }
+        result
     }
 
     /// Apply `patch` to the current object and store the result. A patch that sets
@@ -979,7 +1136,11 @@ impl Registry {
                     return Ok(object);
                 }
                 match self.store.delete(key.clone(), Some(stored.mod_revision)).await {
-                    Ok((kv, _)) => return object::decode(&kv),
+                    Ok((kv, _)) => {
+                        let removed = object::decode(&kv)?;
+                        self.removed(resource, &removed).await;
+                        return Ok(removed);
+                    }
                     Err(e) => e,
                 }
             };

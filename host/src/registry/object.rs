@@ -61,11 +61,11 @@ pub(super) fn into_object(body: Value, resource: &Resource) -> Result<Object> {
 }
 
 /// The generic metadata rules: DNS-1123 names, string labels and annotations.
-pub(super) fn validate_metadata(object: &Object, namespaced: bool) -> Vec<Cause> {
+pub(super) fn validate_metadata(object: &Object, namespaced: bool, rule: NameRule) -> Vec<Cause> {
     let metadata = object.metadata();
     let mut causes = Vec::new();
     if let Some(name) = metadata.get("name").and_then(Value::as_str) {
-        if let Some(problem) = dns_subdomain_problem(name) {
+        if let Some(problem) = rule.problem(name) {
             causes.push(Cause::invalid("metadata.name", format!("Invalid value: {name:?}: {problem}")));
         }
     }
@@ -80,6 +80,39 @@ pub(super) fn validate_metadata(object: &Object, namespaced: bool) -> Vec<Cause>
         }
     }
     causes
+}
+
+/// Which names a kind's objects may have (Kubernetes' `NameIsDNSSubdomain` and friends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameRule {
+    /// DNS-1123 subdomain: most kinds.
+    Subdomain,
+    /// DNS-1123 label (no dots, at most 63): namespaces.
+    Label,
+    /// DNS-1035 label (starts with a letter): services.
+    Label1035,
+    /// Any path segment (not "." or "..", no '/' or '%'): RBAC roles and bindings.
+    PathSegment,
+}
+
+impl NameRule {
+    pub(super) fn problem(self, name: &str) -> Option<&'static str> {
+        match self {
+            Self::Subdomain => dns_subdomain_problem(name),
+            Self::Label => dns_subdomain_problem(name).or_else(|| {
+                (name.len() > 63 || name.contains('.')).then_some(
+                    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (at most 63 characters)",
+                )
+            }),
+            Self::Label1035 => Self::Label.problem(name).or_else(|| {
+                (!name.starts_with(|c: char| c.is_ascii_lowercase())).then_some(
+                    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+                )
+            }),
+            Self::PathSegment => (name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']))
+                .then_some("may not be '.' or '..' and may not contain '/' or '%'"),
+        }
+    }
 }
 
 /// Kubernetes' DNS-1123 subdomain rule: lowercase alphanumerics, '-' and '.', at most

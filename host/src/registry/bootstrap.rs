@@ -1,0 +1,174 @@
+//! What a fresh cluster holds before anyone writes, as kube-apiserver's bootstrap
+//! controllers make it: the four namespaces, the `kubernetes` Service with its endpoints,
+//! the default ServiceCIDR, and the default RBAC roles (cluster-admin, admin, edit, view,
+//! the discovery roles) with their bindings.
+//!
+//! Only the objects; the registry creates them (see `Registry::seed`).
+
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+
+/// One object to create: group, plural, namespace, body; `refresh` objects are replaced
+/// when they differ (the API server's own address may change between runs).
+pub(super) struct Seed {
+    pub group: &'static str,
+    pub plural: &'static str,
+    pub namespace: Option<&'static str>,
+    pub body: Value,
+    pub refresh: bool,
+}
+
+fn seed(group: &'static str, plural: &'static str, namespace: Option<&'static str>, body: Value) -> Seed {
+    Seed { group, plural, namespace, body, refresh: false }
+}
+
+fn bootstrap_metadata(name: &str) -> Value {
+    json!({
+        "name": name,
+        "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+        "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+    })
+}
+
+fn cluster_role(name: &str, rules: Value) -> Seed {
+    seed(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        None,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": bootstrap_metadata(name), "rules": rules,
+        }),
+    )
+}
+
+fn cluster_role_binding(name: &str, role: &str, groups: &[&str]) -> Seed {
+    let subjects: Vec<Value> =
+        groups.iter().map(|g| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g})).collect();
+    seed(
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        None,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": bootstrap_metadata(name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": subjects,
+        }),
+    )
+}
+
+const READ: [&str; 3] = ["get", "list", "watch"];
+const WRITE: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// The roles users are given in namespaces: view ⊂ edit ⊂ admin (kube-apiserver's
+/// bootstrap policy, flattened: the aggregated rules written out).
+fn user_roles() -> Vec<Seed> {
+    let workloads = json!({"apiGroups": ["apps"], "resources": ["daemonsets", "deployments", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale", "controllerrevisions"]});
+    let core_read = json!({"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status", "pods", "pods/log", "pods/status", "replicationcontrollers", "replicationcontrollers/scale", "replicationcontrollers/status", "serviceaccounts", "services", "services/status", "bindings", "events", "limitranges", "namespaces/status", "resourcequotas", "resourcequotas/status", "namespaces"]});
+    let core_write = json!({"apiGroups": [""], "resources": ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "pods/eviction", "configmaps", "endpoints", "persistentvolumeclaims", "replicationcontrollers", "replicationcontrollers/scale", "secrets", "serviceaccounts", "services", "services/proxy", "serviceaccounts/token"]});
+    let others = json!({"apiGroups": ["autoscaling", "batch", "networking.k8s.io", "policy", "discovery.k8s.io", "coordination.k8s.io"], "resources": ["horizontalpodautoscalers", "cronjobs", "jobs", "ingresses", "networkpolicies", "poddisruptionbudgets", "endpointslices", "leases"]});
+    let with = |rule: &Value, verbs: &[&str]| {
+        let mut rule = rule.clone();
+        rule["verbs"] = json!(verbs);
+        rule
+    };
+    let view = json!([with(&core_read, &READ), with(&workloads, &READ), with(&others, &READ)]);
+    let edit =
+        json!([with(&core_read, &READ), with(&core_write, &WRITE), with(&workloads, &WRITE), with(&others, &WRITE),]);
+    let mut admin = edit.as_array().cloned().unwrap_or_default();
+    admin.push(
+        json!({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": WRITE}),
+    );
+    admin.push(
+        json!({"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]}),
+    );
+    vec![cluster_role("view", view), cluster_role("edit", edit), cluster_role("admin", Value::Array(admin))]
+}
+
+/// Every object of a fresh cluster. `advertise` is where the API server answers (the
+/// `kubernetes` Service's endpoints).
+pub(super) fn objects(advertise: Option<SocketAddr>) -> Vec<Seed> {
+    let mut seeds: Vec<Seed> = ["default", "kube-system", "kube-public", "kube-node-lease"]
+        .into_iter()
+        .map(|name| {
+            seed("", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        })
+        .collect();
+    seeds.push(seed(
+        "networking.k8s.io",
+        "servicecidrs",
+        None,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+            "metadata": {"name": "kubernetes"}, "spec": {"cidrs": ["10.96.0.0/12"]},
+        }),
+    ));
+    seeds.push(seed("", "services", Some("default"), json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {
+            "clusterIP": super::services::KUBERNETES_SERVICE_IP.to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": advertise.map_or(6443, |a| a.port())}],
+            "sessionAffinity": "None", "type": "ClusterIP",
+        },
+    })));
+    if let Some(address) = advertise {
+        let ip = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
+        let port = address.port();
+        seeds.push(Seed {
+            refresh: true,
+            ..seed("", "endpoints", Some("default"), json!({
+                "apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+            }))
+        });
+        seeds.push(Seed {
+            refresh: true,
+            ..seed(
+                "discovery.k8s.io",
+                "endpointslices",
+                Some("default"),
+                json!({
+                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                }),
+            )
+        });
+    }
+    seeds.push(cluster_role(
+        "cluster-admin",
+        json!([
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            {"nonResourceURLs": ["*"], "verbs": ["*"]},
+        ]),
+    ));
+    seeds.extend(user_roles());
+    seeds.push(cluster_role("system:discovery", json!([
+        {"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"], "verbs": ["get"]},
+    ])));
+    seeds.push(cluster_role("system:basic-user", json!([
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+    ])));
+    seeds.push(cluster_role(
+        "system:public-info-viewer",
+        json!([
+            {"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]},
+        ]),
+    ));
+    seeds.push(cluster_role_binding("cluster-admin", "cluster-admin", &["system:masters"]));
+    seeds.push(cluster_role_binding("system:discovery", "system:discovery", &["system:authenticated"]));
+    seeds.push(cluster_role_binding("system:basic-user", "system:basic-user", &["system:authenticated"]));
+    seeds.push(cluster_role_binding(
+        "system:public-info-viewer",
+        "system:public-info-viewer",
+        &["system:authenticated", "system:unauthenticated"],
+    ));
+    seeds
+}

@@ -1,0 +1,91 @@
+//! The official Kubernetes Python client (`kubernetes` from PyPI, pinned in
+//! tests/python/requirements.txt) against the real server: tests/python/test_client.py does
+//! CRUD, selectors, patches of every type, errors as Status, a watch, a Deployment's scale
+//! subresource and paging through the client's typed APIs.
+//!
+//! The interpreter is `$WASMKUBE_PYTHON` (scripts/test sets it); without it the test calls
+//! `ensure_python_packages` from scripts/lib.sh itself, so `cargo nextest run` alone works.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use wasmkube_tests::Cluster;
+
+/// The Python script sets its own deadline (240 s, then it dumps its threads' stacks);
+/// this one only stops a child that hangs past it.
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
+/// Creating the venv and installing the client from PyPI the first time.
+const INSTALL_DEADLINE: Duration = Duration::from_secs(600);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+/// `$WASMKUBE_PYTHON`, or the venv interpreter `ensure_python_packages` sets up.
+async fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("WASMKUBE_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(python);
+    }
+    let mut command = tokio::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(r#"source scripts/lib.sh && ensure_python_packages && echo "$WASMKUBE_PYTHON""#)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(INSTALL_DEADLINE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("ensure_python_packages (scripts/lib.sh) took longer than {INSTALL_DEADLINE:?}"))
+        .expect("running bash for ensure_python_packages");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ensure_python_packages (scripts/lib.sh) failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    let python = stdout.lines().last().map(str::trim).unwrap_or_default();
+    assert!(
+        !python.is_empty(),
+        "ensure_python_packages printed no WASMKUBE_PYTHON:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    PathBuf::from(python)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_client_passes_its_checks() {
+    let python = python().await;
+    let script = workspace_root().join("tests/python/test_client.py");
+    assert!(script.exists(), "{} is missing", script.display());
+
+    let cluster = Cluster::start().await;
+
+    let mut command = tokio::process::Command::new(&python);
+    command
+        .arg(&script)
+        .arg(&cluster.api.kubeconfig)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        // Unbuffered, so a killed script still shows how far it got.
+        .env("PYTHONUNBUFFERED", "1")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(SCRIPT_DEADLINE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} {} took longer than {SCRIPT_DEADLINE:?}", python.display(), script.display()))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} {} {} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        python.display(),
+        script.display(),
+        cluster.api.kubeconfig.display(),
+        out.status
+    );
+    assert!(
+        stdout.lines().any(|line| line.starts_with("python client: ") && line.ends_with(" checks passed")),
+        "the script exited 0 but did not report its checks:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+}

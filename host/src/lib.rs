@@ -13,3 +13,4 @@ pub mod controllers;
 pub mod datadir;
 pub mod registry;
 pub mod storage;
+pub mod testing;

@@ -162,7 +162,7 @@ impl Drop for Process {
 }
 
 /// An HTTPS client for a server started on `data_dir` at `listen`: it trusts the
-/// cluster's CA and presents the admin certificate, as kubectl does with admin.kubeconfig.
+/// cluster's CA and presents the admin certificate, as kubectl does with the kubeconfig serve wrote.
 pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
@@ -186,7 +186,7 @@ impl Api {
             .identity(reqwest::Identity::from_pem(&identity).expect("admin PEM"))
             .build()
             .expect("HTTPS client");
-        Api { base: format!("https://{listen}"), client, kubeconfig: data_dir.join("admin.kubeconfig") }
+        Api { base: format!("https://{listen}"), client, kubeconfig: data_dir.join("kubeconfig") }
     }
 
     /// GET `path`; the status code and body, or `None` if nothing answered.

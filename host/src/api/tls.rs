@@ -1,5 +1,5 @@
 //! TLS like k3s: on first start a CA, a serving certificate and an admin client
-//! certificate are generated into `<data-dir>/tls/`, and `<data-dir>/admin.kubeconfig`
+//! certificate are generated into `<data-dir>/tls/`, and `<data-dir>/kubeconfig`
 //! points kubectl at the server with them. Later starts reuse them.
 //!
 //! [`TlsListener`] accepts TCP connections and runs each handshake on its own task, so a

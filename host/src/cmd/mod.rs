@@ -1,11 +1,13 @@
-//! The command line: `wasmkube serve`, `wasmkube store ...`, `wasmkube bench ...`.
+//! The command line: `wasmkube serve`, `wasmkube kubeconfig`, `wasmkube store ...`,
+//! `wasmkube bench ...`.
 //!
 //! Every command follows Kubernetes' pattern: flags parse into `Options`, `complete()`
 //! fills defaults, `validate()` returns every problem at once ([`InvalidOptions`], exit
 //! code 2), `run()` does the work. This is the binary's edge: errors here are `anyhow`.
 
 mod bench;
-mod serve;
+mod kubeconfig;
+pub(crate) mod serve;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +29,8 @@ pub struct Cli {
 enum Command {
     /// Run the control plane (API server, storage, and every component) until SIGINT/SIGTERM.
     Serve(ServeOptions),
+    /// Print the admin kubeconfig `serve` wrote into the data dir.
+    Kubeconfig(kubeconfig::KubeconfigOptions),
     /// Work with the embedded store's data dir: snapshots, load generation.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -64,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(options) => serve::run(options).await,
+            Command::Kubeconfig(options) => kubeconfig::run(options),
             Command::Store(command) => store::run(command).await,
             Command::Bench(command) => bench::run(command).await,
         }

@@ -57,6 +57,13 @@ pub struct ValidServeOptions {
     storage: StorageConfig,
 }
 
+impl ValidServeOptions {
+    /// An embedded store in `data_dir`, served on `listen` (port 0: any free port).
+    pub(crate) fn embedded(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self { listen, storage: StorageConfig::Embedded { data_dir: data_dir.clone() }, data_dir }
+    }
+}
+
 impl ServeOptions {
     pub fn complete(self) -> CompletedServeOptions {
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -64,7 +71,7 @@ impl ServeOptions {
     }
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("wasmkube");
     }
@@ -125,15 +132,25 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
 }
 
 /// A running server: HTTP bound, storage opening or open.
-struct Server {
+pub(crate) struct Server {
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     storage: tokio::task::JoinHandle<anyhow::Result<Arc<dyn Store>>>,
     stop: watch::Sender<bool>,
     data_dir: PathBuf,
+    /// Where clients reach it (the bound address; 127.0.0.1 for an unspecified one).
+    pub(crate) advertise: SocketAddr,
+    /// The admin kubeconfig `start` wrote.
+    pub(crate) kubeconfig: PathBuf,
+    registry: Arc<std::sync::OnceLock<Arc<Registry>>>,
 }
 
+/// What `serve` writes the admin kubeconfig as, in the data dir.
+pub const KUBECONFIG_FILE: &str = "kubeconfig";
+
 impl Server {
-    async fn start(options: ValidServeOptions) -> anyhow::Result<Self> {
+    /// Bind, write certificates and the kubeconfig, and start opening storage; ready once
+    /// [`Server::ready`] returns. A listen port of 0 picks a free one.
+    pub(crate) async fn start(options: ValidServeOptions) -> anyhow::Result<Self> {
         let registry = prometheus::Registry::new();
         let storage_metrics = StorageMetrics::new(&registry).context("registering storage metrics")?;
         let health = Health::default();
@@ -144,10 +161,11 @@ impl Server {
         let tcp = tokio::net::TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
+        let bound = tcp.local_addr().context("reading the bound address")?;
         let listener = TlsListener::new(tcp, tls.server_config()?)?;
-        let kubeconfig = options.data_dir.join("admin.kubeconfig");
-        let host = if options.listen.ip().is_unspecified() { "127.0.0.1".parse()? } else { options.listen.ip() };
-        let advertise = SocketAddr::new(host, options.listen.port());
+        let kubeconfig = options.data_dir.join(KUBECONFIG_FILE);
+        let host = if bound.ip().is_unspecified() { "127.0.0.1".parse()? } else { bound.ip() };
+        let advertise = SocketAddr::new(host, bound.port());
         tls.write_kubeconfig(&kubeconfig, &format!("https://{advertise}"))?;
         let (stop, stopped) = watch::channel(false);
         let api_registry = Arc::new(std::sync::OnceLock::new());
@@ -169,7 +187,8 @@ impl Server {
                     .await
             })
         };
-        tracing::info!(listen = %options.listen, kubeconfig = %kubeconfig.display(), "serving");
+        tracing::info!(listen = %bound, kubeconfig = %kubeconfig.display(), "serving");
+        let ready = api_registry.clone();
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
@@ -179,7 +198,51 @@ impl Server {
             health.set("registry", Ok(()));
             Ok(store)
         });
-        Ok(Self { http, storage, stop, data_dir: options.data_dir })
+        Ok(Self { http, storage, stop, data_dir: options.data_dir, advertise, kubeconfig, registry: ready })
+    }
+
+    /// Wait until the API serves resources (storage open, the cluster seeded); an error
+    /// if storage cannot be opened.
+    pub(crate) async fn ready(&mut self) -> anyhow::Result<()> {
+        while self.registry.get().is_none() {
+            if self.storage.is_finished() {
+                return match (&mut self.storage).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("storage task failed: {e}")),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// The registry, once storage is open.
+    pub(crate) fn registry(&self) -> Option<Arc<Registry>> {
+        self.registry.get().cloned()
+    }
+
+    /// Stop serving, drain HTTP and close storage.
+    pub(crate) async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let store = match (&mut self.storage).await {
+            Ok(Ok(store)) => Some(store),
+            _ => None,
+        };
+        self.finish(store).await
+    }
+
+    async fn finish(self, store: Option<Arc<dyn Store>>) -> anyhow::Result<()> {
+        match self.http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
+        }
+        if let Some(store) = store {
+            store.close().await.context("flushing storage")?;
+        }
+        tracing::info!(data_dir = %self.data_dir.display(), "stopped cleanly");
+        Ok(())
     }
 
     async fn serve_until_signal(mut self) -> anyhow::Result<()> {
@@ -207,16 +270,7 @@ impl Server {
                 return Err(e);
             }
         };
-        match self.http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
-        }
-        if let Some(store) = store {
-            store.close().await.context("flushing storage")?;
-        }
-        tracing::info!(data_dir = %self.data_dir.display(), "stopped cleanly");
-        Ok(())
+        self.finish(store).await
     }
 }
 

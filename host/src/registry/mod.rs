@@ -320,6 +320,18 @@ impl Registry {
         Self { store, entries }
     }
 
+    /// Compact storage at its current revision and forget the watch caches' history up to
+    /// it: a watch or paged list from an older revision gets 410 Gone and must list again.
+    /// Returns the revision compacted at.
+    pub async fn compact(&self) -> Result<Revision> {
+        let revision = self.store.current_revision().await.map_err(Error::from_store)?;
+        self.store.compact(revision).await.map_err(Error::from_store)?;
+        for entry in self.entries.values() {
+            entry.cache.forget_history_through(revision);
+        }
+        Ok(revision)
+    }
+
     /// Every served resource, in a stable order.
     pub fn resources(&self) -> impl Iterator<Item = &Resource> {
         self.entries.values().map(|e| e.strategy.resource())

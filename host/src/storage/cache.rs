@@ -313,6 +313,14 @@ impl WatchCache {
         self.handle.shared.state.lock().window.start
     }
 
+    /// Forget the history at or below `revision`, as a store compaction does: a watch
+    /// from before it is told to list again (410 Gone) instead of being replayed from memory.
+    pub fn forget_history_through(&self, revision: Revision) {
+        let mut state = self.handle.shared.state.lock();
+        let through = revision.min(state.revision);
+        state.window.forget_through(through);
+    }
+
     /// Whether the initial list is done.
     pub fn ready(&self) -> bool {
         self.handle.shared.state.lock().ready
@@ -517,6 +525,14 @@ impl Window {
             }
         }
         self.events.push_back(event);
+    }
+
+    /// Drop the events at or below `revision` (what a compaction of the store removed).
+    fn forget_through(&mut self, revision: Revision) {
+        while self.events.front().is_some_and(|e| e.revision <= revision) {
+            self.events.pop_front();
+        }
+        self.start = self.start.max(revision);
     }
 
     /// The events after `revision`, or the oldest revision a watch may start from.

@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::registry::Resource;
+use crate::registry::{Registry, Resource};
 
 /// The Kubernetes minor whose API wasmkube serves.
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
@@ -37,6 +37,20 @@ const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGrou
 /// The verbs of every stored resource.
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
+/// Every resource discovery lists: the registry's and the review resources.
+fn served(registry: &Registry) -> Vec<Resource> {
+    registry.resources().cloned().chain(super::reviews::REVIEWS.iter().cloned()).collect()
+}
+
+/// What a resource answers to: reviews are only created.
+fn verbs_of(resource: &Resource) -> &'static [&'static str] {
+    if super::reviews::REVIEWS.contains(resource) {
+        &["create"]
+    } else {
+        &VERBS
+    }
+}
+
 fn wants_aggregated(headers: &HeaderMap) -> bool {
     super::accepts(headers, |media| {
         media.contains("as=APIGroupDiscoveryList") && media.contains("v=v2") && !media.contains("v2beta1")
@@ -58,6 +72,7 @@ fn subresource_shape(resource: &Resource, sub: &str) -> (Value, &'static [&'stat
         "binding" => (kind("", "v1", "Binding"), &["create"]),
         "eviction" => (kind("policy", "v1", "Eviction"), &["create"]),
         "finalize" => (own, &["update"]),
+        "token" => (kind("authentication.k8s.io", "v1", "TokenRequest"), &["create"]),
         "log" => (kind("", "v1", "Pod"), &["get"]),
         "exec" | "attach" | "portforward" => {
             (kind("", "v1", &format!("{}{}Options", resource.kind, capitalized(sub))), &["create", "get"])
@@ -91,7 +106,7 @@ fn aggregated_resource(r: &Resource) -> Value {
         "singularResource": r.singular,
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
         "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-        "verbs": VERBS,
+        "verbs": verbs_of(r),
     });
     if !r.short_names.is_empty() {
         entry["shortNames"] = json!(r.short_names);
@@ -106,9 +121,9 @@ fn aggregated_resource(r: &Resource) -> Value {
 }
 
 /// The served resources grouped by API group (named groups only, or the core group only).
-fn groups(resources: impl Iterator<Item = Resource>, core: bool) -> BTreeMap<&'static str, Vec<Resource>> {
+fn groups(resources: impl IntoIterator<Item = Resource>, core: bool) -> BTreeMap<&'static str, Vec<Resource>> {
     let mut groups: BTreeMap<&'static str, Vec<Resource>> = BTreeMap::new();
-    for resource in resources.filter(|r| r.group.is_empty() == core) {
+    for resource in resources.into_iter().filter(|r| r.group.is_empty() == core) {
         groups.entry(resource.group).or_default().push(resource);
     }
     groups
@@ -137,7 +152,7 @@ pub(super) async fn api_versions(State(state): State<AppState>, headers: HeaderM
         .into_response());
     }
     let registry = state.registry()?;
-    let core = groups(registry.resources().cloned(), true);
+    let core = groups(served(&registry), true);
     Ok(aggregated(core.iter().map(|(name, resources)| aggregated_group(name, resources)).collect()))
 }
 
@@ -149,7 +164,7 @@ fn legacy_group(name: &str, version: &str) -> Value {
 /// `/apis`: the named groups.
 pub(super) async fn api_groups(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let named = groups(registry.resources().cloned(), false);
+    let named = groups(served(&registry), false);
     if wants_aggregated(&headers) {
         return Ok(aggregated(named.iter().map(|(name, resources)| aggregated_group(name, resources)).collect()));
     }
@@ -163,7 +178,7 @@ pub(super) async fn api_groups(State(state): State<AppState>, headers: HeaderMap
 /// `/apis/{group}`.
 pub(super) async fn api_group(State(state): State<AppState>, Path(group): Path<String>) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let version = registry.resources().find(|r| r.group == group && !group.is_empty()).map(|r| r.version);
+    let version = served(&registry).into_iter().find(|r| r.group == group && !group.is_empty()).map(|r| r.version);
     match version {
         Some(version) => {
             let mut body = legacy_group(&group, version);
@@ -184,7 +199,7 @@ fn resource_list(resources: &[Resource], group_version: &str) -> Value {
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            "verbs": verbs_of(r),
             "storageVersionHash": "",
         });
         if !r.short_names.is_empty() {
@@ -215,7 +230,7 @@ fn resource_list(resources: &[Resource], group_version: &str) -> Value {
 
 pub(super) async fn core_resources(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let registry = state.registry()?;
-    let resources: Vec<Resource> = registry.resources().filter(|r| r.group.is_empty()).cloned().collect();
+    let resources: Vec<Resource> = served(&registry).into_iter().filter(|r| r.group.is_empty()).collect();
     Ok(Json(resource_list(&resources, "v1")))
 }
 
@@ -224,10 +239,9 @@ pub(super) async fn group_resources(
     Path((group, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let registry = state.registry()?;
-    let resources: Vec<Resource> = registry
-        .resources()
+    let resources: Vec<Resource> = served(&registry)
+        .into_iter()
         .filter(|r| r.group == group && r.version == version && !group.is_empty())
-        .cloned()
         .collect();
     if resources.is_empty() {
         return Err(ApiError::not_found(format!(

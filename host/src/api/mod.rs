@@ -6,11 +6,13 @@
 //! business; what is healthy is decided by the components that report into [`Health`].
 //! Every error leaves as a Kubernetes `Status` ([`ApiError`]).
 
+mod authn;
 mod discovery;
 mod health;
 pub mod openapi;
 mod protobuf;
 mod resources;
+mod reviews;
 mod status;
 mod table;
 pub mod tls;
@@ -22,6 +24,7 @@ use axum::{
     Router,
 };
 
+pub use authn::Peer;
 pub use discovery::KUBERNETES_VERSION;
 pub use health::Health;
 pub use status::ApiError;
@@ -40,6 +43,8 @@ pub struct AppState {
     pub registry: Arc<OnceLock<Arc<Registry>>>,
     /// The OpenAPI documents, built on first request.
     pub openapi: openapi::Cache,
+    /// Signs and checks service-account tokens; its key is read from the store once.
+    pub tokens: Arc<tokio::sync::OnceCell<Arc<crate::auth::tokens::TokenSigner>>>,
 }
 
 impl AppState {
@@ -51,6 +56,39 @@ impl AppState {
                 "storage is not ready yet; see /readyz?verbose",
             )
         })
+    }
+
+    async fn token_signer(&self) -> Result<Arc<crate::auth::tokens::TokenSigner>, ApiError> {
+        let registry = self.registry()?;
+        let signer = self
+            .tokens
+            .get_or_try_init(|| async move {
+                registry.signing_key().await.map(|key| Arc::new(crate::auth::tokens::TokenSigner::new(&key)))
+            })
+            .await?;
+        Ok(signer.clone())
+    }
+
+    /// The service account a bearer token names, if the token verifies and the account
+    /// still exists with the uid the token was issued for; otherwise why not.
+    async fn authenticate_token(&self, token: &str, audiences: &[String]) -> Result<crate::auth::UserInfo, String> {
+        let signer = self.token_signer().await.map_err(|e| e.to_string())?;
+        let claims = signer.verify(token, reviews::now_seconds(), audiences).map_err(|e| e.to_string())?;
+        let registry = self.registry().map_err(|e| e.to_string())?;
+        let accounts =
+            registry.resource("", "v1", "serviceaccounts").cloned().ok_or("service accounts are not served")?;
+        let account = registry
+            .get(&accounts, Some(&claims.namespace), &claims.name)
+            .await
+            .map_err(|_| format!("service account {}/{} has been deleted", claims.namespace, claims.name))?;
+        let uid = account.get("metadata").and_then(|m| m.get("uid")).and_then(serde_json::Value::as_str);
+        if uid != Some(claims.uid.as_str()) {
+            return Err(format!(
+                "service account {}/{} was recreated since the token was issued",
+                claims.namespace, claims.name
+            ));
+        }
+        Ok(crate::auth::UserInfo::service_account(&claims.namespace, &claims.name, &claims.uid))
     }
 
     fn openapi(&self) -> Result<Arc<openapi::Documents>, ApiError> {
@@ -79,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{*path}", any(resources::core))
         .route("/apis/{group}/{version}/{*path}", any(resources::grouped))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authn::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

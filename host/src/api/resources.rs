@@ -9,11 +9,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{table, ApiError, AppState};
+use super::{reviews, table, ApiError, AppState};
+use crate::auth::UserInfo;
 use crate::registry::{
     DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Object, Patch, Propagation, Registry,
     Resource, Selectors, Subresource, WatchEvent, WriteOptions, Written,
@@ -190,10 +192,12 @@ pub(super) async fn core(
     method: Method,
     Path(path): Path<String>,
     params: Result<Query<Params>, QueryRejection>,
+    user: Option<Extension<UserInfo>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    serve(state, "", "v1", &path, method, query(params)?, headers, body).await
+    let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
+    serve(state, "", "v1", &path, method, query(params)?, &user, headers, body).await
 }
 
 /// `/apis/{group}/{version}/{*path}`: a named group.
@@ -202,10 +206,12 @@ pub(super) async fn grouped(
     method: Method,
     Path((group, version, path)): Path<(String, String, String)>,
     params: Result<Query<Params>, QueryRejection>,
+    user: Option<Extension<UserInfo>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    serve(state, &group, &version, &path, method, query(params)?, headers, body).await
+    let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
+    serve(state, &group, &version, &path, method, query(params)?, &user, headers, body).await
 }
 
 /// Subresources that need a node agent to answer.
@@ -219,13 +225,28 @@ async fn serve(
     path: &str,
     method: Method,
     params: Params,
+    user: &UserInfo,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
+    if let Some((review, namespace)) = reviews::find(group, version, path) {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {}): reviews are only created",
+                review.qualified()
+            )));
+        }
+        return reviews::answer(&state, review, namespace.as_deref(), user, json_body(&headers, &body)?).await;
+    }
     let target = parse_path(&registry, group, version, path)?;
     let namespace = target.namespace.as_deref();
     let resource = &target.resource;
+    if let (Some(name), Some("token"), Some(ns), true) =
+        (target.name.as_deref(), target.subresource.as_deref(), namespace, method == Method::POST)
+    {
+        return reviews::token_request(&state, ns, name, json_body(&headers, &body)?).await;
+    }
     if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
         return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;
     }

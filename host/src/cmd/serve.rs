@@ -62,6 +62,11 @@ impl ValidServeOptions {
     pub(crate) fn embedded(data_dir: PathBuf, listen: SocketAddr) -> Self {
         Self { listen, storage: StorageConfig::Embedded { data_dir: data_dir.clone() }, data_dir }
     }
+
+    /// etcd at `endpoints` with keys under `prefix`, certificates in `data_dir`, served on `listen`.
+    pub(crate) fn etcd(data_dir: PathBuf, listen: SocketAddr, endpoints: Vec<String>, prefix: &str) -> Self {
+        Self { listen, storage: StorageConfig::Etcd { endpoints, prefix: prefix.to_string().into() }, data_dir }
+    }
 }
 
 impl ServeOptions {
@@ -176,11 +181,12 @@ impl Server {
             requests,
             registry: api_registry.clone(),
             openapi: Default::default(),
+            tokens: Default::default(),
         });
         let http = {
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
-                axum::serve(listener, app)
+                axum::serve(listener, app.into_make_service_with_connect_info::<api::Peer>())
                     .with_graceful_shutdown(async move {
                         let _ = stopped.wait_for(|s| *s).await;
                     })

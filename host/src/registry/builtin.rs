@@ -49,7 +49,7 @@ const ROWS: &[Row] = &[
     ("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", NS, &["rc"], ALL, STATUS_SCALE),
     ("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", NS, &["quota"], NONE, STATUS),
     ("", "v1", "Secret", "secrets", "secret", NS, NONE, NONE, NONE),
-    ("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", NS, &["sa"], NONE, NONE),
+    ("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", NS, &["sa"], NONE, &["token"]),
     ("", "v1", "Service", "services", "service", NS, &["svc"], ALL, &["status", "proxy"]),
     ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", CLUSTER, NONE, API_EXTENSIONS, NONE),
     ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", "validatingadmissionpolicy", CLUSTER, NONE, API_EXTENSIONS, STATUS),

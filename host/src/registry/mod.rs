@@ -232,6 +232,9 @@ const SCALE: Resource = Resource {
     subresources: &[],
 };
 
+/// Where the service-account token signing key lives.
+const SIGNING_KEY: &str = "/registry/wasmkube.io/signing-key";
+
 /// Where node-port claims live (one key per port held).
 const NODE_PORT_PREFIX: &str = "/registry/wasmkube.io/nodeports/";
 
@@ -330,6 +333,27 @@ impl Registry {
             entry.cache.forget_history_through(revision);
         }
         Ok(revision)
+    }
+
+    /// The secret service-account tokens are signed with: made once, kept in the store,
+    /// so every API server on one store signs and checks with the same one.
+    pub async fn signing_key(&self) -> Result<Vec<u8>> {
+        let key = Bytes::from_static(SIGNING_KEY.as_bytes());
+        loop {
+            if let (Some(kv), _) = self.store.get(key.clone()).await.map_err(Error::from_store)? {
+                return base64::engine::general_purpose::STANDARD
+                    .decode(&kv.value)
+                    .map_err(|e| Error::Internal(format!("the stored signing key is not base64: {e}")));
+            }
+            let secret: [u8; 32] = rand::random();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+            match self.store.create(key.clone(), Bytes::from(encoded)).await {
+                Ok(_) => return Ok(secret.to_vec()),
+                // Another server made it first: use theirs.
+                Err(StoreError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(Error::from_store(e)),
+            }
+        }
     }
 
     /// Every served resource, in a stable order.

@@ -94,6 +94,13 @@ async fn typed_and_dynamic_apis_and_every_patch_type() {
     let dynamic_cms: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &manual);
     assert_eq!(dynamic_cms.get("b").await.unwrap().name_any(), "b");
 
+    // Metadata only (PartialObjectMetadata).
+    let meta = cms.get_metadata("a").await.unwrap();
+    assert_eq!(meta.metadata.name.as_deref(), Some("a"));
+    assert_eq!(meta.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+    let metas = cms.list_metadata(&ListParams::default().labels("app=web")).await.unwrap();
+    assert_eq!(metas.items.iter().map(|m| m.name_any()).collect::<Vec<_>>(), ["a"]);
+
     cms.delete("b", &DeleteParams::default()).await.unwrap();
     let err = cms.get("b").await.unwrap_err();
     assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "{err:?}");

@@ -434,3 +434,77 @@ async fn query_parameters_read_like_kube_apiserver() {
     let (code, version) = cluster.request(reqwest::Method::GET, "/version/", None).await;
     assert_eq!((code, version["major"].as_str()), (200, Some("1")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_version_match_initial_events_and_body_limits() {
+    let cluster = Cluster::start().await;
+    let base = "/api/v1/namespaces/default/configmaps";
+    let (_, created) = cluster
+        .request(reqwest::Method::POST, base, Some(json!({"metadata": {"name": "x"}, "data": {"v": "old"}})))
+        .await;
+    let old_rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let (code, _) = cluster
+        .request(
+            reqwest::Method::PUT,
+            &format!("{base}/x"),
+            Some(json!({"metadata": {"name": "x"}, "data": {"v": "new"}})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    // Exact: the list as it was.
+    let (code, then) = cluster
+        .request(reqwest::Method::GET, &format!("{base}?resourceVersion={old_rv}&resourceVersionMatch=Exact"), None)
+        .await;
+    assert_eq!(code, 200, "{then}");
+    assert_eq!(then["items"][0]["data"]["v"], "old");
+    assert_eq!(then["metadata"]["resourceVersion"], old_rv.as_str());
+    let (code, now) = cluster
+        .request(
+            reqwest::Method::GET,
+            &format!("{base}?resourceVersion={old_rv}&resourceVersionMatch=NotOlderThan"),
+            None,
+        )
+        .await;
+    assert_eq!((code, now["items"][0]["data"]["v"].as_str()), (200, Some("new")));
+    let (code, _) = cluster.request(reqwest::Method::GET, &format!("{base}?resourceVersionMatch=Exact"), None).await;
+    assert_eq!(code, 400, "resourceVersionMatch needs a resourceVersion");
+
+    // A streaming list: the current state as ADDED, then the bookmark that ends it.
+    let response = cluster
+        .api
+        .client
+        .get(format!(
+            "{}{base}?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1",
+            cluster.api.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["data"]["v"], "new");
+    let end = events.iter().position(|e| e["type"] == "BOOKMARK").expect("a bookmark");
+    assert_eq!(end, 1, "{text}");
+    assert_eq!(events[end]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+
+    // A metadata-only watch.
+    let response = cluster
+        .api
+        .client
+        .get(format!("{}{base}?watch=1&timeoutSeconds=1", cluster.api.base))
+        .header("Accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["object"]["kind"], "PartialObjectMetadata", "{text}");
+    assert_eq!(first["object"]["metadata"]["name"], "x");
+    assert!(first["object"].get("data").is_none());
+
+    // Bodies over 3 MiB are refused with a Status.
+    let big = json!({"metadata": {"name": "big"}, "data": {"blob": "x".repeat(4 * 1024 * 1024)}});
+    let (code, status) = cluster.request(reqwest::Method::POST, base, Some(big)).await;
+    assert_eq!((code, status["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{status}");
+}

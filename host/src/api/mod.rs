@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{*path}", any(resources::core))
         .route("/apis/{group}/{version}/{*path}", any(resources::grouped))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(resources::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authn::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

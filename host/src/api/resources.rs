@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -82,6 +82,21 @@ fn flag(value: Option<&str>) -> bool {
     }
 }
 
+/// The largest request body kube-apiserver reads (3 MiB).
+pub(super) const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The request body, or 413 RequestEntityTooLarge past [`MAX_BODY_BYTES`].
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("the request is larger than {MAX_BODY_BYTES} bytes, the most the API server reads"),
+        ),
+        _ => ApiError::bad_request(format!("cannot read the request body: {}", e.body_text())),
+    })
+}
+
 /// The query string, or a `Status` saying what in it is wrong.
 fn query(params: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiError> {
     params.map(|Query(p)| p).map_err(|e| ApiError::bad_request(format!("invalid query parameters: {}", e.body_text())))
@@ -101,6 +116,10 @@ pub(super) struct Params {
     field_selector: Option<String>,
     dry_run: Option<String>,
     propagation_policy: Option<String>,
+    /// `NotOlderThan` or `Exact` (with a resourceVersion).
+    resource_version_match: Option<String>,
+    /// A watch that first sends the current state, then a bookmark marking its end.
+    send_initial_events: Option<String>,
     /// Who is writing (managedFields).
     field_manager: Option<String>,
     /// Server-side apply: take the fields other managers own.
@@ -124,8 +143,30 @@ impl Params {
     }
 
     fn list_options(&self) -> Result<ListOptions, ApiError> {
+        let resource_version = self.resource_version()?;
+        let exact = match (self.resource_version_match.as_deref(), resource_version) {
+            (None | Some(""), _) => false,
+            (Some(_), None) => {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ))
+            }
+            (Some("NotOlderThan"), Some(_)) => false,
+            (Some("Exact"), Some(0)) => {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+                ))
+            }
+            (Some("Exact"), Some(_)) => true,
+            (Some(other), _) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch must be NotOlderThan or Exact, not {other:?}"
+                )))
+            }
+        };
         Ok(ListOptions {
-            resource_version: self.resource_version()?,
+            exact,
+            resource_version,
             limit: self.limit.unwrap_or(0),
             continue_token: self.continue_token.clone().filter(|t| !t.is_empty()),
             selectors: self.selectors()?,
@@ -194,10 +235,10 @@ pub(super) async fn core(
     params: Result<Query<Params>, QueryRejection>,
     user: Option<Extension<UserInfo>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
-    serve(state, "", "v1", &path, method, query(params)?, &user, headers, body).await
+    serve(state, "", "v1", &path, method, query(params)?, &user, headers, body_of(body)?).await
 }
 
 /// `/apis/{group}/{version}/{*path}`: a named group.
@@ -208,10 +249,10 @@ pub(super) async fn grouped(
     params: Result<Query<Params>, QueryRejection>,
     user: Option<Extension<UserInfo>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
-    serve(state, &group, &version, &path, method, query(params)?, &user, headers, body).await
+    serve(state, &group, &version, &path, method, query(params)?, &user, headers, body_of(body)?).await
 }
 
 /// Subresources that need a node agent to answer.
@@ -251,11 +292,20 @@ async fn serve(
         return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;
     }
     match (method, target.name.as_deref()) {
-        (Method::GET, None) if params.watching() => watch(&registry, resource, namespace, &params).await,
+        (Method::GET, None) if params.watching() => {
+            watch(&registry, resource, namespace, &params, metadata_only(&headers)).await
+        }
         (Method::GET, None) => {
-            let list = registry.list(resource, namespace, params.list_options()?).await?;
+            let mut list = registry.list(resource, namespace, params.list_options()?).await?;
             if table::wanted(&headers) {
                 return Ok(Json(table::table(resource, &list.items, list.resource_version)).into_response());
+            }
+            if metadata_only(&headers) {
+                list.items = list.items.iter().map(partial_object_metadata).collect();
+                let mut body = list_body(resource, list);
+                body["kind"] = json!("PartialObjectMetadataList");
+                body["apiVersion"] = json!("meta.k8s.io/v1");
+                return Ok(Json(body).into_response());
             }
             Ok(Json(list_body(resource, list)).into_response())
         }
@@ -264,6 +314,9 @@ async fn serve(
             if table::wanted(&headers) {
                 let revision = object_revision(&object);
                 return Ok(Json(table::table(resource, std::slice::from_ref(&object), revision)).into_response());
+            }
+            if metadata_only(&headers) {
+                return Ok(Json(partial_object_metadata(&object)).into_response());
             }
             Ok(Json(object).into_response())
         }
@@ -285,7 +338,8 @@ async fn serve(
             if matches!(patch, Patch::Apply(_)) && params.field_manager.as_deref().is_none_or(str::is_empty) {
                 return Err(ApiError::bad_request("fieldManager is required for apply requests"));
             }
-            Ok(respond(StatusCode::OK, registry.patch(resource, namespace, name, patch, None, &options).await?))
+            let written = registry.patch(resource, namespace, name, patch, None, &options).await?;
+            Ok(respond(StatusCode::OK, shaped(written, &headers)))
         }
         (Method::DELETE, Some(name)) => {
             let object = registry.delete(resource, namespace, name, &delete_options(&body, &params)?).await?;
@@ -381,6 +435,45 @@ async fn subresource(
         }
         (_, other) => Err(subresource_method(other, resource, sub)),
     }
+}
+
+/// `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`: the
+/// client wants objects' metadata only (kube-rs `Api::get_metadata`, client-go metadata
+/// informers).
+fn metadata_only(headers: &HeaderMap) -> bool {
+    super::accepts(headers, |media| media.contains("as=PartialObjectMetadata") && media.contains("g=meta.k8s.io"))
+}
+
+fn partial_object_metadata(object: &Object) -> Object {
+    let mut partial = Object::new();
+    partial.insert("kind".into(), json!("PartialObjectMetadata"));
+    partial.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
+    partial.insert("metadata".into(), object.get("metadata").cloned().unwrap_or_else(|| json!({})));
+    partial
+}
+
+/// A watch line with its object reduced to metadata.
+fn metadata_line(line: &Bytes) -> Bytes {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(mut event) => {
+            if let Some(Value::Object(object)) = event.get("object") {
+                if object.get("kind").and_then(Value::as_str) != Some("Status") {
+                    event["object"] = Value::Object(partial_object_metadata(object));
+                }
+            }
+            let kind = event["type"].as_str().unwrap_or_default().to_string();
+            event_line(&kind, event["object"].take())
+        }
+        Err(_) => line.clone(),
+    }
+}
+
+/// The written object as the client asked for it.
+fn shaped(mut written: Written, headers: &HeaderMap) -> Written {
+    if metadata_only(headers) {
+        written.object = partial_object_metadata(&written.object);
+    }
+    written
 }
 
 /// A written object, with its warnings as `Warning` headers (RFC 7234 code 299, as
@@ -523,25 +616,53 @@ async fn watch(
     resource: &Resource,
     namespace: Option<&str>,
     params: &Params,
+    metadata_only: bool,
 ) -> Result<Response, ApiError> {
     let requested = params.resource_version()?;
+    let bookmarks = flag(params.allow_watch_bookmarks.as_deref());
+    // Kubernetes: without a resourceVersion (or "0") a watch starts with the current state;
+    // `sendInitialEvents` asks for that explicitly (from any version) and for a bookmark
+    // annotated `k8s.io/initial-events-end` once it is sent.
+    let send_initial = match params.send_initial_events.as_deref() {
+        Some(value) => flag(Some(value)),
+        None => !matches!(requested, Some(rv) if rv > 0),
+    };
+    if params.send_initial_events.is_some() && !bookmarks {
+        return Err(ApiError::bad_request("sendInitialEvents requires allowWatchBookmarks=true"));
+    }
     let mut initial = Vec::new();
-    let since = match requested {
-        Some(rv) if rv > 0 => rv,
-        _ => {
-            let options =
-                ListOptions { resource_version: requested, selectors: params.selectors()?, ..ListOptions::default() };
-            let list = registry.list(resource, namespace, options).await?;
-            for item in list.items {
-                let mut line = serde_json::to_vec(&json!({"type": "ADDED", "object": item}))
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
-                line.push(b'\n');
-                initial.push(Bytes::from(line));
+    let since = if send_initial {
+        let options =
+            ListOptions { resource_version: requested, selectors: params.selectors()?, ..ListOptions::default() };
+        let list = registry.list(resource, namespace, options).await?;
+        for item in list.items {
+            let item = if metadata_only { partial_object_metadata(&item) } else { item };
+            let mut line = serde_json::to_vec(&json!({"type": "ADDED", "object": item}))
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+            line.push(b'\n');
+            initial.push(Bytes::from(line));
+        }
+        if params.send_initial_events.is_some() {
+            initial.push(event_line(
+                "BOOKMARK",
+                json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {
+                    "resourceVersion": list.resource_version.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                }}),
+            ));
+        }
+        list.resource_version
+    } else {
+        match requested {
+            Some(rv) if rv > 0 => rv,
+            _ => {
+                registry
+                    .list(resource, namespace, ListOptions { limit: 1, ..ListOptions::default() })
+                    .await?
+                    .resource_version
             }
-            list.resource_version
         }
     };
-    let bookmarks = flag(params.allow_watch_bookmarks.as_deref());
     let events = match registry.watch(resource, namespace, since, bookmarks, params.selectors()?).await {
         Ok(events) => events.boxed(),
         // A watch from a revision too old to replay is an ERROR event in the stream, not a failed request.
@@ -552,6 +673,7 @@ async fn watch(
     };
     let (kind, api_version) = (resource.kind, resource.api_version());
     let lines = events.map(move |event| match event {
+        WatchEvent::Change(line) if metadata_only => metadata_line(&line),
         WatchEvent::Change(line) => line,
         WatchEvent::Bookmark(revision) => event_line(
             "BOOKMARK",

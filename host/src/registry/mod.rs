@@ -251,6 +251,8 @@ pub struct ListOptions {
     /// Kubernetes' resourceVersion parameter: `None` = the latest (consistent read),
     /// `Some(0)` = whatever the cache holds, `Some(n)` = not older than `n`.
     pub resource_version: Option<Revision>,
+    /// `resourceVersionMatch=Exact`: the list as it was at exactly `resource_version`.
+    pub exact: bool,
     pub limit: usize,
     /// The continue token of the previous page.
     pub continue_token: Option<String>,
@@ -709,7 +711,11 @@ impl Registry {
         }
         let prefix = Self::list_prefix(resource, namespace);
         let entry = self.entry(resource)?;
-        if options.resource_version == Some(0) && options.limit == 0 && options.continue_token.is_none() {
+        if options.resource_version == Some(0)
+            && options.limit == 0
+            && options.continue_token.is_none()
+            && !options.exact
+        {
             // "Any": served from the watch cache without a round trip to storage.
             let list = entry
                 .cache
@@ -728,6 +734,9 @@ impl Registry {
             let current = self.store.current_revision().await.map_err(Error::from_store)?;
             if revision > current {
                 return Err(Error::Timeout(format!("Too large resource version: {revision}, current: {current}")));
+            }
+            if options.exact {
+                request.revision = Some(revision);
             }
         }
         let page = self.store.range(request.clone()).await.map_err(Error::from_store)?;

@@ -503,6 +503,34 @@ async fn resource_version_match_initial_events_and_body_limits() {
     assert_eq!(first["object"]["metadata"]["name"], "x");
     assert!(first["object"].get("data").is_none());
 
+    // A watch for `kubectl get -w`: one-row Tables, the columns only in the first.
+    let (code, _) = cluster
+        .request(reqwest::Method::POST, base, Some(json!({"metadata": {"name": "y"}, "data": {"a": "1", "b": "2"}})))
+        .await;
+    assert_eq!(code, 201);
+    let response = cluster
+        .api
+        .client
+        .get(format!("{}{base}?watch=1&timeoutSeconds=1", cluster.api.base))
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert_eq!(events[0]["object"]["kind"], "Table");
+    let columns: Vec<&str> = events[0]["object"]["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(columns, ["Name", "Data", "Age"]);
+    assert_eq!(events[1]["object"]["columnDefinitions"], json!([]));
+    assert_eq!(events[1]["object"]["rows"][0]["cells"][0], "y");
+    assert_eq!(events[1]["object"]["rows"][0]["cells"][1], 2);
+
     // Bodies over 3 MiB are refused with a Status.
     let big = json!({"metadata": {"name": "big"}, "data": {"blob": "x".repeat(4 * 1024 * 1024)}});
     let (code, status) = cluster.request(reqwest::Method::POST, base, Some(big)).await;

@@ -293,7 +293,14 @@ async fn serve(
     }
     match (method, target.name.as_deref()) {
         (Method::GET, None) if params.watching() => {
-            watch(&registry, resource, namespace, &params, metadata_only(&headers)).await
+            let shape = if table::wanted(&headers) {
+                WatchShape::Table
+            } else if metadata_only(&headers) {
+                WatchShape::Metadata
+            } else {
+                WatchShape::Object
+            };
+            watch(&registry, resource, namespace, &params, shape).await
         }
         (Method::GET, None) => {
             let mut list = registry.list(resource, namespace, params.list_options()?).await?;
@@ -450,6 +457,29 @@ fn partial_object_metadata(object: &Object) -> Object {
     partial.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
     partial.insert("metadata".into(), object.get("metadata").cloned().unwrap_or_else(|| json!({})));
     partial
+}
+
+/// What a watch's events carry: the objects, their metadata, or Table rows (`kubectl get -w`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WatchShape {
+    Object,
+    Metadata,
+    Table,
+}
+
+/// A watch line whose object is shown as a one-row Table (BOOKMARK and ERROR lines pass).
+fn table_line(resource: &Resource, line: &Bytes, with_columns: bool) -> Bytes {
+    let Ok(mut event) = serde_json::from_slice::<Value>(line) else { return line.clone() };
+    let kind = event["type"].as_str().unwrap_or_default().to_string();
+    if kind == "BOOKMARK" || kind == "ERROR" {
+        return line.clone();
+    }
+    let Value::Object(object) = event["object"].take() else { return line.clone() };
+    let mut shown = table::table(resource, &[object.clone()], object_revision(&object));
+    if !with_columns {
+        shown["columnDefinitions"] = json!([]);
+    }
+    event_line(&kind, shown)
 }
 
 /// A watch line with its object reduced to metadata.
@@ -616,7 +646,7 @@ async fn watch(
     resource: &Resource,
     namespace: Option<&str>,
     params: &Params,
-    metadata_only: bool,
+    shape: WatchShape,
 ) -> Result<Response, ApiError> {
     let requested = params.resource_version()?;
     let bookmarks = flag(params.allow_watch_bookmarks.as_deref());
@@ -636,7 +666,6 @@ async fn watch(
             ListOptions { resource_version: requested, selectors: params.selectors()?, ..ListOptions::default() };
         let list = registry.list(resource, namespace, options).await?;
         for item in list.items {
-            let item = if metadata_only { partial_object_metadata(&item) } else { item };
             let mut line = serde_json::to_vec(&json!({"type": "ADDED", "object": item}))
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
             line.push(b'\n');
@@ -673,7 +702,6 @@ async fn watch(
     };
     let (kind, api_version) = (resource.kind, resource.api_version());
     let lines = events.map(move |event| match event {
-        WatchEvent::Change(line) if metadata_only => metadata_line(&line),
         WatchEvent::Change(line) => line,
         WatchEvent::Bookmark(revision) => event_line(
             "BOOKMARK",
@@ -686,10 +714,19 @@ async fn watch(
         }
     });
     let limit = params.timeout_seconds.map_or(MAX_WATCH, |s| Duration::from_secs(s).min(MAX_WATCH));
-    let stream = futures::stream::iter(initial)
-        .chain(lines)
-        .take_until(tokio::time::sleep(limit))
-        .map(Ok::<_, std::convert::Infallible>);
+    let resource = resource.clone();
+    let mut first = true;
+    let lines = futures::stream::iter(initial).chain(lines).map(move |line| match shape {
+        WatchShape::Object => line,
+        WatchShape::Metadata => metadata_line(&line),
+        WatchShape::Table => {
+            // The first Table carries the column definitions; later ones only rows.
+            let shown = table_line(&resource, &line, first);
+            first = false;
+            shown
+        }
+    });
+    let stream = lines.take_until(tokio::time::sleep(limit)).map(Ok::<_, std::convert::Infallible>);
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
 }
 

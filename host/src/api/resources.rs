@@ -475,7 +475,7 @@ fn table_line(resource: &Resource, line: &Bytes, with_columns: bool) -> Bytes {
         return line.clone();
     }
     let Value::Object(object) = event["object"].take() else { return line.clone() };
-    let mut shown = table::table(resource, &[object.clone()], object_revision(&object));
+    let mut shown = table::table(resource, std::slice::from_ref(&object), object_revision(&object));
     if !with_columns {
         shown["columnDefinitions"] = json!([]);
     }

@@ -25,7 +25,8 @@ pub async fn run(registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
     let Some(namespaces) = registry.resource("", "v1", "namespaces").cloned() else { return };
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut failures = 0u32;
-    while !*stop.borrow() {
+    // Stop when told, or when the sender is gone (a dropped server).
+    while !*stop.borrow() && stop.has_changed().is_ok() {
         let pass = follow(&registry, &namespaces, &in_flight, &mut stop);
         if let Err(e) = pass.await {
             failures += 1;

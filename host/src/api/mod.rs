@@ -78,7 +78,7 @@ impl AppState {
         let accounts =
             registry.resource("", "v1", "serviceaccounts").cloned().ok_or("service accounts are not served")?;
         let account = registry
-            .get(&accounts, Some(&claims.namespace), &claims.name)
+            .get_cached(&accounts, Some(&claims.namespace), &claims.name)
             .await
             .map_err(|_| format!("service account {}/{} has been deleted", claims.namespace, claims.name))?;
         let uid = account.get("metadata").and_then(|m| m.get("uid")).and_then(serde_json::Value::as_str);

@@ -232,6 +232,9 @@ const SCALE: Resource = Resource {
     subresources: &[],
 };
 
+/// How long a cached read waits for the watch cache to catch up before reading the store.
+const CACHED_READ_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Where the service-account token signing key lives.
 const SIGNING_KEY: &str = "/registry/wasmkube.io/signing-key";
 
@@ -435,13 +438,28 @@ impl Registry {
     async fn namespace_exists(&self, namespace: &str) -> Result<()> {
         let namespaces =
             self.resource("", "v1", "namespaces").ok_or_else(|| Error::Internal("namespaces are not served".into()))?;
-        let object = self.get(namespaces, None, namespace).await?;
+        let object = self.get_cached(namespaces, None, namespace).await?;
         if object.metadata().contains_key("deletionTimestamp") {
             return Err(Error::Forbidden(format!(
                 "unable to create new content in namespace {namespace} because it is being terminated"
             )));
         }
         Ok(())
+    }
+
+    /// An object read from the watch cache once it has caught up with the store's current
+    /// revision, so it is as fresh as a store read without the read and the decode of the
+    /// stored bytes on the storage side. For checks on hot paths (does the namespace exist?
+    /// does the token's service account?). Reads the store if the cache lags behind.
+    pub async fn get_cached(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<Object> {
+        Self::check_namespace(resource, namespace)?;
+        let key = Self::key(resource, namespace, name);
+        let current = self.store.current_revision().await.map_err(Error::from_store)?;
+        match self.entry(resource)?.cache.get(&key, current, CACHED_READ_WAIT).await {
+            Ok(Some(kv)) => object::decode(&kv),
+            Ok(None) => Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
+            Err(_) => self.get(resource, namespace, name).await,
+        }
     }
 
     /// Create `body` (generateName honoured); returns the stored object.

@@ -21,20 +21,24 @@ pub fn definitions() -> &'static Definitions {
     &DEFINITIONS
 }
 
-/// The definition name of each (group, version, kind) that has exactly one.
+/// The definition name of each (group, version, kind) that has exactly one. Called on
+/// every write, so the lookup borrows its key instead of allocating one.
 pub fn definition_of(group: &str, version: &str, kind: &str) -> Option<&'static str> {
-    static INDEX: LazyLock<HashMap<(String, String, String), &'static str>> = LazyLock::new(|| {
+    type Index = HashMap<(&'static str, &'static str, &'static str), &'static str>;
+    static INDEX: LazyLock<Index> = LazyLock::new(|| {
         let mut index = HashMap::new();
         for (name, schema) in definitions() {
             let gvks = schema.get("x-kubernetes-group-version-kind").and_then(Value::as_array);
             if let Some([gvk]) = gvks.map(Vec::as_slice) {
-                let part = |k: &str| gvk.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+                let part = |k: &str| gvk.get(k).and_then(Value::as_str).unwrap_or_default();
                 index.insert((part("group"), part("version"), part("kind")), name.as_str());
             }
         }
         index
     });
-    INDEX.get(&(group.to_string(), version.to_string(), kind.to_string())).copied()
+    // The map is covariant in its key, so it can be read with keys that live less long.
+    let index: &HashMap<(&str, &str, &str), &'static str> = &INDEX;
+    index.get(&(group, version, kind)).copied()
 }
 
 /// One node of a schema, with the definitions its references resolve in.

@@ -360,6 +360,25 @@ impl WatchCache {
         Ok(CacheList { items, revision, source: ListSource::Store })
     }
 
+    /// The object at `key` once the cache has reached `min_revision` (waiting at most
+    /// `wait`): `Ok(Some(..))` if it holds the key then, `Ok(None)` if it does not, `Err`
+    /// (`NotReady`) if it did not get there in time — the caller then asks the store.
+    pub async fn get(
+        &self,
+        key: &[u8],
+        min_revision: Revision,
+        wait: Duration,
+    ) -> Result<Option<KeyValue>, CacheError> {
+        let shared = &self.handle.shared;
+        match tokio::time::timeout(wait, shared.wait_status(|s| s.ready && s.revision >= min_revision)).await {
+            Ok(status) => {
+                status?;
+                Ok(shared.state.lock().objects.get(key).cloned())
+            }
+            Err(_) => Err(CacheError::NotReady),
+        }
+    }
+
     /// Watch the cache's prefix (or a narrower one): first the events in the window after
     /// [`WatchRequest::since`], then live ones. A start before
     /// [`WatchCache::oldest_revision`] fails with [`CacheError::TooOld`].

@@ -235,17 +235,34 @@ pub struct Cluster {
     _serve: Process,
     pub dir: tempfile::TempDir,
     pub api: Api,
+    /// The etcd the server stores in, for a cluster on the etcd backend.
+    _etcd: Option<Etcd>,
 }
 
 impl Cluster {
-    /// Start the real binary and wait until it is ready.
+    /// Start the real binary on the embedded store and wait until it is ready.
     pub async fn start() -> Cluster {
+        Self::start_on(Backend::Embedded).await
+    }
+
+    /// Start the real binary on `backend` (for etcd: a real etcd of its own) and wait
+    /// until it is ready.
+    pub async fn start_on(backend: Backend) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
-        let serve = Process::start(&["serve", "--listen", &listen, "--data-dir", dir.path().to_str().unwrap()]);
+        let data_dir = dir.path().to_str().unwrap().to_string();
+        let etcd = match backend {
+            Backend::Embedded => None,
+            Backend::Etcd => Some(Etcd::start().await),
+        };
+        let mut args = vec!["serve", "--listen", &listen, "--data-dir", &data_dir];
+        if let Some(etcd) = &etcd {
+            args.extend(["--storage", "etcd", "--etcd-endpoints", &etcd.endpoint]);
+        }
+        let serve = Process::start(&args);
         let api = Api::connect(dir.path(), &listen).await;
         api.wait_ready().await;
-        Cluster { _serve: serve, dir, api }
+        Cluster { _serve: serve, dir, api, _etcd: etcd }
     }
 
     /// Run kubectl against the cluster; (success, stdout, stderr).

@@ -39,7 +39,7 @@ const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list",
 
 /// Every resource discovery lists: the registry's and the review resources.
 fn served(registry: &Registry) -> Vec<Resource> {
-    registry.resources().cloned().chain(super::reviews::REVIEWS.iter().cloned()).collect()
+    registry.resources().into_iter().chain(super::reviews::REVIEWS.iter().cloned()).collect()
 }
 
 /// What a resource answers to: reviews are only created.
@@ -120,25 +120,57 @@ fn aggregated_resource(r: &Resource) -> Value {
     entry
 }
 
-/// The served resources grouped by API group (named groups only, or the core group only).
-fn groups(resources: impl IntoIterator<Item = Resource>, core: bool) -> BTreeMap<&'static str, Vec<Resource>> {
-    let mut groups: BTreeMap<&'static str, Vec<Resource>> = BTreeMap::new();
+/// The versions of one group, most preferred first, each with its resources.
+type Versions = Vec<(&'static str, Vec<Resource>)>;
+
+/// The served resources grouped by API group (named groups only, or the core group only),
+/// each group's versions in Kubernetes' order of preference.
+fn groups(resources: impl IntoIterator<Item = Resource>, core: bool) -> BTreeMap<&'static str, Versions> {
+    let mut groups: BTreeMap<&'static str, BTreeMap<&'static str, Vec<Resource>>> = BTreeMap::new();
     for resource in resources.into_iter().filter(|r| r.group.is_empty() == core) {
-        groups.entry(resource.group).or_default().push(resource);
+        groups.entry(resource.group).or_default().entry(resource.version).or_default().push(resource);
     }
     groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let mut versions: Versions = versions.into_iter().collect();
+            versions.sort_by(|(a, _), (b, _)| version_priority(b).cmp(&version_priority(a)).then(a.cmp(b)));
+            (group, versions)
+        })
+        .collect()
 }
 
-fn aggregated_group(name: &str, resources: &[Resource]) -> Value {
-    let version = resources.first().map_or("v1", |r| r.version);
-    json!({
-        "metadata": {"name": name},
-        "versions": [{
-            "version": version,
-            "freshness": "Current",
-            "resources": resources.iter().map(aggregated_resource).collect::<Vec<_>>(),
-        }],
-    })
+/// Kubernetes' version order: GA before beta before alpha, higher numbers first; a version
+/// not in that form comes last (then alphabetical, by the caller).
+fn version_priority(version: &str) -> (u8, u64, u64) {
+    let Some(rest) = version.strip_prefix('v') else { return (0, 0, 0) };
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    let Ok(major) = rest[..digits].parse::<u64>() else { return (0, 0, 0) };
+    let tail = &rest[digits..];
+    let (class, minor) = match tail {
+        "" => (3, 0),
+        _ if tail.starts_with("beta") => (2, tail[4..].parse().unwrap_or(u64::MAX)),
+        _ if tail.starts_with("alpha") => (1, tail[5..].parse().unwrap_or(u64::MAX)),
+        _ => return (0, 0, 0),
+    };
+    if class < 3 && tail[if class == 2 { 4 } else { 5 }..].is_empty() {
+        return (0, 0, 0);
+    }
+    (class, major, minor)
+}
+
+fn aggregated_group(name: &str, versions: &Versions) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|(version, resources)| {
+            json!({
+                "version": version,
+                "freshness": "Current",
+                "resources": resources.iter().map(aggregated_resource).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"metadata": {"name": name}, "versions": versions})
 }
 
 /// `/api`: the core group's versions, or with the aggregated Accept, every core resource.
@@ -156,9 +188,13 @@ pub(super) async fn api_versions(State(state): State<AppState>, headers: HeaderM
     Ok(aggregated(core.iter().map(|(name, resources)| aggregated_group(name, resources)).collect()))
 }
 
-fn legacy_group(name: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
-    json!({"name": name, "versions": [gv.clone()], "preferredVersion": gv})
+fn legacy_group(name: &str, versions: &Versions) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|(version, _)| json!({"groupVersion": format!("{name}/{version}"), "version": version}))
+        .collect();
+    let preferred = gvs.first().cloned().unwrap_or_else(|| json!({}));
+    json!({"name": name, "versions": gvs, "preferredVersion": preferred})
 }
 
 /// `/apis`: the named groups.
@@ -168,20 +204,17 @@ pub(super) async fn api_groups(State(state): State<AppState>, headers: HeaderMap
     if wants_aggregated(&headers) {
         return Ok(aggregated(named.iter().map(|(name, resources)| aggregated_group(name, resources)).collect()));
     }
-    let list: Vec<Value> = named
-        .iter()
-        .map(|(name, resources)| legacy_group(name, resources.first().map_or("v1", |r| r.version)))
-        .collect();
+    let list: Vec<Value> = named.iter().map(|(name, versions)| legacy_group(name, versions)).collect();
     Ok(Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})).into_response())
 }
 
 /// `/apis/{group}`.
 pub(super) async fn api_group(State(state): State<AppState>, Path(group): Path<String>) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let version = served(&registry).into_iter().find(|r| r.group == group && !group.is_empty()).map(|r| r.version);
-    match version {
-        Some(version) => {
-            let mut body = legacy_group(&group, version);
+    let named = groups(served(&registry), false);
+    match named.get(group.as_str()) {
+        Some(versions) => {
+            let mut body = legacy_group(&group, versions);
             body["kind"] = json!("APIGroup");
             body["apiVersion"] = json!("v1");
             Ok(Json(body).into_response())
@@ -249,4 +282,16 @@ pub(super) async fn group_resources(
         )));
     }
     Ok(Json(resource_list(&resources, &format!("{group}/{version}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_like_kubernetes() {
+        let mut versions = vec!["v1alpha1", "v2", "v1beta2", "foo", "v1", "v1beta1", "v10", "v11alpha2"];
+        versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)).then(a.cmp(b)));
+        assert_eq!(versions, ["v10", "v2", "v1", "v1beta2", "v1beta1", "v11alpha2", "v1alpha1", "foo"]);
+    }
 }

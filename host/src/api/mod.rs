@@ -75,8 +75,7 @@ impl AppState {
         let signer = self.token_signer().await.map_err(|e| e.to_string())?;
         let claims = signer.verify(token, reviews::now_seconds(), audiences).map_err(|e| e.to_string())?;
         let registry = self.registry().map_err(|e| e.to_string())?;
-        let accounts =
-            registry.resource("", "v1", "serviceaccounts").cloned().ok_or("service accounts are not served")?;
+        let accounts = registry.resource("", "v1", "serviceaccounts").ok_or("service accounts are not served")?;
         let account = registry
             .get_cached(&accounts, Some(&claims.namespace), &claims.name)
             .await
@@ -93,7 +92,16 @@ impl AppState {
 
     fn openapi(&self) -> Result<Arc<openapi::Documents>, ApiError> {
         let registry = self.registry()?;
-        Ok(self.openapi.get_or_init(|| Arc::new(openapi::Documents::build(registry.resources()))).clone())
+        let generation = registry.generation();
+        let mut cached = self.openapi.lock();
+        match &*cached {
+            Some((built_at, documents)) if *built_at == generation => Ok(documents.clone()),
+            _ => {
+                let documents = Arc::new(openapi::Documents::build(&registry));
+                *cached = Some((generation, documents.clone()));
+                Ok(documents)
+            }
+        }
     }
 }
 

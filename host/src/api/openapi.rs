@@ -4,9 +4,12 @@
 //! apply's strategic merge patches, and to learn that the server validates fields
 //! (the `fieldValidation` parameter on each PATCH operation).
 //!
-//! The documents are built once from the registry's resources and kept; each v3 group-version
-//! document is addressed by the hash of its content, as kube-apiserver does, so clients may
-//! cache it forever.
+//! Custom resources carry their CRD's schema as a definition named like kube-apiserver
+//! names it (`com.example.stable.v1.CronTab` for group `stable.example.com`).
+//!
+//! The documents are built from the registry's resources and kept until the set of served
+//! resources changes (a CRD comes or goes); each v3 group-version document is addressed
+//! by the hash of its content, as kube-apiserver does, so clients may cache it forever.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::{ApiError, AppState};
 use crate::registry::schema::{definition_of, definitions};
-use crate::registry::Resource;
+use crate::registry::{Registry, Resource};
 
 /// The built documents: v2 whole, v3 per group-version with its hash.
 pub struct Documents {
@@ -30,10 +33,26 @@ pub struct Documents {
 }
 
 impl Documents {
-    /// Build every document for `resources`.
-    pub fn build<'a>(resources: impl Iterator<Item = &'a Resource>) -> Self {
+    /// Build every document for what `registry` serves.
+    pub fn build(registry: &Registry) -> Self {
+        let resources = registry.resources();
+        let mut custom = Map::new();
+        for resource in &resources {
+            if let Some(schema) = registry.strategy(resource).and_then(|s| s.openapi_schema().cloned()) {
+                let name = custom_definition_name(resource, resource.kind);
+                let list = custom_list_schema(resource, &name);
+                custom.insert(name, schema);
+                custom.insert(custom_definition_name(resource, &format!("{}List", resource.kind)), list);
+            }
+        }
+        let definition_name = |resource: &Resource, kind: &str| -> Option<String> {
+            definition_of(resource.group, resource.version, kind).map(str::to_owned).or_else(|| {
+                let name = custom_definition_name(resource, kind);
+                custom.contains_key(&name).then_some(name)
+            })
+        };
         let mut by_group_version: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
-        for resource in resources {
+        for resource in &resources {
             let key = if resource.group.is_empty() {
                 "api/v1".to_string()
             } else {
@@ -49,20 +68,20 @@ impl Documents {
             let mut roots = BTreeSet::new();
             let mut paths = Map::new();
             for resource in resources {
-                let Some(definition) = definition_of(resource.group, resource.version, resource.kind) else {
+                let Some(definition) = definition_name(resource, resource.kind) else {
                     continue;
                 };
-                roots.insert(definition.to_string());
-                let list = definition_of(resource.group, resource.version, &format!("{}List", resource.kind));
-                if let Some(list) = list {
-                    roots.insert(list.to_string());
+                roots.insert(definition.clone());
+                let list = definition_name(resource, &format!("{}List", resource.kind));
+                if let Some(list) = &list {
+                    roots.insert(list.clone());
                 }
-                add_paths(&mut paths, resource, definition, list);
+                add_paths(&mut paths, resource, &definition, list.as_deref());
             }
             for common in COMMON_DEFINITIONS {
                 roots.insert(common.to_string());
             }
-            let schemas = reachable(&roots);
+            let schemas = reachable(&roots, &custom);
             let document = json!({
                 "openapi": "3.0.0",
                 "info": {"title": "Kubernetes", "version": "v1.33.0"},
@@ -83,7 +102,7 @@ impl Documents {
             "swagger": "2.0",
             "info": {"title": "Kubernetes", "version": "v1.33.0"},
             "paths": v2_paths,
-            "definitions": reachable(&v2_roots),
+            "definitions": reachable(&v2_roots, &custom),
         });
         Self {
             v2: Bytes::from(serde_json::to_vec(&v2).unwrap_or_default()),
@@ -101,8 +120,33 @@ const COMMON_DEFINITIONS: &[&str] = &[
     "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
 ];
 
-/// `roots` and every definition they reference, transitively.
-fn reachable(roots: &BTreeSet<String>) -> Map<String, Value> {
+/// kube-apiserver's name for a custom kind's definition: the group reversed, the version,
+/// the kind (`com.example.stable.v1.CronTab`).
+fn custom_definition_name(resource: &Resource, kind: &str) -> String {
+    let group: Vec<&str> = resource.group.split('.').rev().collect();
+    format!("{}.{}.{kind}", group.join("."), resource.version)
+}
+
+/// The `<Kind>List` definition of a custom kind.
+fn custom_list_schema(resource: &Resource, item: &str) -> Value {
+    json!({
+        "description": format!("{}List is a list of {}", resource.kind, resource.kind),
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "items": {"type": "array", "items": {"$ref": format!("#/definitions/{item}")}},
+            "metadata": {"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"},
+        },
+        "x-kubernetes-group-version-kind": [{
+            "group": resource.group, "version": resource.version, "kind": format!("{}List", resource.kind),
+        }],
+    })
+}
+
+/// `roots` and every definition they reference, transitively (built-in or in `custom`).
+fn reachable(roots: &BTreeSet<String>, custom: &Map<String, Value>) -> Map<String, Value> {
     let definitions = definitions();
     let mut found = Map::new();
     let mut pending: Vec<String> = roots.iter().cloned().collect();
@@ -110,7 +154,7 @@ fn reachable(roots: &BTreeSet<String>) -> Map<String, Value> {
         if found.contains_key(&name) {
             continue;
         }
-        let Some(schema) = definitions.get(&name) else { continue };
+        let Some(schema) = definitions.get(&name).or_else(|| custom.get(&name)) else { continue };
         collect_refs(schema, &mut pending);
         found.insert(name, schema.clone());
     }
@@ -285,8 +329,8 @@ pub(super) async fn v3_document(
     }
 }
 
-/// Documents cached for the life of the server (the set of resources is fixed).
-pub(super) type Cache = Arc<std::sync::OnceLock<Arc<Documents>>>;
+/// The documents last built, with the registry generation they were built at.
+pub type Cache = Arc<parking_lot::Mutex<Option<(u64, Arc<Documents>)>>>;
 
 #[cfg(test)]
 mod tests {

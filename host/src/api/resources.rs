@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use super::{reviews, table, ApiError, AppState};
 use crate::auth::UserInfo;
 use crate::registry::{
-    DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Object, Patch, Propagation, Registry,
-    Resource, Selectors, Subresource, WatchEvent, WriteOptions, Written,
+    DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Object, Patch, PrinterColumn,
+    Propagation, Registry, Resource, Selectors, Subresource, WatchEvent, WriteOptions, Written,
 };
 
 /// Longest a watch stays open without `timeoutSeconds` (kube-apiserver's default minimum
@@ -43,7 +43,7 @@ fn parse_path(registry: &Registry, group: &str, version: &str, path: &str) -> Re
         let base = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/{version}") };
         ApiError::not_found(format!("the server could not find the requested resource ({base}/{path})"))
     };
-    let resource = |plural: &str| registry.resource(group, version, plural).cloned().ok_or_else(unknown);
+    let resource = |plural: &str| registry.resource(group, version, plural).ok_or_else(unknown);
     let namespaced = |plural: &str| registry.resource(group, version, plural).is_some_and(|r| r.namespaced);
     let (namespace, rest) = match segments.as_slice() {
         ["namespaces", ns, plural, rest @ ..] if group.is_empty() && namespaced(plural) || !group.is_empty() => {
@@ -291,6 +291,10 @@ async fn serve(
     if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
         return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;
     }
+    let strategy = registry.strategy(resource);
+    let printer: Option<Vec<PrinterColumn>> = strategy.as_ref().and_then(|s| s.printer_columns()).map(<[_]>::to_vec);
+    let version =
+        Version { api_version: resource.api_version(), converts: strategy.is_some_and(|s| s.converts_versions()) };
     match (method, target.name.as_deref()) {
         (Method::GET, None) if params.watching() => {
             let shape = if table::wanted(&headers) {
@@ -300,12 +304,14 @@ async fn serve(
             } else {
                 WatchShape::Object
             };
-            watch(&registry, resource, namespace, &params, shape).await
+            watch(&registry, resource, namespace, &params, shape, printer, version).await
         }
         (Method::GET, None) => {
             let mut list = registry.list(resource, namespace, params.list_options()?).await?;
+            list.items.iter_mut().for_each(|o| version.set(o));
             if table::wanted(&headers) {
-                return Ok(Json(table::table(resource, &list.items, list.resource_version)).into_response());
+                return Ok(Json(table::table(resource, printer.as_deref(), &list.items, list.resource_version))
+                    .into_response());
             }
             if metadata_only(&headers) {
                 list.items = list.items.iter().map(partial_object_metadata).collect();
@@ -317,10 +323,12 @@ async fn serve(
             Ok(Json(list_body(resource, list)).into_response())
         }
         (Method::GET, Some(name)) => {
-            let object = registry.get(resource, namespace, name).await?;
+            let mut object = registry.get(resource, namespace, name).await?;
+            version.set(&mut object);
             if table::wanted(&headers) {
                 let revision = object_revision(&object);
-                return Ok(Json(table::table(resource, std::slice::from_ref(&object), revision)).into_response());
+                return Ok(Json(table::table(resource, printer.as_deref(), std::slice::from_ref(&object), revision))
+                    .into_response());
             }
             if metadata_only(&headers) {
                 return Ok(Json(partial_object_metadata(&object)).into_response());
@@ -328,15 +336,17 @@ async fn serve(
             Ok(Json(object).into_response())
         }
         (Method::POST, None) => {
-            let written = registry
+            let mut written = registry
                 .create(resource, namespace, json_body(&headers, &body)?, &params.write_options(&headers)?)
                 .await?;
+            version.set(&mut written.object);
             Ok(respond(StatusCode::CREATED, written))
         }
         (Method::PUT, Some(name)) => {
             let options = params.write_options(&headers)?;
-            let written =
+            let mut written =
                 registry.update(resource, namespace, name, json_body(&headers, &body)?, None, &options).await?;
+            version.set(&mut written.object);
             Ok(respond(StatusCode::OK, written))
         }
         (Method::PATCH, Some(name)) => {
@@ -345,11 +355,13 @@ async fn serve(
             if matches!(patch, Patch::Apply(_)) && params.field_manager.as_deref().is_none_or(str::is_empty) {
                 return Err(ApiError::bad_request("fieldManager is required for apply requests"));
             }
-            let written = registry.patch(resource, namespace, name, patch, None, &options).await?;
+            let mut written = registry.patch(resource, namespace, name, patch, None, &options).await?;
+            version.set(&mut written.object);
             Ok(respond(StatusCode::OK, shaped(written, &headers)))
         }
         (Method::DELETE, Some(name)) => {
-            let object = registry.delete(resource, namespace, name, &delete_options(&body, &params)?).await?;
+            let mut object = registry.delete(resource, namespace, name, &delete_options(&body, &params)?).await?;
+            version.set(&mut object);
             Ok(Json(object).into_response())
         }
         (Method::DELETE, None) => {
@@ -361,6 +373,40 @@ async fn serve(
             "the server does not allow this method on the requested resource ({method} {})",
             resource.qualified()
         ))),
+    }
+}
+
+/// The version objects leave in: a kind served in several versions stores each object in
+/// the version that wrote it, and shows it in the version it is read through (the CRD
+/// conversion `None`: only `apiVersion` changes).
+#[derive(Clone)]
+struct Version {
+    api_version: String,
+    converts: bool,
+}
+
+impl Version {
+    fn set(&self, object: &mut Object) {
+        if self.converts && object.get("kind").and_then(Value::as_str) != Some("Status") {
+            object.insert("apiVersion".into(), Value::String(self.api_version.clone()));
+        }
+    }
+
+    /// A watch line with its object in this version.
+    fn line(&self, line: Bytes) -> Bytes {
+        if !self.converts {
+            return line;
+        }
+        match serde_json::from_slice::<Value>(&line) {
+            Ok(mut event) => {
+                let kind = event["type"].as_str().unwrap_or_default().to_string();
+                if let Value::Object(object) = &mut event["object"] {
+                    self.set(object);
+                }
+                event_line(&kind, event["object"].take())
+            }
+            Err(_) => line,
+        }
     }
 }
 
@@ -468,14 +514,14 @@ enum WatchShape {
 }
 
 /// A watch line whose object is shown as a one-row Table (BOOKMARK and ERROR lines pass).
-fn table_line(resource: &Resource, line: &Bytes, with_columns: bool) -> Bytes {
+fn table_line(resource: &Resource, printer: Option<&[PrinterColumn]>, line: &Bytes, with_columns: bool) -> Bytes {
     let Ok(mut event) = serde_json::from_slice::<Value>(line) else { return line.clone() };
     let kind = event["type"].as_str().unwrap_or_default().to_string();
     if kind == "BOOKMARK" || kind == "ERROR" {
         return line.clone();
     }
     let Value::Object(object) = event["object"].take() else { return line.clone() };
-    let mut shown = table::table(resource, std::slice::from_ref(&object), object_revision(&object));
+    let mut shown = table::table(resource, printer, std::slice::from_ref(&object), object_revision(&object));
     if !with_columns {
         shown["columnDefinitions"] = json!([]);
     }
@@ -647,6 +693,8 @@ async fn watch(
     namespace: Option<&str>,
     params: &Params,
     shape: WatchShape,
+    printer: Option<Vec<PrinterColumn>>,
+    version: Version,
 ) -> Result<Response, ApiError> {
     let requested = params.resource_version()?;
     let bookmarks = flag(params.allow_watch_bookmarks.as_deref());
@@ -717,11 +765,11 @@ async fn watch(
     let resource = resource.clone();
     let mut first = true;
     let lines = futures::stream::iter(initial).chain(lines).map(move |line| match shape {
-        WatchShape::Object => line,
+        WatchShape::Object => version.line(line),
         WatchShape::Metadata => metadata_line(&line),
         WatchShape::Table => {
             // The first Table carries the column definitions; later ones only rows.
-            let shown = table_line(&resource, &line, first);
+            let shown = table_line(&resource, printer.as_deref(), &line, first);
             first = false;
             shown
         }

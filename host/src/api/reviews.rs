@@ -171,7 +171,6 @@ pub(super) async fn token_request(
     let registry = state.registry()?;
     let accounts = registry
         .resource("", "v1", "serviceaccounts")
-        .cloned()
         .ok_or_else(|| ApiError::not_found("service accounts are not served"))?;
     let account = registry.get(&accounts, Some(namespace), name).await?;
     let uid = account.get("metadata").and_then(|m| m.get("uid")).and_then(Value::as_str).unwrap_or_default();

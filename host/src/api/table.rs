@@ -1,7 +1,8 @@
 //! `meta.k8s.io/v1` Tables: what `kubectl get` prints. Each kind has the columns
 //! kube-apiserver's printers give it (pods: NAME READY STATUS RESTARTS AGE; deployments:
 //! NAME READY UP-TO-DATE AVAILABLE AGE; ...); kinds without printers get NAME and AGE.
-//! Columns with priority 1 are what `-o wide` adds. Rows carry the object's metadata
+//! Columns with priority 1 are what `-o wide` adds. Custom resources get their CRD's
+//! `additionalPrinterColumns`, each read by a (simple) JSONPath. Rows carry the object's metadata
 //! (`PartialObjectMetadata`), which kubectl uses for names and labels.
 
 use std::time::{Duration, SystemTime};
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::registry::{Object, Resource};
+use crate::registry::{Object, PrinterColumn, Resource};
 
 /// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` first.
 pub(super) fn wanted(headers: &HeaderMap) -> bool {
@@ -322,8 +323,11 @@ fn columns(resource: &Resource) -> Vec<Column> {
     }
 }
 
-/// A `meta.k8s.io/v1` Table of `items`.
-pub(super) fn table(resource: &Resource, items: &[Object], revision: i64) -> Value {
+/// A `meta.k8s.io/v1` Table of `items`; `printer` are a custom kind's own columns.
+pub(super) fn table(resource: &Resource, printer: Option<&[PrinterColumn]>, items: &[Object], revision: i64) -> Value {
+    if let Some(printer) = printer {
+        return custom_table(resource, printer, items, revision);
+    }
     let now = SystemTime::now();
     let columns = columns(resource);
     let mut definitions = vec![json!({
@@ -356,6 +360,151 @@ pub(super) fn table(resource: &Resource, items: &[Object], revision: i64) -> Val
     })
 }
 
+/// The Table of a custom kind: NAME, then its printer columns (or AGE when it has none),
+/// as apiextensions-apiserver's table convertor builds it.
+fn custom_table(resource: &Resource, printer: &[PrinterColumn], items: &[Object], revision: i64) -> Value {
+    let now = SystemTime::now();
+    let default_age = [PrinterColumn {
+        name: "Age".into(),
+        type_name: "date".into(),
+        format: String::new(),
+        description: "CreationTimestamp is a timestamp representing the server time when this object was created."
+            .into(),
+        priority: 0,
+        json_path: ".metadata.creationTimestamp".into(),
+    }];
+    let printer = if printer.is_empty() { &default_age[..] } else { printer };
+    let mut definitions = vec![json!({
+        "name": "Name", "type": "string", "format": "name", "priority": 0,
+        "description": format!("Name of the {}", resource.singular),
+    })];
+    definitions.extend(printer.iter().map(|c| {
+        json!({"name": c.name, "type": c.type_name, "format": c.format, "description": c.description, "priority": c.priority})
+    }));
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut cells = vec![name(item, now)];
+            for column in printer {
+                let found = json_path(&Value::Object(item.clone()), &column.json_path).into_iter().next();
+                cells.push(match (found, column.type_name.as_str()) {
+                    (None, _) => Value::Null,
+                    (Some(Value::String(t)), "date") => match humantime::parse_rfc3339_weak(&t) {
+                        Ok(t) => Value::String(human_duration(now.duration_since(t).unwrap_or_default())),
+                        Err(_) => Value::String(t),
+                    },
+                    (Some(Value::String(t)), _) => Value::String(t),
+                    (Some(other), "string") => Value::String(match other {
+                        Value::Array(_) | Value::Object(_) => other.to_string(),
+                        _ => other.to_string().trim_matches('"').to_string(),
+                    }),
+                    (Some(other), _) => other,
+                });
+            }
+            let metadata = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            json!({
+                "cells": cells,
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": revision.to_string()},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+/// The values a JSONPath of the kind printer columns use finds in `value`: `.a.b`,
+/// `['a.b']`, `[0]`, `[*]` and `[?(@.key=="value")]` (also `!=`), optionally in `{...}`.
+fn json_path(value: &Value, path: &str) -> Vec<Value> {
+    let path = path.trim();
+    let path = path.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(path);
+    let path = path.strip_prefix('$').unwrap_or(path);
+    let mut current = vec![value.clone()];
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let key = &after[..end];
+            rest = &after[end..];
+            if key.is_empty() {
+                continue;
+            }
+            current = current.iter().filter_map(|v| v.get(key).cloned()).collect();
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let Some(end) = after.find(']') else { return Vec::new() };
+            // A filter may hold ']' only inside its quotes; find the closing ")]".
+            let (inner, next) = if after.starts_with("?(") {
+                match after.find(")]") {
+                    Some(close) => (&after[..close + 1], &after[close + 2..]),
+                    None => return Vec::new(),
+                }
+            } else {
+                (&after[..end], &after[end + 1..])
+            };
+            rest = next;
+            current = step(&current, inner);
+        } else {
+            return Vec::new();
+        }
+    }
+    current
+}
+
+fn step(current: &[Value], selector: &str) -> Vec<Value> {
+    let unquote = |s: &str| s.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+    if selector == "*" {
+        return current
+            .iter()
+            .flat_map(|v| match v {
+                Value::Array(items) => items.clone(),
+                Value::Object(map) => map.values().cloned().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+    }
+    if let Ok(index) = selector.trim().parse::<i64>() {
+        return current
+            .iter()
+            .filter_map(|v| {
+                let items = v.as_array()?;
+                let at = if index < 0 { items.len() as i64 + index } else { index };
+                usize::try_from(at).ok().and_then(|i| items.get(i)).cloned()
+            })
+            .collect();
+    }
+    if let Some(filter) = selector.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
+        let (left, wanted, equal) = match (filter.split_once("=="), filter.split_once("!=")) {
+            (Some((l, r)), _) => (l, Some(unquote(r)), true),
+            (None, Some((l, r))) => (l, Some(unquote(r)), false),
+            _ => (filter, None, true),
+        };
+        let Some(field) = left.trim().strip_prefix("@") else { return Vec::new() };
+        return current
+            .iter()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter(|item| {
+                let found = json_path(item, field).into_iter().next();
+                match (&wanted, found) {
+                    (None, found) => found.is_some(),
+                    (Some(wanted), Some(found)) => {
+                        let text = found.as_str().map_or_else(|| found.to_string(), str::to_owned);
+                        (text == *wanted) == equal
+                    }
+                    (Some(_), None) => !equal,
+                }
+            })
+            .cloned()
+            .collect();
+    }
+    let key = unquote(selector);
+    current.iter().filter_map(|v| v.get(&key).cloned()).collect()
+}
+
 /// Kubernetes' `duration.HumanDuration`: 45s, 5m30s, 3h, 2d4h, 3y...
 fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
@@ -381,6 +530,19 @@ fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printer_column_paths_find_their_values() {
+        let object = json!({"spec": {"replicas": 3, "items": [{"name": "a"}, {"name": "b"}], "odd.key": "x"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Synced", "status": "False"}]}});
+        assert_eq!(json_path(&object, ".spec.replicas"), [json!(3)]);
+        assert_eq!(json_path(&object, "{.spec.items[1].name}"), [json!("b")]);
+        assert_eq!(json_path(&object, ".spec.items[*].name"), [json!("a"), json!("b")]);
+        assert_eq!(json_path(&object, ".spec['odd.key']"), [json!("x")]);
+        assert_eq!(json_path(&object, ".status.conditions[?(@.type==\"Synced\")].status"), [json!("False")]);
+        assert_eq!(json_path(&object, ".status.conditions[?(@.type!='Ready')].type"), [json!("Synced")]);
+        assert!(json_path(&object, ".spec.missing").is_empty());
+    }
 
     #[test]
     fn human_durations_read_like_kubectl() {
@@ -413,7 +575,7 @@ mod tests {
             categories: &[],
             subresources: &[],
         };
-        let table = table(&resource, &[pod], 1);
+        let table = table(&resource, None, &[pod], 1);
         assert_eq!(
             table["rows"][0]["cells"].as_array().unwrap()[..4],
             [json!("p"), json!("1/2"), json!("ContainerCreating"), json!(3)]

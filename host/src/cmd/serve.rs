@@ -200,6 +200,9 @@ impl Server {
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
             registry.seed(Some(advertise)).await.context("creating what a fresh cluster holds")?;
             tokio::spawn(crate::controllers::namespace::run(registry.clone(), stopped.clone()));
+            crate::controllers::crd::start(registry.clone(), stopped.clone())
+                .await
+                .context("serving the custom resources of existing CRDs")?;
             let _ = api_registry.set(registry);
             health.set("registry", Ok(()));
             Ok(store)

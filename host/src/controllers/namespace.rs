@@ -22,7 +22,7 @@ const FINALIZER: &str = "kubernetes";
 
 /// Finalize terminating namespaces until `stop` turns true.
 pub async fn run(registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
-    let Some(namespaces) = registry.resource("", "v1", "namespaces").cloned() else { return };
+    let Some(namespaces) = registry.resource("", "v1", "namespaces") else { return };
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut failures = 0u32;
     // Stop when told, or when the sender is gone (a dropped server).
@@ -100,7 +100,7 @@ fn consider(registry: &Arc<Registry>, namespace: &Object, in_flight: &Arc<Mutex<
 /// Returns whether the namespace is done (finalized or already gone).
 async fn finalize(registry: &Registry, name: &str) -> Result<bool, crate::registry::Error> {
     let mut remaining = 0;
-    let contents: Vec<Resource> = registry.resources().filter(|r| r.namespaced).cloned().collect();
+    let contents: Vec<Resource> = registry.resources().into_iter().filter(|r| r.namespaced).collect();
     for resource in &contents {
         registry.delete_collection(resource, Some(name), ListOptions::default(), &DeleteOptions::default()).await?;
         remaining += registry.list(resource, Some(name), ListOptions::default()).await?.items.len();
@@ -109,7 +109,7 @@ async fn finalize(registry: &Registry, name: &str) -> Result<bool, crate::regist
         tracing::debug!(namespace = %name, remaining, "waiting for finalizers in a terminating namespace");
         return Ok(false);
     }
-    let Some(namespaces) = registry.resource("", "v1", "namespaces").cloned() else { return Ok(true) };
+    let Some(namespaces) = registry.resource("", "v1", "namespaces") else { return Ok(true) };
     let mut namespace = match registry.get(&namespaces, None, name).await {
         Ok(namespace) => namespace,
         Err(crate::registry::Error::NotFound { .. }) => return Ok(true),

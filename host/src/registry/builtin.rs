@@ -214,6 +214,9 @@ pub(super) fn strategies() -> Vec<Arc<dyn Strategy>> {
             let strategy: Arc<dyn Strategy> = match (group, plural) {
                 ("", "namespaces") => Arc::new(Namespaces(resource)),
                 ("", "configmaps" | "secrets") => Arc::new(DataMaps(resource)),
+                ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                    Arc::new(super::custom::CustomResourceDefinitions(resource))
+                }
                 _ => Arc::new(Generic(resource)),
             };
             strategy

@@ -17,6 +17,7 @@
 mod apply;
 mod bootstrap;
 mod builtin;
+mod custom;
 mod error;
 mod object;
 pub mod schema;
@@ -26,13 +27,17 @@ mod strategic;
 mod subresource;
 mod validation;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+pub use self::custom::{CustomResource, PrinterColumn, ScalePaths, CLEANUP_FINALIZER};
 pub use self::error::{Cause, Error};
 pub use self::object::NameRule;
 use self::object::ObjectExt;
@@ -42,7 +47,8 @@ pub use self::validation::FieldValidation;
 use crate::storage::cache::{
     CacheConfig, CacheError, CacheItem, CacheWatch, CachedEvent, EventType, Filter, WatchCache, WatchRequest,
 };
-use crate::storage::{KeyValue, RangeRequest, Revision, StorageMetrics, Store, StoreError};
+pub use crate::storage::Revision;
+use crate::storage::{KeyValue, RangeRequest, StorageMetrics, Store, StoreError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -130,6 +136,35 @@ pub trait Strategy: Send + Sync + 'static {
     /// Problems with the object, each naming its field.
     fn validate(&self, _object: &Object) -> Vec<Cause> {
         Vec::new()
+    }
+
+    /// The schema objects are checked (and patched, and applied) against: a built-in
+    /// kind's Kubernetes definition unless the strategy has its own.
+    fn schema(&self) -> Option<schema::Schema<'_>> {
+        let r = self.resource();
+        schema::Schema::builtin(r.group, r.version, r.kind)
+    }
+
+    /// The Table columns after NAME, if the kind defines its own (a CRD's
+    /// `additionalPrinterColumns`); None: the API's built-in printers decide.
+    fn printer_columns(&self) -> Option<&[PrinterColumn]> {
+        None
+    }
+
+    /// Where `scale` reads and writes, if not `spec.replicas`/`status.replicas`/`spec.selector`.
+    fn scale_paths(&self) -> Option<&ScalePaths> {
+        None
+    }
+
+    /// Whether objects are shared with other versions of the kind (so one read through
+    /// this version needs its `apiVersion` set to it).
+    fn converts_versions(&self) -> bool {
+        false
+    }
+
+    /// The OpenAPI definition of the kind if it is not one of Kubernetes' own.
+    fn openapi_schema(&self) -> Option<&Value> {
+        None
     }
 }
 
@@ -302,13 +337,33 @@ pub enum WatchEvent {
 
 struct Entry {
     strategy: Arc<dyn Strategy>,
-    cache: WatchCache,
+    /// Shared by every version of one kind (they are stored under one prefix).
+    cache: Arc<WatchCache>,
+}
+
+/// Where an entry is found: group, version, plural.
+type Key = (&'static str, &'static str, &'static str);
+
+/// What one CRD made the registry serve.
+struct Served {
+    /// The CRD's spec as last installed: a CRD event with the same spec changes nothing.
+    spec: Value,
+    group: &'static str,
+    plural: &'static str,
+    versions: Vec<&'static str>,
+    cache: Arc<WatchCache>,
 }
 
 /// Every served resource over one store; see the module doc.
 pub struct Registry {
     store: Arc<dyn Store>,
-    entries: BTreeMap<(&'static str, &'static str), Entry>,
+    metrics: StorageMetrics,
+    /// Built-in resources from the start; custom resources come and go with their CRDs.
+    entries: RwLock<BTreeMap<Key, Arc<Entry>>>,
+    /// CRD name -> what it serves.
+    custom: Mutex<HashMap<String, Served>>,
+    /// Bumped whenever the set of served resources changes (discovery and OpenAPI follow it).
+    generation: AtomicU64,
 }
 
 impl Registry {
@@ -317,15 +372,100 @@ impl Registry {
         let mut entries = BTreeMap::new();
         for strategy in builtin::strategies() {
             let resource = strategy.resource().clone();
-            let cache = WatchCache::start(
+            let cache = Arc::new(WatchCache::start(
                 store.clone(),
                 Bytes::from(resource.prefix()),
                 CacheConfig::default(),
                 metrics.clone(),
-            );
-            entries.insert((resource.group, resource.plural), Entry { strategy, cache });
+            ));
+            entries.insert((resource.group, resource.version, resource.plural), Arc::new(Entry { strategy, cache }));
         }
-        Self { store, entries }
+        Self { store, metrics, entries: RwLock::new(entries), custom: Mutex::default(), generation: AtomicU64::new(0) }
+    }
+
+    /// Serve what `crd` defines (every served version), or change what it serves to match
+    /// it. Returns the names the CRD was accepted with, or the CRD's problems.
+    pub fn serve_custom(&self, crd: &Object) -> Result<Value, Vec<Cause>> {
+        let name = crd.metadata().get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let spec = crd.get("spec").cloned().unwrap_or_default();
+        let definition = custom::Definition::parse(crd)?;
+        let mut custom = self.custom.lock();
+        if custom.get(&name).is_some_and(|served| served.spec == spec) {
+            return Ok(definition.accepted_names);
+        }
+        let mut entries = self.entries.write();
+        let claimed_elsewhere = definition.versions.iter().any(|v| {
+            let r = v.resource();
+            entries.contains_key(&(r.group, r.version, r.plural))
+                && !custom.get(&name).is_some_and(|s| s.group == r.group && s.plural == r.plural)
+        });
+        if claimed_elsewhere {
+            return Err(vec![Cause::invalid(
+                "spec.names.plural",
+                format!("Invalid value: {:?}: is already served in group {}", definition.plural, definition.group),
+            )]);
+        }
+        let cache = match custom.remove(&name) {
+            Some(old) => {
+                for version in &old.versions {
+                    entries.remove(&(old.group, *version, old.plural));
+                }
+                if old.group == definition.group && old.plural == definition.plural {
+                    old.cache
+                } else {
+                    old.cache.stop();
+                    self.custom_cache(definition.group, definition.plural)
+                }
+            }
+            None => self.custom_cache(definition.group, definition.plural),
+        };
+        let mut versions = Vec::new();
+        for version in definition.versions {
+            let r = version.resource().clone();
+            versions.push(r.version);
+            let strategy: Arc<dyn Strategy> = version;
+            entries.insert((r.group, r.version, r.plural), Arc::new(Entry { strategy, cache: cache.clone() }));
+        }
+        custom.insert(name, Served { spec, group: definition.group, plural: definition.plural, versions, cache });
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(definition.accepted_names)
+    }
+
+    fn custom_cache(&self, group: &str, plural: &str) -> Arc<WatchCache> {
+        let prefix = format!("/registry/{group}/{plural}/");
+        Arc::new(WatchCache::start(
+            self.store.clone(),
+            Bytes::from(prefix),
+            CacheConfig::default(),
+            self.metrics.clone(),
+        ))
+    }
+
+    /// Stop serving what the CRD called `name` served (its objects stay in storage).
+    pub fn unserve_custom(&self, name: &str) {
+        let Some(served) = self.custom.lock().remove(name) else { return };
+        let mut entries = self.entries.write();
+        for version in &served.versions {
+            entries.remove(&(served.group, *version, served.plural));
+        }
+        served.cache.stop();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The names of the CRDs whose resources are served.
+    pub fn custom_names(&self) -> Vec<String> {
+        self.custom.lock().keys().cloned().collect()
+    }
+
+    /// Changes whenever the set of served resources does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The strategy of a served resource: what the API asks of a kind beyond its name
+    /// (printer columns, its OpenAPI definition).
+    pub fn strategy(&self, resource: &Resource) -> Option<Arc<dyn Strategy>> {
+        self.entry(resource).ok().map(|e| e.strategy.clone())
     }
 
     /// Compact storage at its current revision and forget the watch caches' history up to
@@ -334,7 +474,7 @@ impl Registry {
     pub async fn compact(&self) -> Result<Revision> {
         let revision = self.store.current_revision().await.map_err(Error::from_store)?;
         self.store.compact(revision).await.map_err(Error::from_store)?;
-        for entry in self.entries.values() {
+        for entry in self.entries.read().values() {
             entry.cache.forget_history_through(revision);
         }
         Ok(revision)
@@ -361,23 +501,25 @@ impl Registry {
         }
     }
 
-    /// Every served resource, in a stable order.
-    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
-        self.entries.values().map(|e| e.strategy.resource())
+    /// Every served resource, in a stable order (a snapshot: CRDs may change it).
+    pub fn resources(&self) -> Vec<Resource> {
+        self.entries.read().values().map(|e| e.strategy.resource().clone()).collect()
     }
 
     /// The resource `plural` in `group` at `version`, if served.
-    pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<&Resource> {
-        self.entries
-            .iter()
-            .find(|((g, p), _)| *g == group && *p == plural)
-            .map(|(_, e)| e.strategy.resource())
-            .filter(|r| r.version == version)
+    pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<Resource> {
+        self.find(group, version, plural).map(|e| e.strategy.resource().clone())
     }
 
-    fn entry(&self, resource: &Resource) -> Result<&Entry> {
-        self.entries
-            .get(&(resource.group, resource.plural))
+    fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<Entry>> {
+        let entries = self.entries.read();
+        // The map is covariant in its key, so it can be read with keys that live less long.
+        let entries: &BTreeMap<(&str, &str, &str), Arc<Entry>> = &entries;
+        entries.get(&(group, version, plural)).cloned()
+    }
+
+    fn entry(&self, resource: &Resource) -> Result<Arc<Entry>> {
+        self.find(resource.group, resource.version, resource.plural)
             .ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: String::new() })
     }
 
@@ -388,9 +530,9 @@ impl Registry {
         let options = WriteOptions { field_manager: Some("kube-apiserver".into()), ..WriteOptions::default() };
         for seed in bootstrap::objects(advertise) {
             let resource = self
-                .entries
-                .get(&(seed.group, seed.plural))
-                .map(|e| e.strategy.resource().clone())
+                .resources()
+                .into_iter()
+                .find(|r| r.group == seed.group && r.plural == seed.plural)
                 .ok_or_else(|| Error::Internal(format!("{}.{} is not served", seed.plural, seed.group)))?;
             let name = seed.body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
             match self.create(&resource, seed.namespace, seed.body.clone(), &options).await {
@@ -438,7 +580,7 @@ impl Registry {
     async fn namespace_exists(&self, namespace: &str) -> Result<()> {
         let namespaces =
             self.resource("", "v1", "namespaces").ok_or_else(|| Error::Internal("namespaces are not served".into()))?;
-        let object = self.get_cached(namespaces, None, namespace).await?;
+        let object = self.get_cached(&namespaces, None, namespace).await?;
         if object.metadata().contains_key("deletionTimestamp") {
             return Err(Error::Forbidden(format!(
                 "unable to create new content in namespace {namespace} because it is being terminated"
@@ -523,12 +665,12 @@ impl Registry {
             metadata.insert("generation".into(), Value::from(1));
         }
         entry.strategy.prepare_for_create(&mut object);
-        let warnings = Self::check_schema(resource, &mut object, options.field_validation)?;
+        let warnings = Self::check_schema(&entry, &mut object, options.field_validation)?;
         if managed == ManagedFields::Record {
-            object = Self::record_manager(resource, None, object, options)?;
+            object = Self::record_manager(&entry, None, object, options)?;
         }
         let needs = if is_services(resource) { Some(services::prepare(&mut object, None)?) } else { None };
-        self.validate(entry, &object, &name)?;
+        self.validate(&entry, &object, &name)?;
         if let Some(ns) = namespace {
             self.namespace_exists(ns).await?;
         }
@@ -660,13 +802,8 @@ impl Registry {
     }
 
     /// Record `options`' manager as owning what changed from `old` to `object`.
-    fn record_manager(
-        resource: &Resource,
-        old: Option<&Object>,
-        object: Object,
-        options: &WriteOptions,
-    ) -> Result<Object> {
-        let schema = schema::Schema::builtin(resource.group, resource.version, resource.kind);
+    fn record_manager(entry: &Entry, old: Option<&Object>, object: Object, options: &WriteOptions) -> Result<Object> {
+        let schema = entry.strategy.schema();
         let old = old.map(|o| Value::Object(o.clone()));
         match apply::record_update(old.as_ref(), &Value::Object(object), options.manager(), schema, &object::now()) {
             Ok(Value::Object(object)) => Ok(object),
@@ -677,8 +814,9 @@ impl Registry {
 
     /// Drop the fields the kind's schema does not declare; refuse them under Strict, and
     /// refuse values of the wrong shape. Returns the warnings for the client.
-    fn check_schema(resource: &Resource, object: &mut Object, validation: FieldValidation) -> Result<Vec<String>> {
-        let Some(schema) = schema::Schema::builtin(resource.group, resource.version, resource.kind) else {
+    fn check_schema(entry: &Entry, object: &mut Object, validation: FieldValidation) -> Result<Vec<String>> {
+        let resource = entry.strategy.resource();
+        let Some(schema) = entry.strategy.schema() else {
             return Ok(Vec::new());
         };
         let findings = validation::check(object, schema);
@@ -772,7 +910,9 @@ impl Registry {
         name: &str,
         part: Option<Subresource>,
     ) -> Result<Object> {
-        self.get(resource, namespace, name).await.map(|object| subresource::view(part, object))
+        let entry = self.entry(resource)?;
+        let scale = entry.strategy.scale_paths();
+        self.get(resource, namespace, name).await.map(|object| subresource::view(part, object, scale))
     }
 
     /// Replace an object, or write through `part`. A `metadata.resourceVersion` in the
@@ -799,11 +939,13 @@ impl Registry {
         let key = Self::key(resource, namespace, name);
         let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
         let stored = stored.ok_or_else(|| Error::NotFound { resource: resource.qualified(), name: name.into() })?;
-        let object = subresource::merge_back(part, resource, written, &object::decode(&stored)?)?;
+        let entry = self.entry(resource)?;
+        let scale = entry.strategy.scale_paths();
+        let object = subresource::merge_back(part, resource, written, &object::decode(&stored)?, scale)?;
         let written = self
             .replace(resource, namespace, name, object, &stored, Via::of(part), options, ManagedFields::Record)
             .await?;
-        Ok(Written { object: subresource::view(part, written.object), warnings: written.warnings })
+        Ok(Written { object: subresource::view(part, written.object, scale), warnings: written.warnings })
     }
 
     /// A request body as what `part` of `resource` reads and writes.
@@ -871,12 +1013,12 @@ impl Registry {
         if entry.strategy.tracks_generation() {
             object::bump_generation(&mut object, &old);
         }
-        let warnings = Self::check_schema(resource, &mut object, options.field_validation)?;
+        let warnings = Self::check_schema(&entry, &mut object, options.field_validation)?;
         if managed == ManagedFields::Record {
-            object = Self::record_manager(resource, Some(&old), object, options)?;
+            object = Self::record_manager(&entry, Some(&old), object, options)?;
         }
         let needs = if is_services(resource) { Some(services::prepare(&mut object, Some(&old))?) } else { None };
-        self.validate(entry, &object, name)?;
+        self.validate(&entry, &object, name)?;
         if options.dry_run {
             if expected != current.mod_revision {
                 return Err(Self::modified(resource, name));
@@ -935,6 +1077,8 @@ impl Registry {
         if options.force && !matches!(patch, Patch::Apply(_)) {
             return Err(Error::BadRequest("force may only be set for server-side apply".into()));
         }
+        let entry = self.entry(resource)?;
+        let scale = entry.strategy.scale_paths();
         for attempt in 1..=PATCH_ATTEMPTS {
             let (stored, _) = self.store.get(key.clone()).await.map_err(Error::from_store)?;
             let stored = match (stored, &patch) {
@@ -947,8 +1091,12 @@ impl Registry {
                 }
                 (None, _) => return Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
             };
-            let current = object::decode(&stored)?;
-            let viewed = subresource::view(part, current.clone());
+            let mut current = object::decode(&stored)?;
+            if entry.strategy.converts_versions() {
+                // Stored through another version of the kind: patched as this one.
+                current.insert("apiVersion".into(), Value::String(resource.api_version()));
+            }
+            let viewed = subresource::view(part, current.clone(), scale);
             let revision = viewed.metadata().get("resourceVersion").cloned();
             let mut document = Value::Object(viewed);
             match &patch {
@@ -962,7 +1110,7 @@ impl Registry {
                 Patch::Merge(merge) => json_patch::merge(&mut document, merge),
                 Patch::Apply(config) => {
                     let config = Self::apply_config(resource, name, config, part)?;
-                    let schema = schema::Schema::builtin(resource.group, resource.version, resource.kind);
+                    let schema = entry.strategy.schema();
                     let manager = options.manager();
                     document = apply::apply(Some(&document), &config, manager, options.force, schema, &object::now())
                         .map_err(|e| Self::apply_error(resource, name, e))?;
@@ -992,7 +1140,7 @@ impl Registry {
             // document still carries the version it was applied to, so only that one is replaced.
             let pinned = document.pointer("/metadata/resourceVersion").cloned() != revision;
             let written = Self::into_view(document, resource, part)?;
-            let object = subresource::merge_back(part, resource, written, &current)?;
+            let object = subresource::merge_back(part, resource, written, &current, scale)?;
             let managed = match patch {
                 Patch::Apply(_) => ManagedFields::Recorded,
                 _ => ManagedFields::Record,
@@ -1000,7 +1148,8 @@ impl Registry {
             match self.replace(resource, namespace, name, object, &stored, Via::of(part), options, managed).await {
                 Err(Error::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => continue,
                 result => {
-                    return result.map(|w| Written { object: subresource::view(part, w.object), warnings: w.warnings })
+                    return result
+                        .map(|w| Written { object: subresource::view(part, w.object, scale), warnings: w.warnings })
                 }
             }
         }
@@ -1060,7 +1209,8 @@ impl Registry {
         options: &WriteOptions,
     ) -> Result<Written> {
         let config = Self::apply_config(resource, name, config, None)?;
-        let schema = schema::Schema::builtin(resource.group, resource.version, resource.kind);
+        let entry = self.entry(resource)?;
+        let schema = entry.strategy.schema();
         let object = apply::apply(None, &config, options.manager(), options.force, schema, &object::now())
             .map_err(|e| Self::apply_error(resource, name, e))?;
         self.create_inner(resource, namespace, object, options, ManagedFields::Recorded).await
@@ -1355,6 +1505,11 @@ impl Error {
             other => Error::Internal(other.to_string()),
         }
     }
+}
+
+/// The current time as Kubernetes writes timestamps (RFC 3339, seconds).
+pub fn now() -> String {
+    object::now()
 }
 
 /// Decode a stored value for tests and the API: the object with its resourceVersion.

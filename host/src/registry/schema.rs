@@ -173,6 +173,11 @@ impl<'a> Schema<'a> {
         self.extension("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
     }
 
+    /// The schema node itself, its `$ref` followed.
+    pub fn node(self) -> &'a Value {
+        self.resolved()
+    }
+
     /// The declared `type`, if any ("object", "array", "string", ...).
     pub fn type_name(self) -> Option<&'a str> {
         self.resolved().get("type").and_then(Value::as_str)

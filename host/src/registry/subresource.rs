@@ -13,7 +13,7 @@
 use serde_json::{json, Map, Value};
 
 use super::object::ObjectExt;
-use super::{Cause, Error, Object, Resource, Result};
+use super::{Cause, Error, Object, Resource, Result, ScalePaths};
 
 /// A subresource with a view of the stored object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +65,10 @@ impl Subresource {
 }
 
 /// What a client of `part` sees of `object` (which carries its resourceVersion).
-pub(super) fn view(part: Option<Subresource>, object: Object) -> Object {
+/// `scale` is where a custom resource keeps its replicas (None: a workload's usual fields).
+pub(super) fn view(part: Option<Subresource>, object: Object, scale: Option<&ScalePaths>) -> Object {
     match part {
-        Some(Subresource::Scale) => scale_of(&object),
+        Some(Subresource::Scale) => scale_of(&object, scale),
         _ => object,
     }
 }
@@ -79,6 +80,7 @@ pub(super) fn merge_back(
     resource: &Resource,
     written: Object,
     current: &Object,
+    scale: Option<&ScalePaths>,
 ) -> Result<Object> {
     let precondition = written.metadata().get("resourceVersion").cloned();
     let mut object = match part {
@@ -122,11 +124,14 @@ pub(super) fn merge_back(
                 }
             };
             let mut object = current.clone();
-            let spec = object.entry("spec").or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(spec) = spec {
-                spec.insert("replicas".into(), Value::from(replicas));
-            } else {
-                return Err(Error::Internal(format!("{} has a spec that is not an object", resource.kind)));
+            let default_path = ["spec".to_string(), "replicas".to_string()];
+            let path = scale.map_or(&default_path[..], |s| &s.spec_replicas[..]);
+            if !set_at(&mut object, path, Value::from(replicas)) {
+                return Err(Error::Internal(format!(
+                    "{} has a {} that is not an object",
+                    resource.kind,
+                    path.join(".")
+                )));
             }
             object
         }
@@ -138,8 +143,42 @@ pub(super) fn merge_back(
     Ok(object)
 }
 
-/// The `Scale` of a workload: `spec.replicas`, `status.replicas` and the selector as a string.
-fn scale_of(object: &Object) -> Object {
+/// Set the field at `path`, making the objects on the way; false if one is not an object.
+fn set_at(object: &mut Object, path: &[String], value: Value) -> bool {
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut map = object;
+    for key in parents {
+        match map.entry(key.clone()).or_insert_with(|| Value::Object(Map::new())) {
+            Value::Object(next) => map = next,
+            _ => return false,
+        }
+    }
+    map.insert(last.clone(), value);
+    true
+}
+
+fn get_at<'a>(object: &'a Object, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter().try_fold(object.get(first)?, |value, key| value.get(key))
+}
+
+/// The `Scale` of a workload: `spec.replicas`, `status.replicas` and the selector as a
+/// string; of a custom resource: what its CRD's scale paths name.
+fn scale_of(object: &Object, paths: Option<&ScalePaths>) -> Object {
+    if let Some(paths) = paths {
+        let mut scale = scale_of(&Object::new(), None);
+        let metadata = scale_of(object, None).remove("metadata").unwrap_or_default();
+        scale.insert("metadata".into(), metadata);
+        let replicas = get_at(object, &paths.spec_replicas).and_then(Value::as_i64).unwrap_or(0);
+        let current = get_at(object, &paths.status_replicas).and_then(Value::as_i64).unwrap_or(0);
+        scale.insert("spec".into(), json!({"replicas": replicas}));
+        let mut status = json!({"replicas": current});
+        if let Some(Value::String(selector)) = paths.label_selector.as_deref().and_then(|p| get_at(object, p)) {
+            status["selector"] = Value::String(selector.clone());
+        }
+        scale.insert("status".into(), status);
+        return scale;
+    }
     let metadata = object.metadata();
     let mut scale_metadata = Map::new();
     for field in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
@@ -223,7 +262,7 @@ mod tests {
             "status": {"replicas": 1},
         }))
         .expect("object");
-        let mut scale = view(Some(Subresource::Scale), current.clone());
+        let mut scale = view(Some(Subresource::Scale), current.clone(), None);
         assert_eq!(scale["spec"]["replicas"], 1);
         scale.insert("spec".into(), json!({"replicas": 5}));
         scale.insert("metadata".into(), json!({"name": "d", "labels": {"changed": "no"}}));
@@ -238,10 +277,10 @@ mod tests {
             categories: &[],
             subresources: &["scale"],
         };
-        let merged = merge_back(Some(Subresource::Scale), &resource, scale, &current).expect("merged");
+        let merged = merge_back(Some(Subresource::Scale), &resource, scale, &current, None).expect("merged");
         assert_eq!(merged["spec"], json!({"replicas": 5, "template": {}}));
         assert_eq!(merged["metadata"], json!({"name": "d", "labels": {"a": "b"}}));
         let negative: Object = serde_json::from_value(json!({"spec": {"replicas": -1}})).expect("scale");
-        assert!(merge_back(Some(Subresource::Scale), &resource, negative, &current).is_err());
+        assert!(merge_back(Some(Subresource::Scale), &resource, negative, &current, None).is_err());
     }
 }

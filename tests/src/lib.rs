@@ -225,6 +225,26 @@ macro_rules! both_backends {
     };
 }
 
+/// Turn each `async fn case(backend: Backend)` named into two tests, `embedded::case` and
+/// `etcd::case`: a scenario against the real server, written once, on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case($crate::Backend::Embedded).await
+            })*
+        }
+        mod etcd {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case($crate::Backend::Etcd).await
+            })*
+        }
+    };
+}
+
 /// The real kubectl binaries the tests run (the dispatcher at /usr/bin/kubectl picks by
 /// the server's /version; these are named explicitly).
 pub const KUBECTLS: [&str; 2] =

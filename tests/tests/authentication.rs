@@ -5,7 +5,7 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use wasmkube_tests::{Cluster, KUBECTLS};
+use wasmkube_tests::{on_both_backends, Backend, Cluster, KUBECTLS};
 
 fn anonymous_client(cluster: &Cluster) -> reqwest::Client {
     let ca = std::fs::read(cluster.dir.path().join("tls/ca.crt")).unwrap();
@@ -16,9 +16,8 @@ fn anonymous_client(cluster: &Cluster) -> reqwest::Client {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_requests_may_only_read_health_and_version() {
-    let cluster = Cluster::start().await;
+async fn anonymous_requests_may_only_read_health_and_version(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let client = anonymous_client(&cluster);
     for path in ["/healthz", "/livez", "/readyz", "/version"] {
         let response = client.get(format!("{}{path}", cluster.api.base)).send().await.unwrap();
@@ -44,9 +43,8 @@ async fn anonymous_requests_may_only_read_health_and_version() {
     assert_eq!(status["reason"], "Unauthorized");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_account_tokens_authenticate_until_the_account_goes() {
-    let cluster = Cluster::start().await;
+async fn service_account_tokens_authenticate_until_the_account_goes(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let kubectl = KUBECTLS[0];
     let (ok, out, err) = cluster.kubectl(kubectl, &["auth", "whoami", "-o", "json"]);
     assert!(ok, "{err}");
@@ -135,3 +133,8 @@ async fn service_account_tokens_authenticate_until_the_account_goes() {
         cluster.request(Method::POST, "/apis/authentication.k8s.io/v1/tokenreviews", Some(review)).await;
     assert_eq!(reviewed["status"]["authenticated"], false, "{reviewed}");
 }
+
+on_both_backends!(
+    anonymous_requests_may_only_read_health_and_version,
+    service_account_tokens_authenticate_until_the_account_goes
+);

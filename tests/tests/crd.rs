@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wasmkube_tests::{wait_for, Backend, Cluster, KUBECTLS};
+use wasmkube_tests::{on_both_backends, wait_for, Backend, Cluster, KUBECTLS};
 
 const CRONTABS: &str = r#"apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -105,7 +105,7 @@ fn fails(cluster: &Cluster, kubectl: &str, args: &[&str]) -> String {
     err
 }
 
-async fn crd_scenario(backend: Backend) {
+async fn kubectl_serves_custom_resources(backend: Backend) {
     let cluster = Cluster::start_on(backend).await;
     let crd = write(cluster.dir.path(), "crontabs.yaml", CRONTABS);
     let widgets = write(cluster.dir.path(), "widgets.yaml", WIDGETS);
@@ -286,15 +286,7 @@ async fn crd_scenario(backend: Backend) {
     assert_eq!(ok(&cluster, first, &["get", "ct", "-A", "-o", "name"]), "");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_serves_custom_resources_on_the_embedded_store() {
-    crd_scenario(Backend::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_serves_custom_resources_on_etcd() {
-    crd_scenario(Backend::Etcd).await;
-}
+on_both_backends!(kubectl_serves_custom_resources);
 
 /// Through the HTTP API: a bad CRD is refused with every problem named; a watch through
 /// a second version streams that version; a CRD's resources are discovered in both

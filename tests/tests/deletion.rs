@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use wasmkube_tests::{wait_for, Cluster, KUBECTLS};
+use wasmkube_tests::{on_both_backends, wait_for, Backend, Cluster, KUBECTLS};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finalizers_hold_an_object_until_the_last_is_removed() {
-    let cluster = Cluster::start().await;
+async fn finalizers_hold_an_object_until_the_last_is_removed(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let kubectl = KUBECTLS[0];
     let held = json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}, "data": {"a": "1"}});
     let (code, created) = cluster.request(Method::POST, "/api/v1/namespaces/default/configmaps", Some(held)).await;
@@ -64,9 +63,8 @@ async fn finalizers_hold_an_object_until_the_last_is_removed() {
     assert_eq!((code, status["reason"].as_str()), (409, Some("Conflict")), "{status}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_namespace_empties_then_goes() {
-    let cluster = Cluster::start().await;
+async fn a_deleted_namespace_empties_then_goes(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let kubectl = KUBECTLS[0];
     let (code, namespace) =
         cluster.request(Method::POST, "/api/v1/namespaces", Some(json!({"metadata": {"name": "doomed"}}))).await;
@@ -122,3 +120,5 @@ async fn a_deleted_namespace_empties_then_goes() {
         cluster.request(Method::POST, "/api/v1/namespaces", Some(json!({"metadata": {"name": "doomed"}}))).await;
     assert_eq!(code, 201);
 }
+
+on_both_backends!(finalizers_hold_an_object_until_the_last_is_removed, a_deleted_namespace_empties_then_goes);

@@ -4,7 +4,7 @@
 //! subresources that need a node answering with a clear Status.
 
 use serde_json::{json, Value};
-use wasmkube_tests::{Cluster, KUBECTLS};
+use wasmkube_tests::{on_both_backends, Backend, Cluster, KUBECTLS};
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -29,9 +29,8 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_discovers_every_group_and_explains_from_openapi() {
-    let cluster = Cluster::start().await;
+async fn kubectl_discovers_every_group_and_explains_from_openapi(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     for kubectl in KUBECTLS {
         let (ok, out, err) = cluster.kubectl(kubectl, &["api-resources"]);
         assert!(ok, "{err}");
@@ -91,9 +90,8 @@ async fn kubectl_discovers_every_group_and_explains_from_openapi() {
     assert_eq!(stale.url().as_str(), format!("{}{url}", cluster.api.base), "followed the 301 to the current hash");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_validates_fields_against_the_schema() {
-    let cluster = Cluster::start().await;
+async fn kubectl_validates_fields_against_the_schema(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let files = tempfile::tempdir().unwrap();
     let typo =
         write(files.path(), "typo.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\ndataa: {a: b}\n");
@@ -134,9 +132,8 @@ async fn kubectl_validates_fields_against_the_schema() {
     assert_eq!(code, 400, "{status}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workloads_scale_and_keep_status_apart() {
-    let cluster = Cluster::start().await;
+async fn workloads_scale_and_keep_status_apart(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let files = tempfile::tempdir().unwrap();
     let manifest = write(files.path(), "web.yaml", DEPLOYMENT);
     let kubectl = KUBECTLS[0];
@@ -214,9 +211,8 @@ async fn workloads_scale_and_keep_status_apart() {
     assert!(out.contains("deployment.apps/web") && out.contains("job.batch/j"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_bind_once_and_node_subresources_explain_themselves() {
-    let cluster = Cluster::start().await;
+async fn pods_bind_once_and_node_subresources_explain_themselves(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
     let (code, created) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/pods", Some(pod)).await;
@@ -252,9 +248,8 @@ async fn pods_bind_once_and_node_subresources_explain_themselves() {
     assert_eq!((code, missing["reason"].as_str()), (404, Some("NotFound")), "{missing}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletecollection_deletes_what_the_selector_selects() {
-    let cluster = Cluster::start().await;
+async fn deletecollection_deletes_what_the_selector_selects(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
         let lease = json!({"metadata": {"name": name, "labels": {"tier": tier}}, "spec": {"holderIdentity": name}});
         let (code, body) = cluster
@@ -282,9 +277,8 @@ async fn deletecollection_deletes_what_the_selector_selects() {
     assert_eq!(left, ["c"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_applies_client_side_and_server_side() {
-    let cluster = Cluster::start().await;
+async fn kubectl_applies_client_side_and_server_side(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let files = tempfile::tempdir().unwrap();
     for kubectl in KUBECTLS {
         let ns = if kubectl.ends_with("1.33") { "apply-33" } else { "apply-32" };
@@ -365,9 +359,8 @@ async fn kubectl_applies_client_side_and_server_side() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_generators_send_protobuf_and_it_is_understood() {
-    let cluster = Cluster::start().await;
+async fn kubectl_generators_send_protobuf_and_it_is_understood(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     for kubectl in KUBECTLS {
         let ns = if kubectl.ends_with("1.33") { "gen-33" } else { "gen-32" };
         for args in [
@@ -407,9 +400,8 @@ async fn kubectl_generators_send_protobuf_and_it_is_understood() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_parameters_read_like_kube_apiserver() {
-    let cluster = Cluster::start().await;
+async fn query_parameters_read_like_kube_apiserver(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     // Booleans in any case (older Python clients send watch=True).
     let response = cluster
         .api
@@ -435,9 +427,8 @@ async fn query_parameters_read_like_kube_apiserver() {
     assert_eq!((code, version["major"].as_str()), (200, Some("1")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resource_version_match_initial_events_and_body_limits() {
-    let cluster = Cluster::start().await;
+async fn resource_version_match_initial_events_and_body_limits(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let base = "/api/v1/namespaces/default/configmaps";
     let (_, created) = cluster
         .request(reqwest::Method::POST, base, Some(json!({"metadata": {"name": "x"}, "data": {"v": "old"}})))
@@ -536,3 +527,15 @@ async fn resource_version_match_initial_events_and_body_limits() {
     let (code, status) = cluster.request(reqwest::Method::POST, base, Some(big)).await;
     assert_eq!((code, status["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{status}");
 }
+
+on_both_backends!(
+    kubectl_discovers_every_group_and_explains_from_openapi,
+    kubectl_validates_fields_against_the_schema,
+    workloads_scale_and_keep_status_apart,
+    pods_bind_once_and_node_subresources_explain_themselves,
+    deletecollection_deletes_what_the_selector_selects,
+    kubectl_applies_client_side_and_server_side,
+    kubectl_generators_send_protobuf_and_it_is_understood,
+    query_parameters_read_like_kube_apiserver,
+    resource_version_match_initial_events_and_body_limits
+);

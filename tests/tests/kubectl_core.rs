@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use wasmkube_tests::{Cluster, KUBECTLS};
+use wasmkube_tests::{on_both_backends, Backend, Cluster, KUBECTLS};
 
 fn write_manifest(dir: &std::path::Path, name: &str, value: &str) -> String {
     let path = dir.join(format!("{name}-{value}.yaml"));
@@ -18,9 +18,8 @@ fn write_manifest(dir: &std::path::Path, name: &str, value: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_creates_gets_replaces_and_deletes() {
-    let cluster = Cluster::start().await;
+async fn kubectl_creates_gets_replaces_and_deletes(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let files = tempfile::tempdir().unwrap();
     // The dispatcher kubectl picks the binary matching the server's /version.
     let (ok, out, err) = cluster.kubectl("/usr/bin/kubectl", &["version"]);
@@ -77,9 +76,8 @@ async fn kubectl_creates_gets_replaces_and_deletes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_are_kubernetes_statuses() {
-    let cluster = Cluster::start().await;
+async fn errors_are_kubernetes_statuses(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let cm =
         |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}});
     let post = reqwest::Method::POST;
@@ -130,9 +128,8 @@ async fn errors_are_kubernetes_statuses() {
     assert!(object["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("gen-") && n.len() == 9), "{object}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_pages_and_watch_follow_the_store() {
-    let cluster = Cluster::start().await;
+async fn list_pages_and_watch_follow_the_store(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     for i in 0..7 {
         let cm = json!({"metadata": {"name": format!("cm-{i}")}, "data": {}});
         let (code, _) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(cm)).await;
@@ -188,9 +185,8 @@ async fn list_pages_and_watch_follow_the_store() {
     assert!(!seen.contains(&"cm-3".to_string()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_patch_merges_and_applies_json_patches() {
-    let cluster = Cluster::start().await;
+async fn kubectl_patch_merges_and_applies_json_patches(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let kubectl = KUBECTLS[0];
     let create =
         json!({"metadata": {"name": "p", "labels": {"keep": "yes", "drop": "me"}}, "data": {"a": "1", "b": "2"}});
@@ -223,9 +219,8 @@ async fn kubectl_patch_merges_and_applies_json_patches() {
     assert!(!ok && err.contains("BadRequest"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn label_selectors_filter_lists_and_watches() {
-    let cluster = Cluster::start().await;
+async fn label_selectors_filter_lists_and_watches(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     for (name, app) in [("a", "web"), ("b", "db"), ("c", "web")] {
         let cm = json!({"metadata": {"name": name, "labels": {"app": app}}, "data": {}});
         let (code, _) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(cm)).await;
@@ -294,9 +289,8 @@ async fn label_selectors_filter_lists_and_watches() {
     assert_eq!(events, vec!["ADDED b", "DELETED a", "DELETED b"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_dry_run_validates_but_writes_nothing() {
-    let cluster = Cluster::start().await;
+async fn server_dry_run_validates_but_writes_nothing(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let files = tempfile::tempdir().unwrap();
     let kubectl = KUBECTLS[0];
     let manifest = write_manifest(files.path(), "dry", "1");
@@ -325,9 +319,8 @@ async fn server_dry_run_validates_but_writes_nothing() {
     assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")), "{status}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_answers_aggregated_and_legacy_clients() {
-    let cluster = Cluster::start().await;
+async fn discovery_answers_aggregated_and_legacy_clients(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
     let get = |path: &'static str, accept: &'static str| {
         let request = cluster.api.client.get(format!("{}{path}", cluster.api.base)).header("Accept", accept);
@@ -362,3 +355,13 @@ async fn discovery_answers_aggregated_and_legacy_clients() {
         assert!(out.lines().any(|l| l.starts_with("configmaps") && l.contains("cm")), "{out}");
     }
 }
+
+on_both_backends!(
+    kubectl_creates_gets_replaces_and_deletes,
+    errors_are_kubernetes_statuses,
+    list_pages_and_watch_follow_the_store,
+    kubectl_patch_merges_and_applies_json_patches,
+    label_selectors_filter_lists_and_watches,
+    server_dry_run_validates_but_writes_nothing,
+    discovery_answers_aggregated_and_legacy_clients
+);

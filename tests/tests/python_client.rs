@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use wasmkube_tests::Cluster;
+use wasmkube_tests::{on_both_backends, Backend, Cluster};
 
 /// The Python script sets its own deadline (240 s, then it dumps its threads' stacks);
 /// this one only stops a child that hangs past it.
@@ -53,13 +53,12 @@ async fn python() -> PathBuf {
     PathBuf::from(python)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_python_client_passes_its_checks() {
+async fn official_python_client_passes_its_checks(backend: Backend) {
     let python = python().await;
     let script = workspace_root().join("tests/python/test_client.py");
     assert!(script.exists(), "{} is missing", script.display());
 
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start_on(backend).await;
 
     let mut command = tokio::process::Command::new(&python);
     command
@@ -89,3 +88,5 @@ async fn official_python_client_passes_its_checks() {
         "the script exited 0 but did not report its checks:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
 }
+
+on_both_backends!(official_python_client_passes_its_checks);

@@ -6,15 +6,14 @@ use std::collections::HashSet;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use wasmkube_tests::{Cluster, KUBECTLS};
+use wasmkube_tests::{on_both_backends, Backend, Cluster, KUBECTLS};
 
 fn service(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_cluster_holds_what_kubernetes_bootstraps() {
-    let cluster = Cluster::start().await;
+async fn a_fresh_cluster_holds_what_kubernetes_bootstraps(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let (code, kubernetes) = cluster.request(Method::GET, "/api/v1/namespaces/default/services/kubernetes", None).await;
     assert_eq!(code, 200, "{kubernetes}");
     assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1");
@@ -34,9 +33,8 @@ async fn a_fresh_cluster_holds_what_kubernetes_bootstraps() {
     assert_eq!(admin["subjects"][0]["name"], "system:masters");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_hold_addresses_once_and_release_them() {
-    let cluster = Cluster::start().await;
+async fn services_hold_addresses_once_and_release_them(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
     let base = "/api/v1/namespaces/default/services";
 
     // Concurrent creates never share an address.
@@ -132,3 +130,5 @@ async fn services_hold_addresses_once_and_release_them() {
     assert_eq!(code, 201, "{external}");
     assert!(external["spec"].get("clusterIP").is_none(), "{external}");
 }
+
+on_both_backends!(a_fresh_cluster_holds_what_kubernetes_bootstraps, services_hold_addresses_once_and_release_them);

@@ -363,5 +363,30 @@ on_both_backends!(
     kubectl_patch_merges_and_applies_json_patches,
     label_selectors_filter_lists_and_watches,
     server_dry_run_validates_but_writes_nothing,
-    discovery_answers_aggregated_and_legacy_clients
+    discovery_answers_aggregated_and_legacy_clients,
+    responses_are_written_like_kube_apiserver
 );
+
+/// Objects leave as kube-apiserver writes them: compact JSON, `kind` and `apiVersion`
+/// first, metadata in ObjectMeta's order, the rest as the client wrote it.
+async fn responses_are_written_like_kube_apiserver(backend: Backend) {
+    let cluster = Cluster::start_on(backend).await;
+    let body = json!({"data": {"z": "1", "a": "2"}, "metadata": {"labels": {"app": "x"}, "name": "ordered"}});
+    let (code, _) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(body)).await;
+    assert_eq!(code, 201);
+    let url = format!("{}/api/v1/namespaces/default/configmaps/ordered", cluster.api.base);
+    let text = cluster.api.client.get(url).send().await.expect("get").text().await.expect("body");
+    assert!(
+        text.starts_with(
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"ordered","namespace":"default","uid":""#
+        ),
+        "{text}"
+    );
+    let after_uid = text.split_once(r#""uid":""#).map(|(_, rest)| rest).unwrap_or_default();
+    let rest = after_uid.split_once('"').map(|(_, rest)| rest).unwrap_or_default();
+    assert!(rest.starts_with(r#","resourceVersion":""#), "{text}");
+    assert!(text.contains(r#""labels":{"app":"x"}"#) && text.ends_with(r#""data":{"z":"1","a":"2"}}"#), "{text}");
+    let url = format!("{}/api/v1/namespaces/default/configmaps", cluster.api.base);
+    let list = cluster.api.client.get(url).send().await.expect("list").text().await.expect("body");
+    assert!(list.starts_with(r#"{"kind":"ConfigMapList","apiVersion":"v1","metadata":{"resourceVersion":""#), "{list}");
+}

@@ -674,7 +674,8 @@ mod tests {
         assert!(v1.validate(&object).is_empty(), "{:?}", v1.validate(&object));
         let bad: Object =
             serde_json::from_value(json!({"spec": {"cronSpec": "nope", "replicas": 11, "image": 5}})).expect("object");
-        let fields: Vec<String> = v1.validate(&bad).into_iter().map(|c| c.field).collect();
+        let mut fields: Vec<String> = v1.validate(&bad).into_iter().map(|c| c.field).collect();
+        fields.sort();
         assert_eq!(fields, ["spec.cronSpec", "spec.image", "spec.replicas"]);
         let missing: Object = serde_json::from_value(json!({"spec": {}})).expect("object");
         assert_eq!(v1.validate(&missing)[0].field, "spec.cronSpec");

@@ -220,8 +220,81 @@ pub(super) fn set_condition(object: &mut Object, kind: &str, status: &str, reaso
     set_path(object, &["status", "conditions"], Value::Array(updated));
 }
 
+/// An object as stored: compact JSON with its fields in kube-apiserver's order (`kind`,
+/// `apiVersion`, `metadata` in ObjectMeta's order, then the rest as they came), so every
+/// object read back is written out the way kube-apiserver writes it.
 pub(super) fn encode(object: &Object) -> Result<Bytes> {
-    serde_json::to_vec(object).map(Bytes::from).map_err(|e| Error::Internal(format!("cannot encode object: {e}")))
+    serde_json::to_vec(&Ordered(object))
+        .map(Bytes::from)
+        .map_err(|e| Error::Internal(format!("cannot encode object: {e}")))
+}
+
+/// ObjectMeta's fields in the order of its Go struct (resourceVersion is not stored).
+const METADATA_ORDER: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// Serializes an object's fields in kube-apiserver's order without copying it.
+struct Ordered<'a>(&'a Object);
+
+/// Serializes `metadata` in ObjectMeta's order.
+struct OrderedMetadata<'a>(&'a Object);
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let object = self.0;
+        let mut map = serializer.serialize_map(Some(object.len()))?;
+        for key in ["kind", "apiVersion"] {
+            if let Some(value) = object.get(key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        match object.get("metadata") {
+            Some(Value::Object(metadata)) => map.serialize_entry("metadata", &OrderedMetadata(metadata))?,
+            Some(other) => map.serialize_entry("metadata", other)?,
+            None => {}
+        }
+        for (key, value) in object {
+            if !matches!(key.as_str(), "kind" | "apiVersion" | "metadata") {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for OrderedMetadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let metadata = self.0;
+        let mut map = serializer.serialize_map(Some(metadata.len()))?;
+        for key in METADATA_ORDER {
+            if let Some(value) = metadata.get(*key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        for (key, value) in metadata {
+            if !METADATA_ORDER.contains(&key.as_str()) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// A stored value as an object carrying its resourceVersion.
@@ -232,7 +305,12 @@ pub(super) fn decode(kv: &KeyValue) -> Result<Object> {
 fn decode_at(value: &[u8], revision: i64) -> Result<Object> {
     let mut object: Object = serde_json::from_slice(value)
         .map_err(|e| Error::Internal(format!("stored object at revision {revision} is not valid JSON: {e}")))?;
-    object.metadata_mut().insert("resourceVersion".into(), Value::String(revision.to_string()));
+    // In its place in ObjectMeta's order: after the fields that come before it.
+    let metadata = object.metadata_mut();
+    metadata.shift_remove("resourceVersion");
+    let before = &METADATA_ORDER[..METADATA_ORDER.iter().position(|k| *k == "resourceVersion").unwrap_or(0)];
+    let at = metadata.keys().rposition(|k| before.contains(&k.as_str())).map_or(0, |i| i + 1);
+    metadata.shift_insert(at, "resourceVersion".into(), Value::String(revision.to_string()));
     Ok(object)
 }
 
@@ -271,6 +349,20 @@ pub(super) fn random_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_are_stored_and_read_in_kube_apiservers_field_order() {
+        let object: Object = serde_json::from_str(
+            r#"{"data":{"b":"1","a":"2"},"metadata":{"labels":{"x":"y"},"uid":"u","namespace":"n","name":"c"},"apiVersion":"v1","kind":"ConfigMap"}"#,
+        )
+        .expect("object");
+        let stored = encode(&object).expect("encoded");
+        let read = decode_at(&stored, 7).expect("decoded");
+        assert_eq!(
+            serde_json::to_string(&read).expect("json"),
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c","namespace":"n","uid":"u","resourceVersion":"7","labels":{"x":"y"}},"data":{"b":"1","a":"2"}}"#
+        );
+    }
 
     #[test]
     fn names_follow_dns_1123() {

@@ -132,6 +132,20 @@ impl Process {
         Process { child }
     }
 
+    /// Start a long-running `wasmkube` with its stdout and stderr appended to `log`, so a
+    /// chatty server never blocks on a full pipe and a failing test can show what it said.
+    pub fn start_logged(args: &[&str], log: &std::path::Path) -> Process {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("server log file");
+        let child = Command::new(wasmkube_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file handle"))
+            .stderr(file)
+            .spawn()
+            .expect("starting wasmkube");
+        Process { child }
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: sending a signal to our own child process.
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
@@ -194,6 +208,13 @@ impl Api {
         let response = self.client.get(format!("{}{path}", self.base)).send().await.ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.ok()?))
+    }
+
+    /// Wait (without a deadline of its own) until `/readyz` answers 200.
+    pub async fn wait_ready_quietly(&self) {
+        while self.get("/readyz").await.filter(|(code, _)| *code == 200).is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Wait until `/readyz` answers 200.
@@ -270,7 +291,9 @@ impl Cluster {
     pub async fn start_on(backend: Backend) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
-        let data_dir = dir.path().to_str().unwrap().to_string();
+        // The data dir is a directory of its own: serve refuses one holding anything else
+        // (the log, the files tests write for kubectl).
+        let data_dir = dir.path().join("data").to_str().unwrap().to_string();
         let etcd = match backend {
             Backend::Embedded => None,
             Backend::Etcd => Some(Etcd::start().await),
@@ -279,9 +302,18 @@ impl Cluster {
         if let Some(etcd) = &etcd {
             args.extend(["--storage", "etcd", "--etcd-endpoints", &etcd.endpoint]);
         }
-        let serve = Process::start(&args);
-        let api = Api::connect(dir.path(), &listen).await;
-        api.wait_ready().await;
+        let log = dir.path().join("serve.log");
+        let serve = Process::start_logged(&args, &log);
+        let api = Api::connect(std::path::Path::new(&data_dir), &listen).await;
+        let ready = tokio::time::timeout(Duration::from_secs(60), api.wait_ready_quietly()).await;
+        if ready.is_err() {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().rev().take(40).collect();
+            panic!(
+                "the server was not ready within 60 s; the end of its log:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         Cluster { _serve: serve, dir, api, _etcd: etcd }
     }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use wasmkube_tests::{on_both_backends, Backend, Cluster, KUBECTLS};
 
 fn anonymous_client(cluster: &Cluster) -> reqwest::Client {
-    let ca = std::fs::read(cluster.dir.path().join("tls/ca.crt")).unwrap();
+    let ca = std::fs::read(cluster.dir.path().join("data/tls/ca.crt")).unwrap();
     reqwest::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -61,7 +61,7 @@ async fn service_account_tokens_authenticate_until_the_account_goes(backend: Bac
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
 
     // kubectl with only the token (no client certificate).
-    let ca = cluster.dir.path().join("tls/ca.crt");
+    let ca = cluster.dir.path().join("data/tls/ca.crt");
     let as_bot = |args: &[&str]| {
         let mut all = vec![
             "--kubeconfig=/dev/null".to_string(),

@@ -200,6 +200,10 @@ impl TlsListener {
                 if done.is_closed() {
                     return;
                 }
+                // Answers are small and written whole: send them now, not after Nagle's delay.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                }
                 let (acceptor, done) = (acceptor.clone(), done.clone());
                 tokio::spawn(async move {
                     let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));

@@ -267,7 +267,7 @@ const SCALE: Resource = Resource {
     subresources: &[],
 };
 
-/// How long a cached read waits for the watch cache to catch up before reading the store.
+/// How long a cached read waits for a watch cache that is still listing before reading the store.
 const CACHED_READ_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where the service-account token signing key lives.
@@ -589,18 +589,17 @@ impl Registry {
         Ok(())
     }
 
-    /// An object read from the watch cache once it has caught up with the store's current
-    /// revision, so it is as fresh as a store read without the read and the decode of the
-    /// stored bytes on the storage side. For checks on hot paths (does the namespace exist?
-    /// does the token's service account?). Reads the store if the cache lags behind.
+    /// An object as the watch cache holds it, for checks on hot paths (does the namespace
+    /// exist, is it terminating? does the token's service account?), the way
+    /// kube-apiserver's admission reads its informers' listers: what the cache holds is
+    /// trusted (it trails the store by the time an event takes to arrive), and what it
+    /// does not hold is looked up in the store, so an object just created is found.
     pub async fn get_cached(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<Object> {
         Self::check_namespace(resource, namespace)?;
         let key = Self::key(resource, namespace, name);
-        let current = self.store.current_revision().await.map_err(Error::from_store)?;
-        match self.entry(resource)?.cache.get(&key, current, CACHED_READ_WAIT).await {
+        match self.entry(resource)?.cache.get(&key, 0, CACHED_READ_WAIT).await {
             Ok(Some(kv)) => object::decode(&kv),
-            Ok(None) => Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
-            Err(_) => self.get(resource, namespace, name).await,
+            Ok(None) | Err(_) => self.get(resource, namespace, name).await,
         }
     }
 

@@ -559,21 +559,34 @@ struct Watcher {
 
 impl Watcher {
     async fn step(&mut self) -> Result<WatchItem> {
+        use tokio::sync::broadcast::error::TryRecvError;
         loop {
-            let current = self.shared.revision.load(Ordering::Acquire);
-            if self.next <= current {
-                let shared = self.shared.clone();
-                let (prefix, from) = (self.prefix.clone(), self.next);
-                let (events, next) = tokio::task::spawn_blocking(move || shared.catch_up(&prefix, from, current))
-                    .await
-                    .map_err(|e| StoreError::Internal(format!("watch task failed: {e}")))??;
-                self.next = next;
-                if !events.is_empty() {
-                    return Ok(self.deliver(events));
+            // A batch is broadcast before its revision is published, so a batch already
+            // waiting here is taken before the revision is looked at: a watcher that keeps
+            // up never reads the log from disk.
+            let received = match self.live.try_recv() {
+                Ok(batch) => Ok(batch),
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Closed) => return Err(StoreError::Closed),
+                Err(TryRecvError::Empty) => {
+                    let current = self.shared.revision.load(Ordering::Acquire);
+                    if self.next <= current {
+                        let shared = self.shared.clone();
+                        let (prefix, from) = (self.prefix.clone(), self.next);
+                        let (events, next) =
+                            tokio::task::spawn_blocking(move || shared.catch_up(&prefix, from, current))
+                                .await
+                                .map_err(|e| StoreError::Internal(format!("watch task failed: {e}")))??;
+                        self.next = next;
+                        if !events.is_empty() {
+                            return Ok(self.deliver(events));
+                        }
+                        continue;
+                    }
+                    self.live.recv().await
                 }
-                continue;
-            }
-            match self.live.recv().await {
+            };
+            match received {
                 Ok(batch) => {
                     let Some(first) = batch.first() else { continue };
                     if first.revision() > self.next {
@@ -896,18 +909,25 @@ impl Syncer {
                 };
                 index.push(event.key().clone(), entry);
             }
-            self.shared.revision.store(last, Ordering::Release);
+            // Broadcast, then publish the revision, under the lock watchers subscribe
+            // under: a new watcher either gets this batch live or sees its revision and
+            // reads it from the log; one that keeps up finds it waiting (Watcher::step).
+            let events = Arc::new(events);
+            {
+                let sender = self.shared.events.lock();
+                if let Some(sender) = sender.as_ref() {
+                    let _ = sender.send(events.clone());
+                }
+                self.shared.revision.store(last, Ordering::Release);
+            }
             drop(index);
             let mut in_flight = self.in_flight.lock();
-            for event in &events {
+            for event in events.iter() {
                 if in_flight.get(event.key()).is_some_and(|(revision, _)| *revision == event.revision()) {
                     in_flight.remove(event.key());
                 }
             }
             drop(in_flight);
-            if let Some(sender) = self.shared.events.lock().as_ref() {
-                let _ = sender.send(Arc::new(events));
-            }
         }
         for (reply, outcome) in replies {
             let _ = reply.send(outcome.map(|event| match event {

@@ -7,11 +7,14 @@
 // does, so callers need no second read; that makes them large, on the error path only.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod cmd;
 pub mod controllers;
 pub mod datadir;
+pub mod plugins;
 pub mod registry;
 pub mod storage;
 pub mod testing;

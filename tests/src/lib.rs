@@ -266,6 +266,21 @@ macro_rules! on_both_backends {
     };
 }
 
+/// A plugin component built by scripts/build-plugins (`name` as cargo names the file,
+/// e.g. "misbehave"), from `$WASMKUBE_PLUGINS_TARGET` or the workspace's plugins/target.
+pub fn plugin_component(name: &str) -> PathBuf {
+    let target = std::env::var_os("WASMKUBE_PLUGINS_TARGET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target"));
+    let path = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first (scripts/build-plugins; the README's test command does)",
+        path.display()
+    );
+    path
+}
+
 /// The real kubectl binaries the tests run (the dispatcher at /usr/bin/kubectl picks by
 /// the server's /version; these are named explicitly).
 pub const KUBECTLS: [&str; 2] =
@@ -289,6 +304,11 @@ impl Cluster {
     /// Start the real binary on `backend` (for etcd: a real etcd of its own) and wait
     /// until it is ready.
     pub async fn start_on(backend: Backend) -> Cluster {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Start the real binary on `backend` with `extra` flags of `serve`.
+    pub async fn start_with(backend: Backend, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
         // The data dir is a directory of its own: serve refuses one holding anything else
@@ -302,6 +322,7 @@ impl Cluster {
         if let Some(etcd) = &etcd {
             args.extend(["--storage", "etcd", "--etcd-endpoints", &etcd.endpoint]);
         }
+        args.extend_from_slice(extra);
         let log = dir.path().join("serve.log");
         let serve = Process::start_logged(&args, &log);
         let api = Api::connect(std::path::Path::new(&data_dir), &listen).await;

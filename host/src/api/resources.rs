@@ -129,6 +129,9 @@ pub(super) struct Params {
     force: Option<String>,
     /// `Strict`, `Warn` or `Ignore`; checked, and honoured as far as the schema goes.
     field_validation: Option<String>,
+    /// Who asks (not a query parameter: set from authentication).
+    #[serde(skip)]
+    user: Option<UserInfo>,
 }
 
 impl Params {
@@ -208,6 +211,7 @@ impl Params {
             field_validation: self.field_validation()?,
             field_manager: manager,
             force: flag(self.force.as_deref()),
+            user: self.user.clone(),
         })
     }
 
@@ -241,7 +245,9 @@ pub(super) async fn core(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
-    serve(state, "", "v1", &path, method, query(params)?, &user, headers, body_of(body)?).await
+    let mut params = query(params)?;
+    params.user = Some(user.clone());
+    serve(state, "", "v1", &path, method, params, &user, headers, body_of(body)?).await
 }
 
 /// `/apis/{group}/{version}/{*path}`: a named group.
@@ -255,7 +261,9 @@ pub(super) async fn grouped(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
-    serve(state, &group, &version, &path, method, query(params)?, &user, headers, body_of(body)?).await
+    let mut params = query(params)?;
+    params.user = Some(user.clone());
+    serve(state, &group, &version, &path, method, params, &user, headers, body_of(body)?).await
 }
 
 /// Subresources that need a node agent to answer.
@@ -457,6 +465,7 @@ async fn subresource(
             Method::GET => Written {
                 object: registry.get_part(resource, namespace, name, Some(part)).await?,
                 warnings: Vec::new(),
+                decisions: Vec::new(),
             },
             Method::PUT => {
                 registry.update(resource, namespace, name, json_body(headers, body)?, Some(part), &options).await?
@@ -557,8 +566,16 @@ fn shaped(mut written: Written, headers: &HeaderMap) -> Written {
 
 /// A written object, with its warnings as `Warning` headers (RFC 7234 code 299, as
 /// kube-apiserver sends them; kubectl prints each as "Warning: ...").
+/// Admission decisions leave in `X-Wasmkube-Admission`: `plugin=digest` for each plugin
+/// that decided, in order, so a client can tell which version of a policy admitted it.
 fn respond(code: StatusCode, written: Written) -> Response {
     let mut response = (code, Json(written.object)).into_response();
+    if !written.decisions.is_empty() {
+        let text: Vec<String> = written.decisions.iter().map(|(plugin, digest)| format!("{plugin}={digest}")).collect();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text.join(", ")) {
+            response.headers_mut().insert("x-wasmkube-admission", value);
+        }
+    }
     for warning in written.warnings {
         let text = format!("299 - {}", serde_json::Value::String(warning));
         if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
@@ -641,7 +658,8 @@ fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
 /// `propagationPolicy`: preconditions, dry run (kubectl sends `dryRun` in the body) and
 /// propagation.
 fn delete_options(body: &[u8], params: &Params) -> Result<DeleteOptions, ApiError> {
-    let mut options = DeleteOptions { dry_run: params.dry_run()?, ..DeleteOptions::default() };
+    let mut options =
+        DeleteOptions { dry_run: params.dry_run()?, user: params.user.clone(), ..DeleteOptions::default() };
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {

@@ -104,6 +104,20 @@ impl From<registry::Error> for ApiError {
             E::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", None),
             E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", None),
             E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", None),
+            E::Denied { code, .. } => {
+                let code = StatusCode::from_u16(*code).unwrap_or(StatusCode::FORBIDDEN);
+                let reason = match code {
+                    StatusCode::BAD_REQUEST => "BadRequest",
+                    StatusCode::UNAUTHORIZED => "Unauthorized",
+                    StatusCode::NOT_FOUND => "NotFound",
+                    StatusCode::CONFLICT => "Conflict",
+                    StatusCode::UNPROCESSABLE_ENTITY => "Invalid",
+                    StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+                    c if c.is_server_error() => "InternalError",
+                    _ => "Forbidden",
+                };
+                (code, reason, None)
+            }
         };
         Self { code, reason, message, details }
     }

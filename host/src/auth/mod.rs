@@ -22,6 +22,15 @@ pub struct UserInfo {
 pub const AUTHENTICATED: &str = "system:authenticated";
 
 impl UserInfo {
+    /// The server itself (its own writes: seeding, controllers in the process).
+    pub fn server() -> Self {
+        Self {
+            username: "system:apiserver".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), AUTHENTICATED.into()],
+        }
+    }
+
     /// The user of a request without a valid credential.
     pub fn anonymous() -> Self {
         Self { username: "system:anonymous".into(), uid: String::new(), groups: vec!["system:unauthenticated".into()] }

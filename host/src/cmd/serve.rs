@@ -42,6 +42,13 @@ pub struct ServeOptions {
     /// Key prefix in etcd, so several clusters can share one etcd.
     #[arg(long, default_value = "/wasmkube")]
     etcd_prefix: String,
+    /// A folder of plugin manifests (`*.yaml`) and their components, followed: adding,
+    /// changing or removing a manifest or its module loads, reloads or unloads it.
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
+    /// Serve without the default plugins (pod-security, defaults).
+    #[arg(long)]
+    no_default_plugins: bool,
 }
 
 /// Options with defaults filled in; only [`ServeOptions::complete`] makes one.
@@ -55,17 +62,31 @@ pub struct ValidServeOptions {
     listen: SocketAddr,
     data_dir: PathBuf,
     storage: StorageConfig,
+    plugin_dir: Option<PathBuf>,
+    default_plugins: bool,
 }
 
 impl ValidServeOptions {
     /// An embedded store in `data_dir`, served on `listen` (port 0: any free port).
     pub(crate) fn embedded(data_dir: PathBuf, listen: SocketAddr) -> Self {
-        Self { listen, storage: StorageConfig::Embedded { data_dir: data_dir.clone() }, data_dir }
+        Self {
+            listen,
+            storage: StorageConfig::Embedded { data_dir: data_dir.clone() },
+            data_dir,
+            plugin_dir: None,
+            default_plugins: true,
+        }
     }
 
     /// etcd at `endpoints` with keys under `prefix`, certificates in `data_dir`, served on `listen`.
     pub(crate) fn etcd(data_dir: PathBuf, listen: SocketAddr, endpoints: Vec<String>, prefix: &str) -> Self {
-        Self { listen, storage: StorageConfig::Etcd { endpoints, prefix: prefix.to_string().into() }, data_dir }
+        Self {
+            listen,
+            storage: StorageConfig::Etcd { endpoints, prefix: prefix.to_string().into() },
+            data_dir,
+            plugin_dir: None,
+            default_plugins: true,
+        }
     }
 }
 
@@ -117,6 +138,12 @@ impl CompletedServeOptions {
         if self.data_dir.as_os_str().is_empty() {
             problems.push("--data-dir must not be empty".into());
         }
+        if let Some(dir) = o.plugin_dir.as_ref().filter(|d| !d.is_dir()) {
+            problems.push(format!(
+                "--plugin-dir {}: not a directory; create it or point at the folder of plugin manifests",
+                dir.display()
+            ));
+        }
         InvalidOptions::check(problems)?;
         let storage = match o.storage {
             StorageKind::Embedded => StorageConfig::Embedded { data_dir: self.data_dir.clone() },
@@ -126,7 +153,13 @@ impl CompletedServeOptions {
         };
         #[allow(clippy::expect_used)] // a parse failure was reported above
         let listen = listen.expect("listen address validated");
-        Ok(ValidServeOptions { listen, data_dir: self.data_dir, storage })
+        Ok(ValidServeOptions {
+            listen,
+            data_dir: self.data_dir,
+            storage,
+            plugin_dir: o.plugin_dir.clone(),
+            default_plugins: !o.no_default_plugins,
+        })
     }
 }
 
@@ -158,6 +191,9 @@ impl Server {
     pub(crate) async fn start(options: ValidServeOptions) -> anyhow::Result<Self> {
         let registry = prometheus::Registry::new();
         let storage_metrics = StorageMetrics::new(&registry).context("registering storage metrics")?;
+        let plugin_metrics = crate::plugins::PluginMetrics::new(&registry).context("registering plugin metrics")?;
+        let runtime = crate::plugins::Runtime::new(crate::plugins::RuntimeConfig::default())
+            .context("starting the plugin runtime")?;
         let health = Health::default();
         health.set("storage", Err("not opened yet".into()));
         health.set("registry", Err("waiting for storage".into()));
@@ -195,14 +231,28 @@ impl Server {
         };
         tracing::info!(listen = %bound, kubeconfig = %kubeconfig.display(), "serving");
         let ready = api_registry.clone();
+        let (plugin_dir, default_plugins) = (options.plugin_dir.clone(), options.default_plugins);
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
+            let plugins = crate::plugins::PluginSet::new(runtime, plugin_metrics);
+            plugins.set_client(crate::client::RegistryClient::new(&registry));
+            registry.set_admission(Arc::new(crate::admission::Chain::new(plugins.clone())));
+            if default_plugins {
+                let defaults = crate::plugins::builtin::defaults();
+                if defaults.is_empty() {
+                    tracing::warn!("this binary was built without its default plugins (run scripts/build-plugins, then build again)");
+                }
+                plugins.load_builtins(&defaults).await.context("loading the default plugins")?;
+            }
             registry.seed(Some(advertise)).await.context("creating what a fresh cluster holds")?;
             tokio::spawn(crate::controllers::namespace::run(registry.clone(), stopped.clone()));
             crate::controllers::crd::start(registry.clone(), stopped.clone())
                 .await
                 .context("serving the custom resources of existing CRDs")?;
+            if let Some(dir) = plugin_dir {
+                plugins.follow_dir(dir, stopped.clone()).await.context("following the plugin folder")?;
+            }
             let _ = api_registry.set(registry);
             health.set("registry", Ok(()));
             Ok(store)

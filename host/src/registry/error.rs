@@ -54,4 +54,8 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// An admission plugin refused the write (or failed under `failurePolicy: Fail`);
+    /// `code` is the HTTP code to answer with.
+    #[error("{message}")]
+    Denied { code: u16, message: String },
 }

@@ -194,6 +194,8 @@ pub struct WriteOptions {
     pub field_manager: Option<String>,
     /// Server-side apply: take the fields other managers own.
     pub force: bool,
+    /// Who writes, for admission (None: the server itself).
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 impl WriteOptions {
@@ -236,6 +238,8 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// What happens to dependents (recorded as a finalizer for the garbage collector).
     pub propagation: Option<Propagation>,
+    /// Who deletes, for admission (None: the server itself).
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 /// `propagationPolicy`.
@@ -252,6 +256,8 @@ pub struct Written {
     pub object: Object,
     /// Each becomes a `Warning` header.
     pub warnings: Vec<String>,
+    /// (plugin, digest) of each admission plugin that decided on the write.
+    pub decisions: Vec<(String, String)>,
 }
 
 /// What the `scale` subresource reads and writes.
@@ -364,6 +370,8 @@ pub struct Registry {
     custom: Mutex<HashMap<String, Served>>,
     /// Bumped whenever the set of served resources changes (discovery and OpenAPI follow it).
     generation: AtomicU64,
+    /// The admission plugins every write passes (none until set).
+    admission: std::sync::OnceLock<Arc<crate::admission::Chain>>,
 }
 
 impl Registry {
@@ -380,7 +388,14 @@ impl Registry {
             ));
             entries.insert((resource.group, resource.version, resource.plural), Arc::new(Entry { strategy, cache }));
         }
-        Self { store, metrics, entries: RwLock::new(entries), custom: Mutex::default(), generation: AtomicU64::new(0) }
+        Self {
+            store,
+            metrics,
+            entries: RwLock::new(entries),
+            custom: Mutex::default(),
+            generation: AtomicU64::new(0),
+            admission: std::sync::OnceLock::new(),
+        }
     }
 
     /// Serve what `crd` defines (every served version), or change what it serves to match
@@ -455,6 +470,82 @@ impl Registry {
     /// The names of the CRDs whose resources are served.
     pub fn custom_names(&self) -> Vec<String> {
         self.custom.lock().keys().cloned().collect()
+    }
+
+    /// Send every write through `chain` from now on (set once).
+    pub fn set_admission(&self, chain: Arc<crate::admission::Chain>) {
+        let _ = self.admission.set(chain);
+    }
+
+    /// What admission is told about a write, if a plugin wants to see it.
+    #[allow(clippy::too_many_arguments)]
+    fn admission_attributes(
+        &self,
+        resource: &Resource,
+        operation: crate::plugins::Operation,
+        part: Option<Subresource>,
+        namespace: Option<&str>,
+        name: &str,
+        user: Option<&crate::auth::UserInfo>,
+        dry_run: bool,
+    ) -> Option<crate::admission::Attributes> {
+        let chain = self.admission.get()?;
+        let attributes = crate::admission::Attributes {
+            operation,
+            group: resource.group.to_string(),
+            version: resource.version.to_string(),
+            kind: resource.kind.to_string(),
+            resource: resource.plural.to_string(),
+            subresource: part.map(|p| p.name().to_string()),
+            namespace: namespace.filter(|_| resource.namespaced).map(str::to_owned),
+            name: name.to_string(),
+            user: user.cloned().unwrap_or_else(crate::auth::UserInfo::server),
+            dry_run,
+        };
+        let wanted = chain.wants(&attributes, crate::plugins::Phase::Mutate)
+            || chain.wants(&attributes, crate::plugins::Phase::Validate);
+        wanted.then_some(attributes)
+    }
+
+    async fn admit_mutating(
+        &self,
+        attributes: Option<&crate::admission::Attributes>,
+        object: &mut Object,
+        old: Option<&Object>,
+    ) -> Result<crate::admission::Admitted> {
+        match (attributes, self.admission.get()) {
+            (Some(attributes), Some(chain)) => {
+                chain.mutate(attributes, object, old).await.map_err(|d| Self::denied(attributes, d))
+            }
+            _ => Ok(Default::default()),
+        }
+    }
+
+    async fn admit_validating(
+        &self,
+        attributes: Option<&crate::admission::Attributes>,
+        object: Option<&Object>,
+        old: Option<&Object>,
+    ) -> Result<crate::admission::Admitted> {
+        match (attributes, self.admission.get()) {
+            (Some(attributes), Some(chain)) => {
+                chain.validate(attributes, object, old).await.map_err(|d| Self::denied(attributes, d))
+            }
+            _ => Ok(Default::default()),
+        }
+    }
+
+    fn denied(attributes: &crate::admission::Attributes, denied: crate::admission::Denied) -> Error {
+        let resource = if attributes.group.is_empty() {
+            attributes.resource.clone()
+        } else {
+            format!("{}.{}", attributes.resource, attributes.group)
+        };
+        let message = match denied.code {
+            403 => format!("{resource} \"{}\" is forbidden: {}", attributes.name, denied.message),
+            _ => denied.message,
+        };
+        Error::Denied { code: denied.code, message }
     }
 
     /// Changes whenever the set of served resources does.
@@ -664,7 +755,18 @@ impl Registry {
             metadata.insert("generation".into(), Value::from(1));
         }
         entry.strategy.prepare_for_create(&mut object);
-        let warnings = Self::check_schema(&entry, &mut object, options.field_validation)?;
+        let operation = crate::plugins::Operation::Create;
+        let attributes = self.admission_attributes(
+            resource,
+            operation,
+            None,
+            namespace,
+            &name,
+            options.user.as_ref(),
+            options.dry_run,
+        );
+        let mut admitted = self.admit_mutating(attributes.as_ref(), &mut object, None).await?;
+        let mut warnings = Self::check_schema(&entry, &mut object, options.field_validation)?;
         if managed == ManagedFields::Record {
             object = Self::record_manager(&entry, None, object, options)?;
         }
@@ -673,11 +775,14 @@ impl Registry {
         if let Some(ns) = namespace {
             self.namespace_exists(ns).await?;
         }
+        admitted.merge(self.admit_validating(attributes.as_ref(), Some(&object), None).await?);
+        warnings.extend(admitted.warnings);
+        let decisions = admitted.decisions;
         let key = Self::key(resource, namespace, &name);
         if options.dry_run {
             return match self.store.get(key).await.map_err(Error::from_store)? {
                 (Some(_), _) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
-                (None, _) => Ok(Written { object, warnings }),
+                (None, _) => Ok(Written { object, warnings, decisions }),
             };
         }
         let claimed = match needs {
@@ -691,7 +796,7 @@ impl Registry {
             None => Vec::new(),
         };
         let result = match self.store.create(key, object::encode(&object)?).await {
-            Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings }),
+            Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings, decisions }),
             Err(StoreError::AlreadyExists { .. }) => Err(Error::AlreadyExists { resource: resource.qualified(), name }),
             Err(e) => Err(Error::from_store(e)),
         };
@@ -944,7 +1049,7 @@ impl Registry {
         let written = self
             .replace(resource, namespace, name, object, &stored, Via::of(part), options, ManagedFields::Record)
             .await?;
-        Ok(Written { object: subresource::view(part, written.object, scale), warnings: written.warnings })
+        Ok(Written { object: subresource::view(part, written.object, scale), ..written })
     }
 
     /// A request body as what `part` of `resource` reads and writes.
@@ -1009,28 +1114,49 @@ impl Registry {
         if via == Via::Resource {
             entry.strategy.prepare_for_update(&mut object, &old);
         }
+        let part = match via {
+            Via::Subresource(part) => Some(part),
+            _ => None,
+        };
+        let attributes = match via {
+            // The server's own writes (binding, finalizing) are not admitted again.
+            Via::Host => None,
+            _ => self.admission_attributes(
+                resource,
+                crate::plugins::Operation::Update,
+                part,
+                namespace,
+                name,
+                options.user.as_ref(),
+                options.dry_run,
+            ),
+        };
+        let mut admitted = self.admit_mutating(attributes.as_ref(), &mut object, Some(&old)).await?;
         if entry.strategy.tracks_generation() {
             object::bump_generation(&mut object, &old);
         }
-        let warnings = Self::check_schema(&entry, &mut object, options.field_validation)?;
+        let mut warnings = Self::check_schema(&entry, &mut object, options.field_validation)?;
         if managed == ManagedFields::Record {
             object = Self::record_manager(&entry, Some(&old), object, options)?;
         }
         let needs = if is_services(resource) { Some(services::prepare(&mut object, Some(&old))?) } else { None };
         self.validate(&entry, &object, name)?;
+        admitted.merge(self.admit_validating(attributes.as_ref(), Some(&object), Some(&old)).await?);
+        warnings.extend(admitted.warnings);
+        let decisions = admitted.decisions;
         if options.dry_run {
             if expected != current.mod_revision {
                 return Err(Self::modified(resource, name));
             }
             object.metadata_mut().insert("resourceVersion".into(), Value::String(current.mod_revision.to_string()));
-            return Ok(Written { object, warnings });
+            return Ok(Written { object, warnings, decisions });
         }
         if deleting && object::finalizers(&object).is_empty() && !entry.strategy.blocks_deletion(&object) {
             // The last finalizer is gone: so is the object.
             return match self.store.delete(key, Some(expected)).await {
                 Ok(_) => {
                     self.removed(resource, &old).await;
-                    Ok(Written { object, warnings })
+                    Ok(Written { object, warnings, decisions })
                 }
                 Err(StoreError::Conflict { .. }) => Err(Self::modified(resource, name)),
                 Err(StoreError::NotFound { .. }) => {
@@ -1044,7 +1170,7 @@ impl Registry {
             None => Vec::new(),
         };
         let result = match self.store.update(key, object::encode(&object)?, expected).await {
-            Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings }),
+            Ok(kv) => Ok(Written { object: object::decode(&kv)?, warnings, decisions }),
             Err(StoreError::Conflict { .. }) => Err(Self::modified(resource, name)),
             Err(StoreError::NotFound { .. }) => {
                 Err(Error::NotFound { resource: resource.qualified(), name: name.into() })
@@ -1146,10 +1272,7 @@ impl Registry {
             };
             match self.replace(resource, namespace, name, object, &stored, Via::of(part), options, managed).await {
                 Err(Error::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => continue,
-                result => {
-                    return result
-                        .map(|w| Written { object: subresource::view(part, w.object, scale), warnings: w.warnings })
-                }
+                result => return result.map(|w| Written { object: subresource::view(part, w.object, scale), ..w }),
             }
         }
         Err(Error::Internal("patch retries exhausted".into()))
@@ -1317,6 +1440,16 @@ impl Registry {
             {
                 return Err(Self::precondition_failed(resource, name));
             }
+            let attributes = self.admission_attributes(
+                resource,
+                crate::plugins::Operation::Delete,
+                None,
+                namespace,
+                name,
+                options.user.as_ref(),
+                options.dry_run,
+            );
+            self.admit_validating(attributes.as_ref(), None, Some(&object)).await?;
             let mut finalizers = object::finalizers(&object);
             let added = match options.propagation {
                 Some(Propagation::Foreground) => Some("foregroundDeletion"),

@@ -1,0 +1,269 @@
+//! The admission chain: every write passes the mutating plugins in order (their JSON
+//! patches applied), then — after the registry's schema validation — the validating
+//! plugins. A request carries what a Kubernetes AdmissionReview carries.
+//!
+//! - A denial is the plugin's message with its code (403 unless it says otherwise).
+//! - A failed call (trap, timeout, out of memory) is decided by the plugin's failure
+//!   policy: `Fail` refuses the request (500), `Ignore` lets it pass.
+//! - `Audit` mode records every decision (log line, metric) and never refuses or patches.
+//! - Every decision names the plugin and the digest of the version that made it (the
+//!   log line, and [`Admitted::decisions`] for the API's response header).
+//! - Plugins never gate the objects that manage them (`wasmkube.io` Plugins) or the
+//!   control plane's heartbeats (Leases), so a broken plugin can always be removed.
+//!
+//! Knows objects as JSON and plugins; nothing of HTTP or storage.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use crate::auth::UserInfo;
+use crate::plugins::{self, AdmissionRequest, FailurePolicy, LoadedPlugin, Mode, Operation, Phase, PluginSet};
+
+/// What a request is, for the plugins (AdmissionReview's request, without the objects).
+#[derive(Clone, Debug)]
+pub struct Attributes {
+    pub operation: Operation,
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub user: UserInfo,
+    pub dry_run: bool,
+}
+
+impl Attributes {
+    fn operation_name(&self) -> &'static str {
+        match self.operation {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// A request the chain let through: warnings for the client, and who decided.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub warnings: Vec<String>,
+    /// (plugin, digest) of every plugin that decided, in order.
+    pub decisions: Vec<(String, String)>,
+}
+
+impl Admitted {
+    pub fn merge(&mut self, other: Admitted) {
+        self.warnings.extend(other.warnings);
+        self.decisions.extend(other.decisions);
+    }
+}
+
+/// A request the chain refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Denied {
+    /// The HTTP code (403, or what the plugin said; 500 when a plugin failed).
+    pub code: u16,
+    pub message: String,
+    pub plugin: String,
+    pub digest: String,
+}
+
+/// The chain over a set of plugins.
+pub struct Chain {
+    plugins: Arc<PluginSet>,
+}
+
+/// Kinds no plugin gates: the plugins' own objects and the control plane's Leases.
+pub fn exempt(group: &str, resource: &str) -> bool {
+    group == "wasmkube.io" || (group == "coordination.k8s.io" && resource == "leases")
+}
+
+impl Chain {
+    pub fn new(plugins: Arc<PluginSet>) -> Self {
+        Self { plugins }
+    }
+
+    /// Whether any plugin would see this request (saves building one when none would).
+    pub fn wants(&self, attributes: &Attributes, phase: Phase) -> bool {
+        !exempt(&attributes.group, &attributes.resource)
+            && self.plugins.snapshot().iter().any(|p| self.applies(p, attributes, phase))
+    }
+
+    fn applies(&self, plugin: &LoadedPlugin, attributes: &Attributes, phase: Phase) -> bool {
+        plugin.manifest.phases.contains(&phase)
+            && plugin.manifest.applies_to(
+                &attributes.group,
+                &attributes.resource,
+                attributes.subresource.as_deref(),
+                attributes.operation_name(),
+            )
+    }
+
+    fn request(
+        attributes: &Attributes,
+        object: Option<&Map<String, Value>>,
+        old: Option<&Map<String, Value>>,
+    ) -> AdmissionRequest {
+        let text = |o: Option<&Map<String, Value>>| o.map(|o| serde_json::to_string(o).unwrap_or_default());
+        AdmissionRequest {
+            uid: uuid::Uuid::new_v4().to_string(),
+            kind: plugins_kind(attributes),
+            resource: plugins_resource(attributes),
+            sub_resource: attributes.subresource.clone(),
+            name: attributes.name.clone(),
+            namespace: attributes.namespace.clone(),
+            operation: attributes.operation,
+            user_info: plugins::PluginUser {
+                username: attributes.user.username.clone(),
+                uid: attributes.user.uid.clone(),
+                groups: attributes.user.groups.clone(),
+            },
+            object: text(object),
+            old_object: text(old),
+            dry_run: attributes.dry_run,
+        }
+    }
+
+    /// Run the mutating plugins over `object` (changed in place by their patches).
+    pub async fn mutate(
+        &self,
+        attributes: &Attributes,
+        object: &mut Map<String, Value>,
+        old: Option<&Map<String, Value>>,
+    ) -> Result<Admitted, Denied> {
+        let mut admitted = Admitted::default();
+        if exempt(&attributes.group, &attributes.resource) {
+            return Ok(admitted);
+        }
+        for plugin in self.plugins.snapshot().iter().filter(|p| self.applies(p, attributes, Phase::Mutate)) {
+            let request = Self::request(attributes, Some(object), old);
+            let started = Instant::now();
+            let result = plugin.module.mutate(&request).await;
+            let decided = self.decide(plugin, "mutate", attributes, result, started)?;
+            if let Some(response) = decided {
+                if let Some(patch) = response.patch.filter(|_| plugin.manifest.mode == Mode::Enforce) {
+                    apply_patch(object, &patch).map_err(|why| Denied {
+                        code: 500,
+                        message: format!(
+                            "plugin {:?} answered with a patch that cannot be applied: {why}",
+                            plugin.manifest.name
+                        ),
+                        plugin: plugin.manifest.name.clone(),
+                        digest: plugin.module.digest.clone(),
+                    })?;
+                }
+                admitted.merge(Admitted {
+                    warnings: response.warnings,
+                    decisions: vec![(plugin.manifest.name.clone(), plugin.module.digest.clone())],
+                });
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Run the validating plugins over the object as it will be stored (`None` for a delete).
+    pub async fn validate(
+        &self,
+        attributes: &Attributes,
+        object: Option<&Map<String, Value>>,
+        old: Option<&Map<String, Value>>,
+    ) -> Result<Admitted, Denied> {
+        let mut admitted = Admitted::default();
+        if exempt(&attributes.group, &attributes.resource) {
+            return Ok(admitted);
+        }
+        for plugin in self.plugins.snapshot().iter().filter(|p| self.applies(p, attributes, Phase::Validate)) {
+            let request = Self::request(attributes, object, old);
+            let started = Instant::now();
+            let result = plugin.module.validate(&request).await;
+            if let Some(response) = self.decide(plugin, "validate", attributes, result, started)? {
+                admitted.merge(Admitted {
+                    warnings: response.warnings,
+                    decisions: vec![(plugin.manifest.name.clone(), plugin.module.digest.clone())],
+                });
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Turn one call's result into the chain's decision: a refusal (enforced), or the
+    /// response to go on with (None: a failed call its policy ignores).
+    fn decide(
+        &self,
+        plugin: &LoadedPlugin,
+        function: &'static str,
+        attributes: &Attributes,
+        result: Result<plugins::AdmissionResponse, plugins::CallError>,
+        started: Instant,
+    ) -> Result<Option<plugins::AdmissionResponse>, Denied> {
+        let metrics = self.plugins.metrics();
+        let name = plugin.manifest.name.as_str();
+        let digest = plugin.module.digest.as_str();
+        metrics.latency.with_label_values(&[name, function]).observe(started.elapsed().as_secs_f64());
+        let enforce = plugin.manifest.mode == Mode::Enforce;
+        let target = format!("{} {}/{}", attributes.operation_name(), attributes.resource, attributes.name);
+        match result {
+            Ok(response) => {
+                let outcome = if response.allowed { "allow" } else { "deny" };
+                metrics.calls.with_label_values(&[name, function, outcome]).inc();
+                tracing::info!(plugin = name, digest, function, request = %target, allowed = response.allowed, enforce, "admission decision");
+                if !response.allowed && enforce {
+                    let message = response.message.clone().unwrap_or_else(|| "denied".into());
+                    return Err(Denied {
+                        code: response.code.filter(|c| (400..600).contains(c)).unwrap_or(403),
+                        message: format!("plugin {name:?} denied the request: {message}"),
+                        plugin: name.to_string(),
+                        digest: digest.to_string(),
+                    });
+                }
+                Ok(Some(response))
+            }
+            Err(error) => {
+                metrics.calls.with_label_values(&[name, function, error.outcome()]).inc();
+                tracing::warn!(plugin = name, digest, function, request = %target, error = %error, policy = ?plugin.manifest.failure_policy, "admission plugin failed");
+                match (plugin.manifest.failure_policy, enforce) {
+                    (FailurePolicy::Fail, true) => Err(Denied {
+                        code: 500,
+                        message: format!("Internal error occurred: plugin {name:?} failed: {error}"),
+                        plugin: name.to_string(),
+                        digest: digest.to_string(),
+                    }),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+fn plugins_kind(attributes: &Attributes) -> plugins::GroupVersionKind {
+    plugins::GroupVersionKind {
+        group: attributes.group.clone(),
+        version: attributes.version.clone(),
+        kind: attributes.kind.clone(),
+    }
+}
+
+fn plugins_resource(attributes: &Attributes) -> plugins::GroupVersionResource {
+    plugins::GroupVersionResource {
+        group: attributes.group.clone(),
+        version: attributes.version.clone(),
+        resource: attributes.resource.clone(),
+    }
+}
+
+/// Apply a plugin's RFC 6902 patch (JSON text) to `object`.
+fn apply_patch(object: &mut Map<String, Value>, patch: &str) -> Result<(), String> {
+    let patch: json_patch::Patch = serde_json::from_str(patch).map_err(|e| format!("not a JSON patch: {e}"))?;
+    let mut document = Value::Object(std::mem::take(object));
+    let result = json_patch::patch(&mut document, &patch).map_err(|e| e.to_string());
+    match document {
+        Value::Object(map) => *object = map,
+        _ => return Err("the patch made the object something other than an object".into()),
+    }
+    result
+}

@@ -1,0 +1,25 @@
+//! The default plugins compiled into the binary (when build.rs found them built): the
+//! pod-security validator and the resource defaulter, with their manifests.
+
+use super::Builtin;
+
+/// The default plugins, or none if this binary was built without them.
+pub fn defaults() -> Vec<Builtin> {
+    #[cfg(wasmkube_default_plugins)]
+    {
+        vec![
+            Builtin {
+                manifest: include_str!("pod-security.yaml"),
+                module: include_bytes!(env!("WASMKUBE_PLUGIN_POD_SECURITY")),
+            },
+            Builtin {
+                manifest: include_str!("defaults.yaml"),
+                module: include_bytes!(env!("WASMKUBE_PLUGIN_DEFAULTS")),
+            },
+        ]
+    }
+    #[cfg(not(wasmkube_default_plugins))]
+    {
+        Vec::new()
+    }
+}

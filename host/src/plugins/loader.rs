@@ -1,0 +1,233 @@
+//! The loaded plugins ([`PluginSet`]) and where they come from: the defaults built into
+//! the binary ([`Builtin`]) and a watched folder (`--plugin-dir`) of manifests and
+//! components.
+//!
+//! Semantics: a new version is compiled and instantiated off the request path, then
+//! swapped in atomically (the set is an `Arc` replaced whole; a call under way keeps the
+//! version it started with). A version that fails to load leaves the old one serving and
+//! its reason is kept (`last_error`) and logged. Removing a manifest unloads its plugin.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::admission::{AdmissionModule, ModuleSettings};
+use super::manifest::Manifest;
+use super::metrics::PluginMetrics;
+use super::runtime::{digest, LoadError, Runtime};
+use super::Client;
+
+/// A plugin serving: its manifest, its module, and where it came from.
+pub struct LoadedPlugin {
+    pub manifest: Manifest,
+    pub module: Arc<AdmissionModule>,
+    /// "builtin", or the manifest's path.
+    pub source: String,
+}
+
+/// A default plugin compiled into the binary.
+#[derive(Clone, Copy)]
+pub struct Builtin {
+    pub manifest: &'static str,
+    pub module: &'static [u8],
+}
+
+/// Every loaded plugin, in call order (`order`, then name).
+pub struct PluginSet {
+    runtime: Arc<Runtime>,
+    client: OnceLock<Arc<dyn Client>>,
+    plugins: RwLock<Arc<Vec<Arc<LoadedPlugin>>>>,
+    /// Name -> why its last load failed (cleared by a load that works).
+    errors: Mutex<HashMap<String, String>>,
+    /// Per folder file: what was last loaded from it (manifest text + module digest).
+    seen: Mutex<HashMap<PathBuf, (String, String)>>,
+    metrics: PluginMetrics,
+}
+
+impl PluginSet {
+    pub fn new(runtime: Arc<Runtime>, metrics: PluginMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            client: OnceLock::new(),
+            plugins: RwLock::default(),
+            errors: Mutex::default(),
+            seen: Mutex::default(),
+            metrics,
+        })
+    }
+
+    /// What plugins read through `client` (set once, before plugins load).
+    pub fn set_client(&self, client: Arc<dyn Client>) {
+        let _ = self.client.set(client);
+    }
+
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.metrics
+    }
+
+    /// The plugins serving now, in call order.
+    pub fn snapshot(&self) -> Arc<Vec<Arc<LoadedPlugin>>> {
+        self.plugins.read().clone()
+    }
+
+    /// Why the last load of `name` failed, if it did.
+    pub fn last_error(&self, name: &str) -> Option<String> {
+        self.errors.lock().get(name).cloned()
+    }
+
+    /// Load (or replace) the plugin `manifest` names with `bytes`. On failure the version
+    /// serving (if any) stays; the reason is kept and returned.
+    pub async fn load(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
+        let name = manifest.name.clone();
+        let settings = ModuleSettings {
+            name: name.clone(),
+            config: manifest.config.clone(),
+            timeout: manifest.timeout,
+            memory_limit: manifest.memory_limit.unwrap_or(64 << 20).min(self.runtime.max_memory()),
+            capabilities: manifest.capabilities.clone(),
+            client: self.client.get().cloned(),
+        };
+        match AdmissionModule::load(self.runtime.clone(), bytes, settings).await {
+            Ok(module) => {
+                let digest = module.digest.clone();
+                let loaded = Arc::new(LoadedPlugin { manifest, module, source: source.to_string() });
+                let mut plugins = self.plugins.write();
+                let mut next: Vec<Arc<LoadedPlugin>> =
+                    plugins.iter().filter(|p| p.manifest.name != name).cloned().collect();
+                next.push(loaded);
+                next.sort_by(|a, b| (a.manifest.order, &a.manifest.name).cmp(&(b.manifest.order, &b.manifest.name)));
+                *plugins = Arc::new(next);
+                drop(plugins);
+                self.errors.lock().remove(&name);
+                self.metrics.loads.with_label_values(&[name.as_str(), "loaded"]).inc();
+                tracing::info!(plugin = %name, %digest, source, "plugin loaded");
+                Ok(digest)
+            }
+            Err(e) => {
+                self.errors.lock().insert(name.clone(), e.to_string());
+                self.metrics.loads.with_label_values(&[name.as_str(), "failed"]).inc();
+                tracing::error!(plugin = %name, source, error = %e, "plugin not loaded; the version serving (if any) stays");
+                Err(e)
+            }
+        }
+    }
+
+    /// Stop serving `name` (calls under way finish on it).
+    pub fn unload(&self, name: &str) {
+        let mut plugins = self.plugins.write();
+        if plugins.iter().any(|p| p.manifest.name == name) {
+            *plugins = Arc::new(plugins.iter().filter(|p| p.manifest.name != name).cloned().collect());
+            self.metrics.loads.with_label_values(&[name, "unloaded"]).inc();
+            tracing::info!(plugin = %name, "plugin unloaded");
+        }
+    }
+
+    /// Load the defaults compiled into the binary.
+    pub async fn load_builtins(&self, builtins: &[Builtin]) -> Result<(), LoadError> {
+        for builtin in builtins {
+            let manifest = Manifest::parse(builtin.manifest).map_err(|e| LoadError::Manifest(e.to_string()))?;
+            self.load(manifest, builtin.module.to_vec(), "builtin").await?;
+        }
+        Ok(())
+    }
+
+    /// Load what `dir` holds now, then follow it: a manifest (`*.yaml`, `*.yml`,
+    /// `*.json`) added or changed, or its module changed, (re)loads its plugin; one
+    /// removed unloads it. Runs until `stop` turns true.
+    pub async fn follow_dir(
+        self: Arc<Self>,
+        dir: PathBuf,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), LoadError> {
+        use notify::Watcher;
+        let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(16);
+        let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+            let _ = changed.try_send(());
+        })
+        .map_err(|e| LoadError::Runtime(format!("cannot watch {}: {e}", dir.display())))?;
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| LoadError::Runtime(format!("cannot watch {}: {e}", dir.display())))?;
+        self.rescan(&dir).await;
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            loop {
+                tokio::select! {
+                    change = changes.recv() => {
+                        if change.is_none() { return; }
+                        // Let a burst of writes (a copy, an editor's save) settle first.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        while changes.try_recv().is_ok() {}
+                        self.rescan(&dir).await;
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Compare `dir` with what was loaded from it and load, reload or unload accordingly.
+    async fn rescan(&self, dir: &Path) {
+        let mut present = HashMap::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin folder");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_manifest =
+                path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+            if !is_manifest {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let manifest = match Manifest::parse(&text) {
+                Ok(manifest) => manifest,
+                Err(e) => {
+                    tracing::error!(manifest = %path.display(), error = %e, "a plugin manifest is invalid; ignored");
+                    continue;
+                }
+            };
+            let module_path = dir.join(&manifest.module);
+            let bytes = match std::fs::read(&module_path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let why = LoadError::Read { path: module_path.display().to_string(), why: e.to_string() };
+                    tracing::error!(plugin = %manifest.name, error = %why, "plugin not loaded");
+                    self.errors.lock().insert(manifest.name.clone(), why.to_string());
+                    present.insert(path.clone(), manifest.name.clone());
+                    continue;
+                }
+            };
+            present.insert(path.clone(), manifest.name.clone());
+            let fingerprint = (text.clone(), digest(&bytes));
+            if self.seen.lock().get(&path) == Some(&fingerprint) {
+                continue;
+            }
+            let source = path.display().to_string();
+            // Remember the attempt either way: a failed version is not retried until it changes.
+            self.seen.lock().insert(path.clone(), fingerprint);
+            let _ = self.load(manifest, bytes, &source).await;
+        }
+        let gone: Vec<(PathBuf, String)> = {
+            let seen = self.seen.lock();
+            seen.keys().filter(|p| !present.contains_key(*p)).map(|p| (p.clone(), String::new())).collect()
+        };
+        for (path, _) in gone {
+            self.seen.lock().remove(&path);
+            let source = path.display().to_string();
+            let names: Vec<String> =
+                self.snapshot().iter().filter(|p| p.source == source).map(|p| p.manifest.name.clone()).collect();
+            for name in names {
+                self.unload(&name);
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! A plugin's manifest: a `Plugin` object (`wasmkube.io/v1alpha1`), from a file in the
+//! plugin folder (YAML or JSON). It names the world (`kind`), the module, config,
+//! capabilities, timeout, failure policy, mode and order; for admission, the phases and
+//! the requests it sees (`rules`, as in a webhook configuration).
+//!
+//! ```yaml
+//! apiVersion: wasmkube.io/v1alpha1
+//! kind: Plugin
+//! metadata: {name: pod-security}
+//! spec:
+//!   kind: admission
+//!   module: pod_security.wasm        # relative to the manifest, or absolute
+//!   phases: [validate]               # mutate, validate
+//!   rules: [{apiGroups: [""], resources: [pods], operations: [CREATE, UPDATE]}]
+//!   capabilities: [{apiGroups: [""], resources: [namespaces], verbs: [get, list]}]
+//!   config: {defaultLevel: baseline}
+//!   timeout: 500ms
+//!   memoryLimit: 64Mi
+//!   failurePolicy: Fail              # or Ignore
+//!   mode: Enforce                    # or Audit
+//!   order: 100
+//! ```
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why a manifest cannot be used; every problem is listed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct ManifestError {
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Mutate,
+    Validate,
+}
+
+/// What a failed call (trap, timeout, out of memory) does to the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// The request is refused.
+    Fail,
+    /// The request goes on as if the plugin had allowed it.
+    Ignore,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Decisions apply.
+    Enforce,
+    /// Decisions are recorded (log, metrics), never applied.
+    Audit,
+}
+
+/// Which requests an admission plugin sees: any listed group, resource and operation
+/// (`*` matches all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub operations: Vec<String>,
+}
+
+impl Rule {
+    pub fn matches(&self, group: &str, resource: &str, subresource: Option<&str>, operation: &str) -> bool {
+        let any = |list: &[String], value: &str| list.iter().any(|v| v == "*" || v == value);
+        let resource_ok = match subresource {
+            None => any(&self.resources, resource),
+            // "pods" is not "pods/status": subresources are named, or matched by "*/*",
+            // "pods/*" or "*/status", as in a webhook's rules.
+            Some(sub) => self.resources.iter().any(|r| {
+                r == "*/*"
+                    || *r == format!("{resource}/{sub}")
+                    || *r == format!("{resource}/*")
+                    || *r == format!("*/{sub}")
+            }),
+        };
+        any(&self.api_groups, group) && resource_ok && any(&self.operations, operation)
+    }
+}
+
+/// A (group, resources, verbs) the plugin may read through `client`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capability {
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub verbs: Vec<String>,
+}
+
+impl Capability {
+    pub fn allows(&self, group: &str, resource: &str, verb: &str) -> bool {
+        let any = |list: &[String], value: &str| list.iter().any(|v| v == "*" || v == value);
+        any(&self.api_groups, group) && any(&self.resources, resource) && any(&self.verbs, verb)
+    }
+}
+
+/// A parsed manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    /// The world: only `admission` so far.
+    pub world: String,
+    /// Where the module is (as written; the loader resolves it against the manifest's folder).
+    pub module: String,
+    pub phases: Vec<Phase>,
+    pub rules: Vec<Rule>,
+    pub capabilities: Vec<Capability>,
+    /// The config as JSON text (`{}` when none).
+    pub config: String,
+    pub timeout: Duration,
+    pub memory_limit: Option<usize>,
+    pub failure_policy: FailurePolicy,
+    pub mode: Mode,
+    pub order: i64,
+}
+
+impl Manifest {
+    /// Read a manifest (YAML or JSON text).
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let value: Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| ManifestError { problems: vec![format!("not YAML or JSON: {e}")] })?;
+        Self::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, ManifestError> {
+        let mut problems = Vec::new();
+        if value.get("kind").and_then(Value::as_str) != Some("Plugin") {
+            problems.push("kind must be Plugin".to_string());
+        }
+        match value.get("apiVersion").and_then(Value::as_str) {
+            Some("wasmkube.io/v1alpha1") => {}
+            other => problems.push(format!("apiVersion must be wasmkube.io/v1alpha1, not {other:?}")),
+        }
+        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        if name.is_empty() {
+            problems.push("metadata.name is required".into());
+        }
+        let spec = value.get("spec").cloned().unwrap_or_default();
+        let text = |key: &str| spec.get(key).and_then(Value::as_str).map(str::to_owned);
+        let world = text("kind").unwrap_or_default();
+        if world != "admission" {
+            problems.push(format!("spec.kind must name a plugin world (admission), not {world:?}"));
+        }
+        let module = text("module").unwrap_or_default();
+        if module.is_empty() {
+            problems.push("spec.module is required (a path to the component)".into());
+        }
+        let strings = |v: &Value, key: &str| -> Vec<String> {
+            v.get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        };
+        let mut phases = Vec::new();
+        for phase in strings(&spec, "phases") {
+            match phase.as_str() {
+                "mutate" => phases.push(Phase::Mutate),
+                "validate" => phases.push(Phase::Validate),
+                other => problems.push(format!("spec.phases: {other:?} is not mutate or validate")),
+            }
+        }
+        if phases.is_empty() {
+            phases.push(Phase::Validate);
+        }
+        let rules = match spec.get("rules").and_then(Value::as_array) {
+            Some(rules) => rules
+                .iter()
+                .map(|r| Rule {
+                    api_groups: strings(r, "apiGroups"),
+                    resources: strings(r, "resources"),
+                    operations: strings(r, "operations"),
+                })
+                .collect(),
+            None => {
+                vec![Rule { api_groups: vec!["*".into()], resources: vec!["*".into()], operations: vec!["*".into()] }]
+            }
+        };
+        let capabilities = spec
+            .get("capabilities")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| Capability {
+                api_groups: strings(c, "apiGroups"),
+                resources: strings(c, "resources"),
+                verbs: strings(c, "verbs"),
+            })
+            .collect();
+        let config = spec.get("config").map_or_else(|| "{}".to_string(), Value::to_string);
+        let timeout = match spec.get("timeout") {
+            None => Duration::from_secs(1),
+            Some(Value::String(t)) => humantime::parse_duration(t).unwrap_or_else(|e| {
+                problems.push(format!("spec.timeout {t:?} is not a duration such as 500ms: {e}"));
+                Duration::from_secs(1)
+            }),
+            Some(Value::Number(n)) => Duration::from_millis(n.as_u64().unwrap_or(1000)),
+            Some(other) => {
+                problems.push(format!("spec.timeout {other} is not a duration"));
+                Duration::from_secs(1)
+            }
+        };
+        if timeout.is_zero() || timeout > Duration::from_secs(30) {
+            problems.push(format!("spec.timeout must be between 1ms and 30s, not {timeout:?}"));
+        }
+        let memory_limit = match spec.get("memoryLimit") {
+            None => None,
+            Some(Value::String(q)) => match parse_bytes(q) {
+                Some(bytes) => Some(bytes),
+                None => {
+                    problems.push(format!("spec.memoryLimit {q:?} is not a quantity such as 64Mi"));
+                    None
+                }
+            },
+            Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),
+            Some(other) => {
+                problems.push(format!("spec.memoryLimit {other} is not a quantity"));
+                None
+            }
+        };
+        let failure_policy = match text("failurePolicy").as_deref() {
+            None | Some("Fail") => FailurePolicy::Fail,
+            Some("Ignore") => FailurePolicy::Ignore,
+            Some(other) => {
+                problems.push(format!("spec.failurePolicy must be Fail or Ignore, not {other:?}"));
+                FailurePolicy::Fail
+            }
+        };
+        let mode = match text("mode").as_deref() {
+            None | Some("Enforce") => Mode::Enforce,
+            Some("Audit") => Mode::Audit,
+            Some("Shadow") => {
+                problems.push("spec.mode Shadow is not served yet: use Enforce or Audit".into());
+                Mode::Audit
+            }
+            Some(other) => {
+                problems.push(format!("spec.mode must be Enforce or Audit, not {other:?}"));
+                Mode::Enforce
+            }
+        };
+        let order = spec.get("order").and_then(Value::as_i64).unwrap_or(100);
+        if !problems.is_empty() {
+            return Err(ManifestError { problems });
+        }
+        Ok(Self {
+            name,
+            world,
+            module,
+            phases,
+            rules,
+            capabilities,
+            config,
+            timeout,
+            memory_limit,
+            failure_policy,
+            mode,
+            order,
+        })
+    }
+
+    /// Whether this plugin sees a request.
+    pub fn applies_to(&self, group: &str, resource: &str, subresource: Option<&str>, operation: &str) -> bool {
+        self.rules.iter().any(|r| r.matches(group, resource, subresource, operation))
+    }
+}
+
+/// `64Mi`, `1Gi`, `500M`, `1048576`: a Kubernetes quantity of bytes.
+fn parse_bytes(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let number: usize = text[..digits].parse().ok()?;
+    let factor: usize = match &text[digits..] {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_reads_every_field() {
+        let manifest = Manifest::parse(
+            "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {name: p}\nspec:\n  kind: admission\n  module: p.wasm\n  phases: [mutate, validate]\n  rules: [{apiGroups: [''], resources: [pods], operations: [CREATE]}]\n  capabilities: [{apiGroups: [''], resources: [namespaces], verbs: [get]}]\n  config: {a: 1}\n  timeout: 250ms\n  memoryLimit: 32Mi\n  failurePolicy: Ignore\n  mode: Audit\n  order: 5\n",
+        )
+        .expect("valid");
+        assert_eq!(manifest.phases, [Phase::Mutate, Phase::Validate]);
+        assert!(manifest.applies_to("", "pods", None, "CREATE"));
+        assert!(!manifest.applies_to("", "pods", None, "DELETE"));
+        assert!(!manifest.applies_to("", "pods", Some("status"), "CREATE"));
+        assert!(manifest.capabilities[0].allows("", "namespaces", "get"));
+        assert!(!manifest.capabilities[0].allows("", "secrets", "get"));
+        assert_eq!(
+            (manifest.timeout, manifest.memory_limit, manifest.order),
+            (Duration::from_millis(250), Some(32 << 20), 5)
+        );
+        assert_eq!(manifest.config, r#"{"a":1}"#);
+        assert_eq!((manifest.failure_policy, manifest.mode), (FailurePolicy::Ignore, Mode::Audit));
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let error = Manifest::parse(
+            "apiVersion: v1\nkind: Plugin\nspec: {kind: scheduler, timeout: forever, failurePolicy: Maybe}\n",
+        )
+        .expect_err("invalid");
+        assert_eq!(error.problems.len(), 6, "{error}");
+    }
+}

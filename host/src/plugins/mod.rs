@@ -1,0 +1,53 @@
+//! The plugin runtime: wasmtime with the component model. It compiles components (off
+//! the request path, artifacts cached on disk by digest and engine), checks that each
+//! implements the world its manifest declares, and runs calls on reused instances, each
+//! with a deadline (epoch interruption) and a memory cap, so a plugin that traps, loops
+//! or eats memory fails that call only.
+//!
+//! This module knows neither the API nor the registry: what a plugin may call on the
+//! host (`client`) is the [`Client`] trait, implemented by a higher layer.
+//!
+//! - `runtime`: the engine, the epoch ticker, the artifact cache, the per-call store state;
+//! - `admission`: the `admission` world's bindings and an instance pool per loaded module;
+//! - `manifest`: what a plugin's manifest (a `Plugin` object) says;
+//! - `loader`: the plugin set and the watched `--plugin-dir` folder.
+
+mod admission;
+pub mod builtin;
+mod loader;
+mod manifest;
+mod metrics;
+mod runtime;
+
+pub use self::admission::{
+    AdmissionModule, AdmissionRequest, AdmissionResponse, GroupVersionKind, GroupVersionResource, Operation,
+    UserInfo as PluginUser,
+};
+pub use self::loader::{Builtin, LoadedPlugin, PluginSet};
+pub use self::manifest::{Capability, FailurePolicy, Manifest, ManifestError, Mode, Phase, Rule};
+pub use self::metrics::PluginMetrics;
+pub use self::runtime::{CallError, ClientError, LoadError, Runtime, RuntimeConfig};
+
+/// What a plugin reads through its `client` import: the host's view of cluster objects
+/// (JSON text). Implemented above the registry; capabilities are checked before a call
+/// reaches it.
+#[async_trait::async_trait]
+pub trait Client: Send + Sync + 'static {
+    async fn get(
+        &self,
+        group: &str,
+        version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<String>, ClientError>;
+
+    async fn list(
+        &self,
+        group: &str,
+        version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        label_selector: &str,
+    ) -> Result<Vec<String>, ClientError>;
+}

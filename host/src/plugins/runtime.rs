@@ -1,0 +1,274 @@
+//! The engine every plugin runs on, and what each call's store holds.
+//!
+//! - One `wasmtime::Engine` with the component model, the pooling allocator (instance
+//!   slots made once, reused) and epoch interruption; a ticker thread advances the epoch
+//!   every [`TICK`], and each call's store traps once its deadline has passed, yielding
+//!   to the executor at every tick in between so a slow plugin never holds a thread.
+//! - Every WASI interface is linked, nothing is granted: no files, sockets, environment
+//!   or arguments, so components from any toolchain instantiate and none reaches out.
+//! - Compiled artifacts are cached on disk by module digest and engine compatibility
+//!   hash, shared by every data dir on the machine: a restart never recompiles.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::manifest::Capability;
+use super::Client;
+
+/// How often the epoch advances: the resolution of call deadlines.
+pub const TICK: Duration = Duration::from_millis(2);
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the module {path}: {why}")]
+    Read { path: String, why: String },
+    #[error("the module is not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("the component does not implement the world wasmkube:plugin/{world}: {why}")]
+    WrongWorld { world: &'static str, why: String },
+    #[error("the plugin refused its config: {0}")]
+    Config(String),
+    #[error("the manifest is invalid: {0}")]
+    Manifest(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Why one call failed (the plugin's failure policy decides what that means).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("ran out of memory (limit {0} bytes)")]
+    OutOfMemory(usize),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("cannot instantiate: {0}")]
+    Instantiate(String),
+}
+
+impl CallError {
+    /// The metric label of this outcome.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::OutOfMemory(_) => "oom",
+            Self::Trap(_) => "trap",
+            Self::Instantiate(_) => "error",
+        }
+    }
+}
+
+/// What a `client` call may fail with (the WIT `client-error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// How the runtime is set up.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are cached (None: not cached).
+    pub cache_dir: Option<PathBuf>,
+    /// Instance slots the pooling allocator keeps.
+    pub instance_slots: u32,
+    /// The most memory any one instance may have (the manifest may ask for less).
+    pub max_memory: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { cache_dir: default_cache_dir(), instance_slots: 256, max_memory: 256 << 20 }
+    }
+}
+
+/// `$XDG_CACHE_HOME/wasmkube/artifacts`, else `~/.cache/wasmkube/artifacts`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wasmkube").join("artifacts"))
+}
+
+/// The engine, the linker every component is instantiated with, and the epoch ticker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+    /// The engine's compatibility hash, part of every cached artifact's name.
+    engine_hash: String,
+    ticking: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Self>, LoadError> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true).epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.instance_slots)
+            .total_core_instances(config.instance_slots * 4)
+            .total_memories(config.instance_slots * 2)
+            .total_tables(config.instance_slots * 4)
+            .total_stacks(config.instance_slots)
+            .max_memory_size(config.max_memory);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| LoadError::Runtime(format!("cannot start wasmtime: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Runtime(format!("cannot link WASI: {e}")))?;
+        super::admission::add_to_linker(&mut linker)?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = format!("{:016x}", hasher.finish());
+        let ticking = Arc::new(AtomicBool::new(true));
+        {
+            let (engine, ticking) = (engine.clone(), ticking.clone());
+            std::thread::Builder::new()
+                .name("wasmkube-epoch".into())
+                .spawn(move || {
+                    while ticking.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| LoadError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
+        }
+        Ok(Arc::new(Self { engine, linker, config, engine_hash, ticking }))
+    }
+
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(super) fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    pub fn max_memory(&self) -> usize {
+        self.config.max_memory
+    }
+
+    /// Compile `bytes` (or load its cached artifact). Returns the component and the
+    /// module's digest (`sha256:<hex>`). Blocking: call it off the async executor.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, String), LoadError> {
+        let digest = digest(bytes);
+        let cached = self.config.cache_dir.as_ref().map(|dir| {
+            let hex = digest.trim_start_matches("sha256:");
+            dir.join(format!("{hex}-{}.cwasm", self.engine_hash))
+        });
+        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the file is an artifact this runtime wrote for this engine's
+            // compatibility hash (named by it), in a cache directory of ours.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok((component, digest)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "a cached plugin artifact is unusable; compiling again")
+                }
+            }
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::NotAComponent("it does not start with the WebAssembly magic number".into()));
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        if let Some(path) = cached {
+            if let Err(e) = write_artifact(&path, &component) {
+                tracing::debug!(path = %path.display(), error = %e, "cannot cache a compiled plugin");
+            }
+        }
+        Ok((component, digest))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+fn write_artifact(path: &std::path::Path, component: &Component) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("artifact path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let temp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(temp.path(), bytes)?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// `sha256:<hex>` of a module.
+pub fn digest(bytes: &[u8]) -> String {
+    let hash = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// What a plugin call's store holds: WASI with nothing granted, the memory limit, the
+/// deadline, and what the plugin may read through `client`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    /// When the call under way must end.
+    pub(super) deadline: Instant,
+    pub(super) plugin: Arc<str>,
+    pub(super) digest: Arc<str>,
+    pub(super) capabilities: Arc<[Capability]>,
+    pub(super) client: Option<Arc<dyn Client>>,
+}
+
+impl HostState {
+    pub(super) fn new(
+        plugin: Arc<str>,
+        digest: Arc<str>,
+        memory: usize,
+        capabilities: Arc<[Capability]>,
+        client: Option<Arc<dyn Client>>,
+    ) -> Self {
+        Self {
+            // Nothing inherited or preopened: no files, environment, arguments or sockets.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: wasmtime::StoreLimitsBuilder::new().memory_size(memory).trap_on_grow_failure(true).build(),
+            deadline: Instant::now(),
+            plugin,
+            digest,
+            capabilities,
+            client,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A store for one instance: limits and the deadline callback set.
+pub(super) fn store(engine: &Engine, state: HostState) -> wasmtime::Store<HostState> {
+    let mut store = wasmtime::Store::new(engine, state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|context| {
+        if Instant::now() >= context.data().deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}

@@ -1,0 +1,289 @@
+//! Admission plugins in the real server: the default plugins (pod security, defaults)
+//! decide real kubectl requests; a plugin folder is followed (load, reload, unload); a
+//! plugin that traps, loops, eats memory or reads beyond its capabilities fails that call
+//! only, as its failure policy says; a module that is not a component leaves the old
+//! version serving.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wasmkube_tests::{plugin_component, wait_for, Backend, Cluster, KUBECTLS};
+
+const PRIVILEGED: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: root}
+spec:
+  hostNetwork: true
+  containers:
+  - {name: c, image: busybox, securityContext: {privileged: true}}
+";
+
+const PLAIN: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: plain}
+spec:
+  containers:
+  - {name: c, image: busybox}
+";
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_plugins_enforce_pod_security_and_fill_defaults() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    let privileged = write(cluster.dir.path(), "root.yaml", PRIVILEGED);
+    let plain = write(cluster.dir.path(), "plain.yaml", PLAIN);
+    for kubectl in KUBECTLS {
+        let (ok, _, err) = cluster.kubectl(kubectl, &["create", "-f", &privileged]);
+        assert!(!ok, "a privileged pod is refused out of the box");
+        assert!(
+            err.contains("Forbidden")
+                && err.contains(r#"pods "root" is forbidden"#)
+                && err.contains(r#"violates PodSecurity "baseline:latest""#)
+                && err.contains("privileged")
+                && err.contains("hostNetwork=true"),
+            "{err}"
+        );
+        let (ok, _, err) = cluster.kubectl(kubectl, &["create", "-f", &plain]);
+        assert!(ok, "{err}");
+        let (ok, out, err) = cluster.kubectl(kubectl, &["get", "pod", "plain", "-o", "json"]);
+        assert!(ok, "{err}");
+        let pod: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(pod["spec"]["containers"][0]["resources"]["requests"], json!({"cpu": "100m", "memory": "128Mi"}));
+        assert_eq!(pod["metadata"]["labels"]["wasmkube.io/defaulted"], "true");
+        let (ok, _, err) = cluster.kubectl(kubectl, &["delete", "pod", "plain"]);
+        assert!(ok, "{err}");
+    }
+    // The namespace's level decides: privileged allows, restricted refuses even a plain pod.
+    let kubectl = KUBECTLS[0];
+    for (namespace, level) in [("open", "privileged"), ("locked", "restricted")] {
+        let (ok, _, err) = cluster.kubectl(kubectl, &["create", "namespace", namespace]);
+        assert!(ok, "{err}");
+        let label = format!("pod-security.kubernetes.io/enforce={level}");
+        let (ok, _, err) = cluster.kubectl(kubectl, &["label", "namespace", namespace, &label]);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = cluster.kubectl(kubectl, &["create", "-n", "open", "-f", &privileged]);
+    assert!(ok, "privileged namespaces allow privileged pods: {err}");
+    let (ok, _, err) = cluster.kubectl(kubectl, &["create", "-n", "locked", "-f", &plain]);
+    assert!(
+        !ok && err.contains(r#"violates PodSecurity "restricted:latest""#) && err.contains("runAsNonRoot"),
+        "{err}"
+    );
+
+    // Every decision names the version that made it.
+    let url = format!("{}/api/v1/namespaces/default/pods", cluster.api.base);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "seen"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let response = cluster.api.client.post(url).json(&pod).send().await.expect("create");
+    assert_eq!(response.status().as_u16(), 201);
+    let decided =
+        response.headers().get("x-wasmkube-admission").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(decided.contains("defaults=sha256:") && decided.contains("pod-security=sha256:"), "{decided}");
+    // ... and the plugins' calls are counted.
+    let (_, metrics) = cluster.api.get("/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains(r#"wasmkube_plugin_calls_total{function="validate",outcome="deny",plugin="pod-security"}"#),
+        "{metrics}"
+    );
+}
+
+/// A manifest for the misbehave plugin on ConfigMap creates.
+fn manifest(behaviour: &str, policy: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: wasmkube.io/v1alpha1
+kind: Plugin
+metadata: {{name: misbehave}}
+spec:
+  kind: admission
+  module: misbehave.wasm
+  phases: [validate]
+  rules: [{{apiGroups: [''], resources: [configmaps], operations: [CREATE]}}]
+  config: {{behaviour: {behaviour}}}
+  failurePolicy: {policy}
+  timeout: 300ms
+{extra}"
+    )
+}
+
+/// Replace a file atomically (what a deploy tool does), so the watcher never reads half of it.
+fn replace(dir: &Path, name: &str, bytes: &[u8]) {
+    let temp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&temp, bytes).unwrap();
+    std::fs::rename(&temp, dir.join(name)).unwrap();
+}
+
+/// Create a ConfigMap; the status code and the Status message (or "").
+async fn create_configmap(cluster: &Cluster, name: &str) -> (u16, String) {
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    let (code, answer) =
+        cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(body)).await;
+    (code, answer["message"].as_str().unwrap_or_default().to_string())
+}
+
+/// Wait until ConfigMap creates answer as `expected` says (each try with a new name).
+async fn until(cluster: &Cluster, what: &str, expected: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let mut n = 0u32;
+    wait_for(what, Duration::from_secs(20), || {
+        n += 1;
+        let name = format!("cm-{}-{n}", what.len());
+        let expected = &expected;
+        async move {
+            let (code, message) = create_configmap(cluster, &name).await;
+            expected(code, &message).then_some((code, message))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_folder_is_followed_and_misbehaving_plugins_fail_one_call() {
+    let plugins = tempfile::tempdir().unwrap();
+    let dir = plugins.path();
+    std::fs::copy(plugin_component("misbehave"), dir.join("misbehave.wasm")).unwrap();
+    replace(dir, "misbehave.yaml", manifest("deny", "Fail", "").as_bytes());
+    let cluster = Cluster::start_with(Backend::Embedded, &["--plugin-dir", dir.to_str().unwrap()]).await;
+
+    // Loaded before the server was ready: every create is refused with the plugin's message.
+    let (code, message) = create_configmap(&cluster, "first").await;
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains(
+            r#"configmaps "first" is forbidden: plugin "misbehave" denied the request: misbehave denies first"#
+        ),
+        "{message}"
+    );
+
+    // A trap fails that call; Fail refuses it, Ignore lets it through.
+    replace(dir, "misbehave.yaml", manifest("trap", "Fail", "").as_bytes());
+    let (_, message) = until(&cluster, "trap refused", |code, _| code == 500).await;
+    assert!(message.contains("trapped"), "{message}");
+    replace(dir, "misbehave.yaml", manifest("trap", "Ignore", "").as_bytes());
+    until(&cluster, "trap ignored", |code, _| code == 201).await;
+
+    // An endless loop is stopped at the deadline.
+    replace(dir, "misbehave.yaml", manifest("loop", "Fail", "").as_bytes());
+    let (_, message) = until(&cluster, "loop refused", |code, _| code == 500).await;
+    assert!(message.contains("timed out after 300ms"), "{message}");
+    let started = Instant::now();
+    let (code, _) = create_configmap(&cluster, "timed").await;
+    assert_eq!(code, 500);
+    assert!(started.elapsed() < Duration::from_secs(5), "the deadline holds: {:?}", started.elapsed());
+    // Meanwhile everything else is served.
+    let (code, _) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps", None).await;
+    assert_eq!(code, 200);
+
+    // Unbounded allocation ends at the memory limit.
+    replace(dir, "misbehave.yaml", manifest("alloc", "Fail", "  memoryLimit: 16Mi\n").as_bytes());
+    let (_, message) = until(&cluster, "alloc refused", |code, m| code == 500 && !m.contains("timed out")).await;
+    assert!(message.contains("out of memory") || message.contains("trapped"), "{message}");
+
+    // Reading beyond the manifest's capabilities is Forbidden (the plugin reports the answer).
+    replace(dir, "misbehave.yaml", manifest("read-secrets", "Fail", "").as_bytes());
+    let (_, message) = until(&cluster, "client refused", |code, m| code == 403 && m.contains("client refused")).await;
+    assert!(message.contains("Forbidden") && message.contains("may not list secrets"), "{message}");
+    // Granted, it reads.
+    let granted = "  capabilities: [{apiGroups: [''], resources: [secrets], verbs: [list]}]\n";
+    replace(dir, "misbehave.yaml", manifest("read-secrets", "Fail", granted).as_bytes());
+    until(&cluster, "client granted", |code, m| code == 403 && m.contains("read 0 secrets")).await;
+
+    // A module that is not a component: refused, and the version serving stays.
+    replace(dir, "misbehave.yaml", manifest("deny", "Fail", "").as_bytes());
+    until(&cluster, "deny again", |code, m| code == 403 && m.contains("misbehave denies")).await;
+    replace(dir, "misbehave.wasm", b"this is not WebAssembly");
+    wait_for("the failed load to be counted", Duration::from_secs(20), || async {
+        let (_, metrics) = cluster.api.get("/metrics").await?;
+        metrics.contains(r#"wasmkube_plugin_loads_total{outcome="failed",plugin="misbehave"}"#).then_some(())
+    })
+    .await;
+    let (code, message) = create_configmap(&cluster, "still").await;
+    assert_eq!(code, 403, "the old version still serves: {message}");
+    assert!(message.contains("misbehave denies still"), "{message}");
+
+    // Removing the manifest unloads the plugin.
+    std::fs::remove_file(dir.join("misbehave.yaml")).unwrap();
+    until(&cluster, "unloaded", |code, _| code == 201).await;
+    let (_, metrics) = cluster.api.get("/metrics").await.expect("metrics");
+    for outcome in ["trap", "timeout"] {
+        let line =
+            format!(r#"wasmkube_plugin_calls_total{{function="validate",outcome="{outcome}",plugin="misbehave"}}"#);
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
+}
+
+/// One create under load: when it was sent, its code, and whether the plugin warned.
+struct Answer {
+    sent: Instant,
+    received: Instant,
+    code: u16,
+    warned: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_plugin_under_load_fails_no_request() {
+    let plugins = tempfile::tempdir().unwrap();
+    let dir = plugins.path().to_path_buf();
+    std::fs::copy(plugin_component("misbehave"), dir.join("misbehave.wasm")).unwrap();
+    replace(&dir, "misbehave.yaml", manifest("allow", "Fail", "").as_bytes());
+    let cluster =
+        std::sync::Arc::new(Cluster::start_with(Backend::Embedded, &["--plugin-dir", dir.to_str().unwrap()]).await);
+
+    let answers = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<Answer>::new()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let (cluster, answers, stopped) = (cluster.clone(), answers.clone(), stopped.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !*stopped.borrow() {
+                n += 1;
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("load-{client}-{n}")}});
+                let sent = Instant::now();
+                let url = format!("{}/api/v1/namespaces/default/configmaps", cluster.api.base);
+                let response = cluster.api.client.post(url).json(&body).send().await.expect("create under load");
+                let warned = response.headers().get("warning").is_some();
+                answers.lock().push(Answer { sent, received: Instant::now(), code: response.status().as_u16(), warned });
+            }
+        }));
+    }
+    // Twenty replacements, alternating between a version that warns and one that does not.
+    let mut switches = Vec::new();
+    for round in 0..20 {
+        let warns = round % 2 == 0;
+        let behaviour = if warns { "warn" } else { "allow" };
+        let at = Instant::now();
+        replace(&dir, "misbehave.yaml", manifest(behaviour, "Fail", &format!("  order: {round}\n")).as_bytes());
+        let seen = wait_for("the new version to decide", Duration::from_secs(5), || {
+            let answers = answers.clone();
+            async move { answers.lock().iter().find(|a| a.sent >= at && a.warned == warns).map(|a| a.received) }
+        })
+        .await;
+        switches.push((at, warns, seen));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let answers = answers.lock();
+    let failed: Vec<u16> = answers.iter().filter(|a| a.code != 201).map(|a| a.code).collect();
+    assert!(failed.is_empty(), "{} of {} creates failed during the reloads: {failed:?}", failed.len(), answers.len());
+    for (i, (at, warns, seen)) in switches.iter().enumerate() {
+        assert!(
+            seen.duration_since(*at) < Duration::from_secs(1),
+            "switch {i} took {:?} to be seen",
+            seen.duration_since(*at)
+        );
+        // Once an answer of the new version arrived, every request sent after that (until
+        // the next switch) is decided by it: no old version answers again.
+        let until = switches.get(i + 1).map(|(next, ..)| *next);
+        let stale =
+            answers.iter().filter(|a| a.sent > *seen && until.is_none_or(|u| a.sent < u) && a.warned != *warns).count();
+        assert_eq!(stale, 0, "switch {i}: {stale} requests were decided by the old version after the new one served");
+    }
+    eprintln!("{} creates during 20 reloads, none failed", answers.len());
+}

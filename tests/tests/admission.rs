@@ -287,3 +287,67 @@ async fn replacing_a_plugin_under_load_fails_no_request() {
     }
     eprintln!("{} creates during 20 reloads, none failed", answers.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_objects_load_report_and_unload() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    let module = plugin_component("misbehave");
+    let object = |behaviour: &str, module: &str| {
+        format!(
+            "apiVersion: wasmkube.io/v1alpha1
+kind: Plugin
+metadata: {{name: gate}}
+spec:
+  kind: admission
+  module: {module}
+  phases: [validate]
+  rules: [{{apiGroups: [''], resources: [configmaps], operations: [CREATE]}}]
+  config: {{behaviour: {behaviour}}}
+  timeout: 500ms
+"
+        )
+    };
+    let kubectl = KUBECTLS[0];
+    let path = write(cluster.dir.path(), "gate.yaml", &object("deny", module.to_str().unwrap()));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    let (_, message) =
+        until(&cluster, "the Plugin to deny", |code, m| code == 403 && m.contains("plugin \"gate\"")).await;
+    assert!(message.contains("misbehave denies"), "{message}");
+    let status = wait_for("the Plugin's status", Duration::from_secs(20), || async {
+        let (_, plugin) = cluster.request(reqwest::Method::GET, "/apis/wasmkube.io/v1alpha1/plugins/gate", None).await;
+        let ready = plugin["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        ready.then(|| plugin["status"].clone())
+    })
+    .await;
+    let digest = status["digest"].as_str().expect("a digest").to_string();
+    assert!(digest.starts_with("sha256:"), "{status}");
+    let (ok, out, err) = cluster.kubectl(kubectl, &["get", "plugins"]);
+    assert!(
+        ok && out.lines().any(|l| l.starts_with("gate") && l.contains("admission") && l.contains("True")),
+        "{out}{err}"
+    );
+
+    // A broken version: the status says why, and the version serving stays.
+    let broken = cluster.dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm garbage").unwrap();
+    let path = write(cluster.dir.path(), "gate.yaml", &object("deny", broken.to_str().unwrap()));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    let status = wait_for("the failed load in the status", Duration::from_secs(20), || async {
+        let (_, plugin) = cluster.request(reqwest::Method::GET, "/apis/wasmkube.io/v1alpha1/plugins/gate", None).await;
+        plugin["status"]["lastError"].as_str().is_some().then(|| plugin["status"].clone())
+    })
+    .await;
+    assert!(status["lastError"].as_str().unwrap_or_default().contains("not a WebAssembly component"), "{status}");
+    assert_eq!(status["digest"], digest, "{status}");
+    let (code, _) = create_configmap(&cluster, "kept").await;
+    assert_eq!(code, 403, "the old version still serves");
+
+    // Deleting the Plugin unloads it; Plugin objects themselves never pass plugins.
+    let (ok, _, err) = cluster.kubectl(kubectl, &["delete", "plugin", "gate"]);
+    assert!(ok, "{err}");
+    until(&cluster, "the Plugin to be unloaded", |code, _| code == 201).await;
+}

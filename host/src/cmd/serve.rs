@@ -250,6 +250,9 @@ impl Server {
             crate::controllers::crd::start(registry.clone(), stopped.clone())
                 .await
                 .context("serving the custom resources of existing CRDs")?;
+            crate::controllers::plugins::start(registry.clone(), plugins.clone(), stopped.clone())
+                .await
+                .context("loading the Plugin objects")?;
             if let Some(dir) = plugin_dir {
                 plugins.follow_dir(dir, stopped.clone()).await.context("following the plugin folder")?;
             }

@@ -5,3 +5,4 @@
 
 pub mod crd;
 pub mod namespace;
+pub mod plugins;

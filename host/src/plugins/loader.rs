@@ -73,6 +73,11 @@ impl PluginSet {
         self.plugins.read().clone()
     }
 
+    /// The digest of the version of `name` serving, if one is.
+    pub fn serving(&self, name: &str) -> Option<String> {
+        self.snapshot().iter().find(|p| p.manifest.name == name).map(|p| p.module.digest.clone())
+    }
+
     /// Why the last load of `name` failed, if it did.
     pub fn last_error(&self, name: &str) -> Option<String> {
         self.errors.lock().get(name).cloned()

@@ -23,6 +23,66 @@ fn seed(group: &'static str, plural: &'static str, namespace: Option<&'static st
     Seed { group, plural, namespace, body, refresh: false }
 }
 
+/// The `Plugin` kind (`wasmkube.io/v1alpha1`): a plugin's manifest as an API object.
+fn plugin_crd() -> Seed {
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    let rule =
+        json!({"type": "object", "properties": {"apiGroups": strings, "resources": strings, "operations": strings}});
+    let capability =
+        json!({"type": "object", "properties": {"apiGroups": strings, "resources": strings, "verbs": strings}});
+    let quantity = json!({"x-kubernetes-int-or-string": true});
+    seed(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        None,
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "plugins.wasmkube.io"},
+            "spec": {
+                "group": "wasmkube.io",
+                "scope": "Cluster",
+                "names": {"plural": "plugins", "singular": "plugin", "kind": "Plugin", "shortNames": ["plg"]},
+                "versions": [{
+                    "name": "v1alpha1", "served": true, "storage": true,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Kind", "type": "string", "jsonPath": ".spec.kind"},
+                        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+                        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+                        {"name": "Digest", "type": "string", "priority": 1, "jsonPath": ".status.digest"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "description": "A WebAssembly plugin: its world, module and how it is run.",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["kind", "module"],
+                                "properties": {
+                                    "kind": {"type": "string", "enum": ["admission"], "description": "The plugin world."},
+                                    "module": {"type": "string", "description": "An absolute path on the server, or builtin:<name>.wasm."},
+                                    "phases": {"type": "array", "items": {"type": "string", "enum": ["mutate", "validate"]}},
+                                    "rules": {"type": "array", "items": rule},
+                                    "capabilities": {"type": "array", "items": capability},
+                                    "config": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                                    "timeout": quantity,
+                                    "memoryLimit": quantity,
+                                    "failurePolicy": {"type": "string", "enum": ["Fail", "Ignore"]},
+                                    "mode": {"type": "string", "enum": ["Enforce", "Audit", "Shadow"]},
+                                    "shadowOf": {"type": "string"},
+                                    "order": {"type": "integer"},
+                                },
+                            },
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        },
+                    }},
+                }],
+            },
+        }),
+    )
+}
+
 fn bootstrap_metadata(name: &str) -> Value {
     json!({
         "name": name,
@@ -96,6 +156,7 @@ pub(super) fn objects(advertise: Option<SocketAddr>) -> Vec<Seed> {
             seed("", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
         })
         .collect();
+    seeds.push(plugin_crd());
     seeds.push(seed(
         "networking.k8s.io",
         "servicecidrs",

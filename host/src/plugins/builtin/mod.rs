@@ -23,3 +23,21 @@ pub fn defaults() -> Vec<Builtin> {
         Vec::new()
     }
 }
+
+/// The module of a default plugin by file name (`pod_security.wasm`), for manifests that
+/// say `module: builtin:<file>`.
+pub fn module(file: &str) -> Option<&'static [u8]> {
+    #[cfg(wasmkube_default_plugins)]
+    {
+        match file {
+            "pod_security.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_POD_SECURITY"))),
+            "defaults.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_DEFAULTS"))),
+            _ => None,
+        }
+    }
+    #[cfg(not(wasmkube_default_plugins))]
+    {
+        let _ = file;
+        None
+    }
+}

@@ -1,0 +1,185 @@
+//! `Plugin` objects (`wasmkube.io/v1alpha1`): a plugin applied with kubectl is loaded into
+//! this server's plugin set, replaced when its spec changes, unloaded when it is deleted,
+//! and its status says how that went: a `Ready` condition, the digest serving, the last
+//! few digests (so a rollback is one apply of an older module), the last load error.
+//!
+//! Every API server runs it (each has its own plugin set); status writes are idempotent.
+//! It follows Plugin objects through the registry's list and watch, never storage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::plugins::{Manifest, PluginSet};
+use crate::registry::{Error, ListOptions, Object, Registry, Resource, Subresource, WatchEvent, WriteOptions};
+
+/// How many earlier digests a Plugin's status keeps.
+const HISTORY: usize = 5;
+
+/// Who writes Plugin status (managedFields).
+const MANAGER: &str = "wasmkube-plugins";
+
+/// Load every Plugin object that exists now, then follow them until `stop` turns true.
+pub async fn start(registry: Arc<Registry>, plugins: Arc<PluginSet>, stop: watch::Receiver<bool>) -> Result<(), Error> {
+    let resource = registry
+        .resource("wasmkube.io", "v1alpha1", "plugins")
+        .ok_or_else(|| Error::Internal("plugins.wasmkube.io is not served".into()))?;
+    let list = registry.list(&resource, None, ListOptions::default()).await?;
+    for object in &list.items {
+        consider(&registry, &plugins, &resource, object).await;
+    }
+    tokio::spawn(run(registry, plugins, resource, list.resource_version, stop));
+    Ok(())
+}
+
+async fn run(
+    registry: Arc<Registry>,
+    plugins: Arc<PluginSet>,
+    resource: Resource,
+    mut since: i64,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() && stop.has_changed().is_ok() {
+        let watch = registry.watch(&resource, None, since, false, Default::default()).await;
+        let mut events = match watch {
+            Ok(events) => Box::pin(events),
+            Err(e) => {
+                tracing::warn!(error = %e, "Plugin controller: cannot watch; retrying");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.changed() => return }
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(WatchEvent::Change(line)) => {
+                        let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
+                        let Some(Value::Object(object)) = event.get("object") else { continue };
+                        if event.get("type").and_then(Value::as_str) == Some("DELETED") {
+                            plugins.unload(&name_of(object));
+                        } else {
+                            consider(&registry, &plugins, &resource, object).await;
+                        }
+                    }
+                    Some(WatchEvent::Bookmark(_)) => {}
+                    Some(WatchEvent::Expired(_)) | None => break,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+        // The watch ended: list again (and unload what is gone).
+        match registry.list(&resource, None, ListOptions::default()).await {
+            Ok(list) => {
+                let names: Vec<String> = list.items.iter().map(name_of).collect();
+                for loaded in plugins.snapshot().iter().filter(|p| p.source.starts_with("plugin/")) {
+                    if !names.contains(&loaded.manifest.name) {
+                        plugins.unload(&loaded.manifest.name);
+                    }
+                }
+                for object in &list.items {
+                    consider(&registry, &plugins, &resource, object).await;
+                }
+                since = list.resource_version;
+            }
+            Err(e) => tracing::warn!(error = %e, "Plugin controller: cannot list Plugins"),
+        }
+    }
+}
+
+fn name_of(object: &Object) -> String {
+    object.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// The module a Plugin names: `builtin:<file>` or an absolute path on the server.
+fn module_bytes(module: &str) -> Result<Vec<u8>, String> {
+    if let Some(file) = module.strip_prefix("builtin:") {
+        return crate::plugins::builtin::module(file)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("no built-in module {file:?} in this binary"));
+    }
+    if !std::path::Path::new(module).is_absolute() {
+        return Err(format!("spec.module {module:?} must be an absolute path on the server or builtin:<file>"));
+    }
+    std::fs::read(module).map_err(|e| format!("cannot read the module {module}: {e}"))
+}
+
+/// Load `object` if its spec changed since it was last loaded, and report in its status.
+async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource, object: &Object) {
+    let name = name_of(object);
+    let metadata = object.get("metadata");
+    if metadata.and_then(|m| m.get("deletionTimestamp")).is_some() {
+        return;
+    }
+    let generation = metadata.and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
+    let status = object.get("status").cloned().unwrap_or_else(|| json!({}));
+    let observed = status.get("observedGeneration").and_then(Value::as_i64);
+    if observed == Some(generation) && plugins.serving(&name).is_some() {
+        return;
+    }
+    let mut manifest_value = Value::Object(object.clone());
+    if let Some(Value::Object(m)) = manifest_value.get_mut("metadata") {
+        m.retain(|k, _| k == "name");
+    }
+    let outcome = match Manifest::from_value(&manifest_value) {
+        Err(e) => Err(format!("invalid manifest: {e}")),
+        Ok(manifest) => match module_bytes(&manifest.module) {
+            Err(e) => Err(e),
+            Ok(bytes) => plugins.load(manifest, bytes, &format!("plugin/{name}")).await.map_err(|e| e.to_string()),
+        },
+    };
+    let mut status = status;
+    status["observedGeneration"] = json!(generation);
+    let serving = plugins.serving(&name);
+    match (&outcome, &serving) {
+        (Ok(digest), _) => {
+            let mut history: Vec<Value> = status["digests"].as_array().cloned().unwrap_or_default();
+            history.retain(|d| d != digest);
+            history.insert(0, json!(digest));
+            history.truncate(HISTORY);
+            status["digest"] = json!(digest);
+            status["digests"] = Value::Array(history);
+            status["lastError"] = Value::Null;
+            set_ready(&mut status, "True", "Loaded", &format!("serving {digest}"));
+        }
+        (Err(why), Some(old)) => {
+            status["lastError"] = json!(why);
+            set_ready(
+                &mut status,
+                "True",
+                "OldVersionServing",
+                &format!("the new version failed to load; {old} still serves: {why}"),
+            );
+        }
+        (Err(why), None) => {
+            status["lastError"] = json!(why);
+            set_ready(&mut status, "False", "LoadFailed", why);
+        }
+    }
+    if let Value::Object(map) = &mut status {
+        map.retain(|_, v| !v.is_null());
+    }
+    let mut body = object.clone();
+    body.insert("status".into(), status);
+    let options = WriteOptions { field_manager: Some(MANAGER.into()), ..WriteOptions::default() };
+    match registry.update(resource, None, &name, Value::Object(body), Some(Subresource::Status), &options).await {
+        Ok(_) | Err(Error::Conflict { .. } | Error::NotFound { .. }) => {}
+        Err(e) => tracing::warn!(plugin = %name, error = %e, "cannot report a Plugin's status"),
+    }
+}
+
+fn set_ready(status: &mut Value, value: &str, reason: &str, message: &str) {
+    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+    let since = conditions
+        .iter()
+        .find(|c| c["type"] == "Ready" && c["status"] == value)
+        .map(|c| c["lastTransitionTime"].clone())
+        .unwrap_or_else(|| json!(crate::registry::now()));
+    let mut others: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "Ready").collect();
+    others.push(
+        json!({"type": "Ready", "status": value, "reason": reason, "message": message, "lastTransitionTime": since}),
+    );
+    status["conditions"] = Value::Array(others);
+}

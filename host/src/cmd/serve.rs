@@ -78,6 +78,13 @@ impl ValidServeOptions {
         }
     }
 
+    /// The same, with plugins from `dir` and (or not) the default plugins.
+    pub(crate) fn with_plugins(mut self, dir: Option<PathBuf>, defaults: bool) -> Self {
+        self.plugin_dir = dir;
+        self.default_plugins = defaults;
+        self
+    }
+
     /// etcd at `endpoints` with keys under `prefix`, certificates in `data_dir`, served on `listen`.
     pub(crate) fn etcd(data_dir: PathBuf, listen: SocketAddr, endpoints: Vec<String>, prefix: &str) -> Self {
         Self {

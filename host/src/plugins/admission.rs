@@ -246,6 +246,36 @@ impl AdmissionModule {
         }
     }
 
+    /// For the benchmark: `n` fresh instances, timing instantiation (from the pooling
+    /// allocator's slots) and the `configure` call apart. The instances are dropped.
+    pub async fn time_instantiation(&self, n: usize) -> Result<(Vec<Duration>, Vec<Duration>), CallError> {
+        let (mut instantiating, mut configuring) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            let state = HostState::new(
+                self.name.clone(),
+                self.digest_arc.clone(),
+                self.settings.memory_limit,
+                self.capabilities.clone(),
+                self.settings.client.clone(),
+            );
+            let mut store = runtime::store(self.runtime.engine(), state);
+            store.data_mut().deadline = Instant::now() + self.settings.timeout;
+            let started = Instant::now();
+            let bindings =
+                self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+            instantiating.push(started.elapsed());
+            let started = Instant::now();
+            let configured = bindings
+                .wasmkube_plugin_admit()
+                .call_configure(&mut store, &self.settings.config)
+                .await
+                .map_err(|e| self.classify(e))?;
+            configured.map_err(|why| CallError::Instantiate(format!("configure: {why}")))?;
+            configuring.push(started.elapsed());
+        }
+        Ok((instantiating, configuring))
+    }
+
     pub async fn mutate(&self, request: &AdmissionRequest) -> Result<AdmissionResponse, CallError> {
         self.call(Function::Mutate, request).await
     }

@@ -34,13 +34,15 @@ impl Admission for Defaults {
     }
 
     fn mutate(request: Request) -> Response {
-        if request.resource.group != "" || request.resource.resource != "pods" || request.operation != Operation::Create {
+        if request.resource.group != "" || request.resource.resource != "pods" || request.operation != Operation::Create
+        {
             return Response::allow();
         }
         let config = CONFIG.lock().ok().and_then(|c| c.clone()).unwrap_or_else(default_config);
         let mut operations = Vec::new();
         for field in ["initContainers", "containers"] {
-            let containers = request.field(&format!("/spec/{field}")).and_then(Value::as_array).cloned().unwrap_or_default();
+            let containers =
+                request.field(&format!("/spec/{field}")).and_then(Value::as_array).cloned().unwrap_or_default();
             for (index, container) in containers.iter().enumerate() {
                 let resources = container.get("resources");
                 let empty = resources.is_none_or(|r| r.as_object().is_none_or(|o| o.is_empty()));

@@ -49,7 +49,7 @@ pub struct ApiBenchOptions {
 }
 
 /// Concurrent clients of the closed-loop figures (each waits for its answer, then asks again).
-const CLIENTS: usize = 64;
+pub(super) const CLIENTS: usize = 64;
 /// Writes per second under the watchers.
 const WATCH_WRITES_PER_SECOND: f64 = 1000.0;
 /// How long watchers may take to catch up after the last write; what they have not seen
@@ -104,15 +104,15 @@ impl Listed {
 }
 
 /// The API over HTTPS as the admin user, as kubectl talks to it with the kubeconfig.
-struct Api {
-    client: reqwest::Client,
-    base: String,
+pub(super) struct Api {
+    pub(super) client: reqwest::Client,
+    pub(super) base: String,
 }
 
 impl Api {
     /// A client of the server whose data dir is `data_dir`: it trusts the cluster's CA and
     /// presents the admin certificate. Each call makes its own connection pool.
-    fn connect(data_dir: &Path, base: &str) -> anyhow::Result<Self> {
+    pub(super) fn connect(data_dir: &Path, base: &str) -> anyhow::Result<Self> {
         let tls = data_dir.join("tls");
         let read =
             |file: &str| std::fs::read(tls.join(file)).with_context(|| format!("reading {file} in {}", tls.display()));
@@ -128,7 +128,7 @@ impl Api {
         Ok(Self { client, base: base.to_string() })
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, expected: StatusCode) -> anyhow::Result<Bytes> {
+    pub(super) async fn send(&self, request: reqwest::RequestBuilder, expected: StatusCode) -> anyhow::Result<Bytes> {
         let response = request.send().await?;
         let status = response.status();
         let body = response.bytes().await?;
@@ -141,7 +141,7 @@ impl Api {
     }
 
     /// Open `CLIENTS` connections, so the first figure measures requests, not handshakes.
-    async fn warm_up(self: &Arc<Self>) -> anyhow::Result<()> {
+    pub(super) async fn warm_up(self: &Arc<Self>) -> anyhow::Result<()> {
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|_| {
                 let api = self.clone();
@@ -531,9 +531,9 @@ async fn lists(target: &Arc<dyn Target>, size: usize, seconds: Duration) -> anyh
 }
 
 /// Latencies of one load (microseconds, sorted) and its rate.
-struct Run {
-    rate: f64,
-    latencies: Vec<u32>,
+pub(super) struct Run {
+    pub(super) rate: f64,
+    pub(super) latencies: Vec<u32>,
     /// The fewest calls any one client made (closed loop).
     fewest: u64,
 }
@@ -543,13 +543,13 @@ impl Run {
         latencies.sort_unstable();
         Self { rate: latencies.len() as f64 / elapsed.as_secs_f64(), latencies, fewest }
     }
-    fn p50(&self) -> f64 {
+    pub(super) fn p50(&self) -> f64 {
         percentile_ms(&self.latencies, 0.50)
     }
-    fn p99(&self) -> f64 {
+    pub(super) fn p99(&self) -> f64 {
         percentile_ms(&self.latencies, 0.99)
     }
-    fn print(&self, what: &str) {
+    pub(super) fn print(&self, what: &str) {
         eprintln!(
             "   {what}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} calls)",
             self.rate,
@@ -576,7 +576,7 @@ fn micros(elapsed: Duration) -> u32 {
 
 /// `CLIENTS` clients, each calling `op(client, n)` for n = 0, 1, ... (waiting for each
 /// answer) until `seconds` pass.
-async fn closed_loop<F, Fut>(seconds: Duration, op: F) -> anyhow::Result<Run>
+pub(super) async fn closed_loop<F, Fut>(seconds: Duration, op: F) -> anyhow::Result<Run>
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,

@@ -2,6 +2,7 @@
 //! baseline to compare against. Never timed assertions: the numbers are for people.
 
 mod api;
+mod plugins;
 mod storage;
 
 #[derive(clap::Subcommand, Debug)]
@@ -10,11 +11,15 @@ pub enum BenchCommand {
     Api(api::ApiBenchOptions),
     /// Storage: both backends and raw etcd through etcd-client, side by side.
     Storage(storage::StorageBenchOptions),
+    /// Plugins: a policy as WebAssembly beside the same policy compiled in; instantiation;
+    /// reloads with a cold and a warm artifact cache; API creates with 0 and 3 plugins.
+    Plugins(plugins::PluginBenchOptions),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Api(options) => api::run(options).await,
         BenchCommand::Storage(options) => storage::run(options).await,
+        BenchCommand::Plugins(options) => plugins::run(options).await,
     }
 }

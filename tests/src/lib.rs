@@ -326,7 +326,8 @@ impl Cluster {
         let log = dir.path().join("serve.log");
         let serve = Process::start_logged(&args, &log);
         let api = Api::connect(std::path::Path::new(&data_dir), &listen).await;
-        let ready = tokio::time::timeout(Duration::from_secs(60), api.wait_ready_quietly()).await;
+        // Generous: a plugin folder may hold a large component (a Python plugin is ~18 MB) to compile first.
+        let ready = tokio::time::timeout(Duration::from_secs(180), api.wait_ready_quietly()).await;
         if ready.is_err() {
             let said = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = said.lines().rev().take(40).collect();

@@ -351,3 +351,79 @@ spec:
     assert!(ok, "{err}");
     until(&cluster, "the Plugin to be unloaded", |code, _| code == 201).await;
 }
+
+/// Pods to decide, one image list each.
+const FIXTURES: &[&[&str]] = &[
+    &["nginx:1.27"],
+    &["nginx"],
+    &["nginx:latest"],
+    &["registry.example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"],
+    &["busybox:1.36", "app:latest"],
+    &["localhost:5000/app"],
+    &["localhost:5000/app:2.1"],
+];
+
+/// Create each fixture pod; each answer's code and message.
+async fn decide_fixtures(cluster: &Cluster, round: &str) -> Vec<(u16, String)> {
+    let mut answers = Vec::new();
+    for (i, images) in FIXTURES.iter().enumerate() {
+        let containers: Vec<Value> =
+            images.iter().enumerate().map(|(j, image)| json!({"name": format!("c{j}"), "image": image})).collect();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{round}-{i}")}, "spec": {"containers": containers}});
+        let (code, answer) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/pods", Some(pod)).await;
+        let message = answer["message"].as_str().unwrap_or_default().replace(&format!("\"{round}-{i}\""), "\"<pod>\"");
+        answers.push((code, message));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_decides_like_its_rust_twin() {
+    let python = plugin_component("examples/no_latest_py");
+    let rust = plugin_component("no_latest");
+    let plugins = tempfile::tempdir().unwrap();
+    let dir = plugins.path().to_path_buf();
+    std::fs::copy(&python, dir.join("no_latest_py.wasm")).unwrap();
+    std::fs::copy(&rust, dir.join("no_latest.wasm")).unwrap();
+    let manifest = |module: &str| {
+        format!(
+            "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {{name: no-latest}}\nspec:\n  kind: admission\n  module: {module}\n  phases: [validate]\n  rules: [{{apiGroups: [''], resources: [pods], operations: [CREATE]}}]\n  timeout: 5s\n  memoryLimit: 128Mi\n"
+        )
+    };
+    replace(&dir, "no-latest.yaml", manifest("no_latest_py.wasm").as_bytes());
+    let cluster =
+        Cluster::start_with(Backend::Embedded, &["--no-default-plugins", "--plugin-dir", dir.to_str().unwrap()]).await;
+    let python_digest = wasmkube::plugins::digest(&std::fs::read(&python).unwrap());
+    let rust_digest = wasmkube::plugins::digest(&std::fs::read(&rust).unwrap());
+
+    // Which version decided an allowed pod.
+    let decided_by = |n: u32| {
+        let cluster = &cluster;
+        async move {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("probe-{n}")},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}});
+            let url = format!("{}/api/v1/namespaces/default/pods", cluster.api.base);
+            let response = cluster.api.client.post(url).json(&pod).send().await.expect("probe");
+            assert_eq!(response.status().as_u16(), 201);
+            response.headers().get("x-wasmkube-admission").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+        }
+    };
+    assert_eq!(decided_by(0).await, format!("no-latest={python_digest}"));
+    let from_python = decide_fixtures(&cluster, "py").await;
+
+    replace(&dir, "no-latest.yaml", manifest("no_latest.wasm").as_bytes());
+    let mut n = 0;
+    wait_for("the Rust twin to serve", Duration::from_secs(30), || {
+        n += 1;
+        let probe = decided_by(n);
+        let wanted = format!("no-latest={rust_digest}");
+        async move { (probe.await == wanted).then_some(()) }
+    })
+    .await;
+    let from_rust = decide_fixtures(&cluster, "rs").await;
+
+    assert_eq!(from_python, from_rust, "the twins disagree");
+    let codes: Vec<u16> = from_rust.iter().map(|(code, _)| *code).collect();
+    assert_eq!(codes, [201, 403, 403, 201, 403, 403, 201], "{from_rust:?}");
+    assert!(from_rust[1].1.contains("nginx: pin a version instead of latest"), "{from_rust:?}");
+}

@@ -211,7 +211,12 @@ impl Chain {
             Ok(response) => {
                 let outcome = if response.allowed { "allow" } else { "deny" };
                 metrics.calls.with_label_values(&[name, function, outcome]).inc();
-                tracing::info!(plugin = name, digest, function, request = %target, allowed = response.allowed, enforce, "admission decision");
+                // The audit trail: a refusal at info, the (many) admissions at debug.
+                if response.allowed {
+                    tracing::debug!(plugin = name, digest, function, request = %target, enforce, "admission: allowed");
+                } else {
+                    tracing::info!(plugin = name, digest, function, request = %target, enforce, message = response.message.as_deref().unwrap_or_default(), "admission: denied");
+                }
                 if !response.allowed && enforce {
                     let message = response.message.clone().unwrap_or_else(|| "denied".into());
                     return Err(Denied {

@@ -48,8 +48,8 @@ impl crate::plugins::Client for RegistryClient {
             .resource(group, version, resource)
             .ok_or_else(|| ClientError::Invalid(format!("{resource} in {group}/{version} is not served")))?;
         let namespace = namespace.filter(|_| served.namespaced);
-        match registry.get_cached(&served, namespace, name).await {
-            Ok(object) => serde_json::to_string(&object).map(Some).map_err(|e| ClientError::Unavailable(e.to_string())),
+        match registry.get_cached_json(&served, namespace, name).await {
+            Ok(json) => Ok(Some(json)),
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(client_error(e)),
         }

@@ -142,7 +142,7 @@ pub struct AdmissionModule {
 }
 
 /// The most idle instances a module keeps.
-const POOL_SIZE: usize = 16;
+const POOL_SIZE: usize = 64;
 
 impl AdmissionModule {
     /// Compile `bytes`, check that they implement the admission world, and make (and

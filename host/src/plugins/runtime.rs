@@ -91,7 +91,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: default_cache_dir(), instance_slots: 256, max_memory: 256 << 20 }
+        Self { cache_dir: default_cache_dir(), instance_slots: 1024, max_memory: 256 << 20 }
     }
 }
 

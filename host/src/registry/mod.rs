@@ -694,6 +694,21 @@ impl Registry {
         }
     }
 
+    /// [`Registry::get_cached`], as the stored JSON text (without `resourceVersion`): for
+    /// readers that only pass the object on (plugins' `client`), no decode and re-encode.
+    pub async fn get_cached_json(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<String> {
+        Self::check_namespace(resource, namespace)?;
+        let key = Self::key(resource, namespace, name);
+        let stored = match self.entry(resource)?.cache.get(&key, 0, CACHED_READ_WAIT).await {
+            Ok(Some(kv)) => kv.value,
+            Ok(None) | Err(_) => match self.store.get(key).await.map_err(Error::from_store)? {
+                (Some(kv), _) => kv.value,
+                (None, _) => return Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
+            },
+        };
+        String::from_utf8(stored.to_vec()).map_err(|e| Error::Internal(format!("a stored object is not UTF-8: {e}")))
+    }
+
     /// Create `body` (generateName honoured); returns the stored object.
     /// With `dry_run`, everything happens but the write: the answer is what would be stored.
     pub async fn create(

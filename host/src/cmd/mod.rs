@@ -1,5 +1,5 @@
 //! The command line: `wasmkube serve`, `wasmkube kubeconfig`, `wasmkube store ...`,
-//! `wasmkube bench ...`.
+//! `wasmkube bench ...`, `wasmkube plugin ...`.
 //!
 //! Every command follows Kubernetes' pattern: flags parse into `Options`, `complete()`
 //! fills defaults, `validate()` returns every problem at once ([`InvalidOptions`], exit
@@ -7,6 +7,7 @@
 
 mod bench;
 mod kubeconfig;
+mod plugin;
 pub(crate) mod serve;
 mod store;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Plugins: check a component, test it on fixtures, load it into a server, list them.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
 }
 
 /// Every problem found on the command line, reported together.
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Kubeconfig(options) => kubeconfig::run(options),
             Command::Store(command) => store::run(command).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Plugin(command) => plugin::run(command).await,
         }
     })
 }

@@ -1,0 +1,128 @@
+//! `wasmkube plugin ...` as a policy author runs it: `test` on AdmissionReview fixtures
+//! without a server (the same fixtures decide alike for the Python plugin and its Rust
+//! twin), `check` naming what is wrong with a module, `load` and `list` against a server.
+
+use std::path::Path;
+use std::process::Command;
+
+use wasmkube_tests::{plugin_component, wait_for, wasmkube_bin, Backend, Cluster};
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Run `wasmkube args...`; (exit code, stdout, stderr).
+fn wasmkube(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(wasmkube_bin()).args(args).current_dir(repo()).output().expect("running wasmkube");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn fixtures(set: &str) -> Vec<String> {
+    let mut paths: Vec<String> = std::fs::read_dir(repo().join("examples/fixtures").join(set))
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path().to_string_lossy().into_owned())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn plugin_test_checks_each_decision_against_its_fixture() {
+    let component = plugin_component("pod_security");
+    let manifest = repo().join("host/src/plugins/builtin/pod-security.yaml");
+    let mut args = vec!["plugin", "test", component.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()];
+    let paths = fixtures("pod-security");
+    args.extend(paths.iter().map(String::as_str));
+    let (code, out, err) = wasmkube(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("PASS") && out.contains("3 passed, 0 failed"), "{out}");
+    assert!(out.contains(r#"denied: violates PodSecurity "baseline:latest": privileged"#), "{out}");
+
+    // A fixture whose expectation is wrong fails, says why, and the exit code says so.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = std::fs::read_to_string(&paths[1]).unwrap().replace("allowed: false", "allowed: true");
+    let wrong_path = dir.path().join("wrong.yaml");
+    std::fs::write(&wrong_path, wrong).unwrap();
+    let (code, out, _) = wasmkube(&["plugin", "test", component.to_str().unwrap(), wrong_path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("expected allowed, got denied") && out.contains("0 passed, 1 failed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_python_plugin_and_its_rust_twin_pass_the_same_fixtures() {
+    let paths = fixtures("no-latest");
+    let run = |component: &Path| {
+        let mut args = vec!["plugin", "test", component.to_str().unwrap()];
+        args.extend(paths.iter().map(String::as_str));
+        wasmkube(&args)
+    };
+    let (python_code, python, err) = run(&plugin_component("examples/no_latest_py"));
+    assert_eq!(python_code, 0, "{python}{err}");
+    let (rust_code, rust, err) = run(&plugin_component("no_latest"));
+    assert_eq!(rust_code, 0, "{rust}{err}");
+    assert_eq!(python, rust, "the twins decide differently");
+}
+
+#[test]
+fn plugin_check_names_what_is_wrong() {
+    let (code, out, err) = wasmkube(&["plugin", "check", plugin_component("misbehave").to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("implements wasmkube:plugin/admission") && out.contains("sha256:"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not wasm at all").unwrap();
+    let (code, _, err) = wasmkube(&["plugin", "check", garbage.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a WebAssembly component"), "{err}");
+    // A core module is WebAssembly but not a component.
+    std::fs::write(&garbage, b"\0asm\x01\0\0\0").unwrap();
+    let (code, _, err) = wasmkube(&["plugin", "check", garbage.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a WebAssembly component"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_load_and_list_work_against_a_server() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    let data_dir = cluster.dir.path().join("data");
+    let manifest = cluster.dir.path().join("gate.yaml");
+    std::fs::write(&manifest, "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {name: gate}\nspec:\n  kind: admission\n  phases: [validate]\n  rules: [{apiGroups: [''], resources: [configmaps], operations: [CREATE]}]\n  config: {behaviour: deny}\n").unwrap();
+    let component = plugin_component("misbehave");
+    let (code, out, err) = wasmkube(&[
+        "plugin",
+        "load",
+        component.to_str().unwrap(),
+        "--name",
+        "gate",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("plugin.wasmkube.io/gate applied"), "{out}");
+    let listed = wait_for("gate to be Ready in the list", std::time::Duration::from_secs(20), || {
+        let data_dir = data_dir.clone();
+        async move {
+            let (_, out, _) = wasmkube(&["plugin", "list", "--data-dir", data_dir.to_str().unwrap()]);
+            out.lines().any(|l| l.starts_with("gate") && l.contains("True") && l.contains("sha256:")).then_some(out)
+        }
+    })
+    .await;
+    assert!(listed.contains("admission"), "{listed}");
+    let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+    let (code, answer) =
+        cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(body)).await;
+    assert_eq!(code, 403, "{answer}");
+    // Without a server to talk to, the error says where it looked.
+    let (code, _, err) = wasmkube(&["plugin", "list", "--data-dir", "/nonexistent-wasmkube-dir"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent-wasmkube-dir"), "{err}");
+}

@@ -126,3 +126,56 @@ async fn plugin_load_and_list_work_against_a_server() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent-wasmkube-dir"), "{err}");
 }
+
+/// `$WASMKUBE_PYTHON` (scripts/test sets it), or the venv `ensure_python_packages` keeps.
+fn python() -> String {
+    if let Some(python) = std::env::var_os("WASMKUBE_PYTHON").filter(|p| !p.is_empty()) {
+        return python.to_string_lossy().into_owned();
+    }
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"source scripts/lib.sh && ensure_python_packages >&2 && echo "$WASMKUBE_PYTHON""#)
+        .current_dir(repo())
+        .output()
+        .expect("running ensure_python_packages");
+    assert!(out.status.success(), "ensure_python_packages failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn plugin_new_scaffolds_projects_that_build_and_pass_their_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = python();
+    for (lang, name) in [("rust", "my-rust"), ("python", "my-py")] {
+        let run = |args: &[&str]| {
+            let out = Command::new(wasmkube_bin())
+                .args(args)
+                .current_dir(dir.path())
+                .env("WASMKUBE_PYTHON", &python)
+                .output()
+                .expect("running wasmkube");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (code, out, err) = run(&["plugin", "new", "--lang", lang, "admission", name]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = run(&["plugin", "build", name]);
+        assert_eq!(code, 0, "{lang} project does not build: {out}{err}");
+        let component = format!("{name}/{}.wasm", name.replace('-', "_"));
+        let (code, out, err) = run(&[
+            "plugin",
+            "test",
+            &component,
+            &format!("{name}/fixtures/allowed.yaml"),
+            &format!("{name}/fixtures/denied.yaml"),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("2 passed, 0 failed"), "{out}");
+    }
+    let (code, _, err) = wasmkube(&["plugin", "new", "--lang", "rust", "scheduler", "Bad_Name"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the plugin kinds served are: admission") && err.contains("a DNS label"), "{err}");
+}

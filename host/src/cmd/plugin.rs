@@ -36,6 +36,10 @@ use crate::plugins::{
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PluginCommand {
+    /// Scaffold a plugin project that builds as it stands (Rust or Python).
+    New(NewOptions),
+    /// Build the plugin project in a folder into `<name>.wasm` beside its manifest.
+    Build(BuildOptions),
     /// Compile a component and check that it implements its world (and accepts its config).
     Check(CheckOptions),
     /// Run an admission plugin on AdmissionReview fixtures without a server, and check
@@ -45,6 +49,33 @@ pub enum PluginCommand {
     Load(LoadOptions),
     /// List the Plugin objects of a running server with their state.
     List(ServerOptions),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Language {
+    Rust,
+    Python,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NewOptions {
+    /// The language of the project.
+    #[arg(long, value_enum)]
+    lang: Language,
+    /// The plugin world; only `admission` so far.
+    kind: String,
+    /// The plugin's name (a DNS label); the project goes into a folder of that name.
+    name: String,
+    /// Where the Rust SDK is (default: the one beside the source this binary was built from).
+    #[arg(long)]
+    sdk: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BuildOptions {
+    /// The project folder (default: the current one).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,6 +126,8 @@ pub struct LoadOptions {
 
 pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
+        PluginCommand::New(options) => new(options),
+        PluginCommand::Build(options) => build(options),
         PluginCommand::Check(options) => check(options).await,
         PluginCommand::Test(options) => test(options).await,
         PluginCommand::Load(options) => load(options).await,
@@ -461,5 +494,128 @@ async fn list(options: ServerOptions) -> anyhow::Result<()> {
             text(item, "/status/lastError"),
         );
     }
+    Ok(())
+}
+
+/// The WIT package this binary serves, for projects that need it beside them (Python).
+const WIT: &str = include_str!("../../../wit/plugin.wit");
+
+fn new(options: NewOptions) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if options.kind != "admission" {
+        problems.push(format!("{:?}: the plugin kinds served are: admission", options.kind));
+    }
+    let name = &options.name;
+    let label_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !label_ok {
+        problems.push(format!("{name:?}: a plugin's name is a DNS label (lowercase letters, digits and '-')"));
+    }
+    let dir = PathBuf::from(name);
+    if dir.exists() {
+        problems.push(format!("{} already exists: choose another name or remove it", dir.display()));
+    }
+    let sdk = match (options.lang, &options.sdk) {
+        (Language::Rust, Some(sdk)) => Some(sdk.clone()),
+        (Language::Rust, None) => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/rust")),
+        (Language::Python, _) => None,
+    };
+    let sdk = match sdk {
+        Some(sdk) => match std::fs::canonicalize(&sdk) {
+            Ok(sdk) => Some(sdk),
+            Err(_) => {
+                problems.push(format!(
+                    "the Rust SDK is not at {}: pass --sdk <path to wasmkube's sdk/rust>",
+                    sdk.display()
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    super::InvalidOptions::check(problems)?;
+    let file = name.replace('-', "_");
+    std::fs::create_dir_all(dir.join("fixtures"))?;
+    let manifest = format!(
+        "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}}}\nspec:\n  kind: admission\n  module: {file}.wasm\n  phases: [validate]\n  rules: [{{apiGroups: ['*'], resources: ['*'], operations: [CREATE, UPDATE]}}]\n  timeout: 500ms\n  failurePolicy: Fail\n"
+    );
+    std::fs::write(dir.join("manifest.yaml"), manifest)?;
+    let fixture = |label: &str, allowed: bool| {
+        format!(
+            "apiVersion: admission.k8s.io/v1\nkind: AdmissionReview\nrequest:\n  operation: CREATE\n  namespace: default\n  object: {{apiVersion: v1, kind: ConfigMap, metadata: {{name: c, namespace: default, labels: {{{label}}}}}}}\nexpect: {{allowed: {allowed}}}\n"
+        )
+    };
+    std::fs::write(dir.join("fixtures/allowed.yaml"), fixture("app: web", true))?;
+    std::fs::write(dir.join("fixtures/denied.yaml"), fixture("example.com/deny: 'true'", false))?;
+    match options.lang {
+        Language::Rust => {
+            let sdk = sdk.map(|s| s.display().to_string()).unwrap_or_default();
+            std::fs::create_dir_all(dir.join("src"))?;
+            std::fs::write(
+                dir.join("Cargo.toml"),
+                format!(
+                    "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nwasmkube-sdk = {{ path = \"{sdk}\" }}\n\n[profile.release]\nopt-level = \"s\"\nlto = true\nstrip = true\npanic = \"abort\"\n\n# A project of its own, not a member of any workspace around it.\n[workspace]\n"
+                ),
+            )?;
+            std::fs::write(
+                dir.join("src/lib.rs"),
+                "//! An admission plugin: refuses objects labelled `example.com/deny=true`.\n\nuse wasmkube_sdk::{Admission, Request, Response};\n\nstruct Plugin;\n\nimpl Admission for Plugin {\n    fn validate(request: Request) -> Response {\n        match request.label(\"example.com/deny\") {\n            Some(\"true\") => Response::deny(format!(\"{} is labelled example.com/deny=true\", request.name)),\n            _ => Response::allow(),\n        }\n    }\n}\n\nwasmkube_sdk::export_admission!(Plugin);\n",
+            )?;
+        }
+        Language::Python => {
+            std::fs::create_dir_all(dir.join("wit"))?;
+            std::fs::write(dir.join("wit/plugin.wit"), WIT)?;
+            std::fs::write(
+                dir.join("app.py"),
+                "\"\"\"An admission plugin: refuses objects labelled example.com/deny=true.\"\"\"\n\nimport json\n\nfrom wit_world import exports\nfrom wit_world.imports.admission_types import AdmissionResponse\n\n\ndef answer(allowed, message=None):\n    return AdmissionResponse(allowed=allowed, message=message, code=None, patch=None, warnings=[])\n\n\nclass Admit(exports.Admit):\n    def configure(self, config):\n        json.loads(config)\n\n    def mutate(self, request):\n        return answer(True)\n\n    def validate(self, request):\n        obj = json.loads(request.object) if request.object else {}\n        labels = obj.get(\"metadata\", {}).get(\"labels\", {})\n        if labels.get(\"example.com/deny\") == \"true\":\n            return answer(False, f\"{request.name} is labelled example.com/deny=true\")\n        return answer(True)\n",
+            )?;
+        }
+    }
+    println!("created {}/ ({:?}): build it with `wasmkube plugin build {name}`, then `wasmkube plugin test {name}/{file}.wasm {name}/fixtures/*.yaml`", name, options.lang);
+    Ok(())
+}
+
+fn build(options: BuildOptions) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(&options.dir).with_context(|| format!("finding {}", options.dir.display()))?;
+    let manifest_text = std::fs::read_to_string(dir.join("manifest.yaml"))
+        .with_context(|| format!("{} has no manifest.yaml (make one with `wasmkube plugin new`)", dir.display()))?;
+    let manifest = Manifest::parse(&manifest_text).map_err(|e| anyhow::anyhow!("manifest.yaml is invalid: {e}"))?;
+    let output = dir.join(&manifest.module);
+    let run = |command: &mut std::process::Command, what: &str| -> anyhow::Result<()> {
+        let status = command.status().with_context(|| format!("running {what}"))?;
+        anyhow::ensure!(status.success(), "{what} failed ({status})");
+        Ok(())
+    };
+    if dir.join("Cargo.toml").exists() {
+        let target = dir.join("target");
+        run(
+            std::process::Command::new("cargo")
+                .args(["build", "--release", "--target", "wasm32-wasip2"])
+                .current_dir(&dir)
+                .env("CARGO_TARGET_DIR", &target),
+            "cargo build --target wasm32-wasip2 (is the target installed? rustup target add wasm32-wasip2)",
+        )?;
+        let built = target.join("wasm32-wasip2/release").join(format!("{}.wasm", manifest.name.replace('-', "_")));
+        std::fs::copy(&built, &output).with_context(|| format!("copying {}", built.display()))?;
+    } else if dir.join("app.py").exists() {
+        let componentize = std::env::var_os("WASMKUBE_PYTHON")
+            .map(PathBuf::from)
+            .and_then(|python| python.parent().map(|bin| bin.join("componentize-py")))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("componentize-py"));
+        run(
+            std::process::Command::new(&componentize)
+                .args(["-d", "wit", "-w", "admission", "componentize", "app", "-o"])
+                .arg(&output)
+                .current_dir(&dir),
+            "componentize-py (install it with: pip install componentize-py)",
+        )?;
+    } else {
+        anyhow::bail!("{} holds neither Cargo.toml (Rust) nor app.py (Python)", dir.display());
+    }
+    println!("built {}", output.display());
     Ok(())
 }

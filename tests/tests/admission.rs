@@ -223,15 +223,48 @@ struct Answer {
     warned: bool,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replacing_a_plugin_under_load_fails_no_request() {
-    let plugins = tempfile::tempdir().unwrap();
-    let dir = plugins.path().to_path_buf();
-    std::fs::copy(plugin_component("misbehave"), dir.join("misbehave.wasm")).unwrap();
-    replace(&dir, "misbehave.yaml", manifest("allow", "Fail", "").as_bytes());
-    let cluster =
-        std::sync::Arc::new(Cluster::start_with(Backend::Embedded, &["--plugin-dir", dir.to_str().unwrap()]).await);
+/// Where the plugin under load comes from.
+enum Source {
+    Folder(std::path::PathBuf),
+    /// Plugin objects (server-side applied) naming this module.
+    Objects(std::path::PathBuf),
+}
 
+/// Make `behaviour` the plugin's, through `source`.
+async fn switch(cluster: &Cluster, source: &Source, round: usize, behaviour: &str) {
+    match source {
+        Source::Folder(dir) => {
+            replace(dir, "misbehave.yaml", manifest(behaviour, "Fail", &format!("  order: {round}\n")).as_bytes())
+        }
+        Source::Objects(module) => {
+            let object = json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": "misbehave"},
+                "spec": {"kind": "admission", "module": module.to_str().unwrap(), "phases": ["validate"],
+                    "rules": [{"apiGroups": [""], "resources": ["configmaps"], "operations": ["CREATE"]}],
+                    "config": {"behaviour": behaviour}, "failurePolicy": "Fail", "timeout": "300ms", "order": round}});
+            let url = format!(
+                "{}/apis/wasmkube.io/v1alpha1/plugins/misbehave?fieldManager=test&force=true",
+                cluster.api.base
+            );
+            let response = cluster
+                .api
+                .client
+                .patch(url)
+                .header("content-type", "application/apply-patch+yaml")
+                .body(object.to_string())
+                .send()
+                .await
+                .expect("apply");
+            assert!(response.status().is_success(), "apply: {}", response.status());
+        }
+    }
+}
+
+/// Creates from four clients while the plugin is replaced 20 times, alternating between a
+/// version that warns and one that does not: none fails, each new version decides within
+/// 1 s, and once it has answered no request sent after is decided by the old one.
+async fn reload_under_load(cluster: std::sync::Arc<Cluster>, source: Source) {
+    switch(&cluster, &source, 100, "allow").await;
+    until(&cluster, "the first version", |code, _| code == 201).await;
     let answers = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<Answer>::new()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut clients = Vec::new();
@@ -250,13 +283,11 @@ async fn replacing_a_plugin_under_load_fails_no_request() {
             }
         }));
     }
-    // Twenty replacements, alternating between a version that warns and one that does not.
     let mut switches = Vec::new();
     for round in 0..20 {
         let warns = round % 2 == 0;
-        let behaviour = if warns { "warn" } else { "allow" };
         let at = Instant::now();
-        replace(&dir, "misbehave.yaml", manifest(behaviour, "Fail", &format!("  order: {round}\n")).as_bytes());
+        switch(&cluster, &source, round, if warns { "warn" } else { "allow" }).await;
         let seen = wait_for("the new version to decide", Duration::from_secs(5), || {
             let answers = answers.clone();
             async move { answers.lock().iter().find(|a| a.sent >= at && a.warned == warns).map(|a| a.received) }
@@ -286,6 +317,22 @@ async fn replacing_a_plugin_under_load_fails_no_request() {
         assert_eq!(stale, 0, "switch {i}: {stale} requests were decided by the old version after the new one served");
     }
     eprintln!("{} creates during 20 reloads, none failed", answers.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_folder_plugin_under_load_fails_no_request() {
+    let plugins = tempfile::tempdir().unwrap();
+    let dir = plugins.path().to_path_buf();
+    std::fs::copy(plugin_component("misbehave"), dir.join("misbehave.wasm")).unwrap();
+    let cluster =
+        std::sync::Arc::new(Cluster::start_with(Backend::Embedded, &["--plugin-dir", dir.to_str().unwrap()]).await);
+    reload_under_load(cluster, Source::Folder(dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_plugin_object_under_load_fails_no_request() {
+    let cluster = std::sync::Arc::new(Cluster::start_on(Backend::Embedded).await);
+    reload_under_load(cluster, Source::Objects(plugin_component("misbehave"))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,6 +391,21 @@ spec:
     assert!(status["lastError"].as_str().unwrap_or_default().contains("not a WebAssembly component"), "{status}");
     assert_eq!(status["digest"], digest, "{status}");
     let (code, _) = create_configmap(&cluster, "kept").await;
+    assert_eq!(code, 403, "the old version still serves");
+    // A component of the wrong world: refused with the world named; the old one serves on.
+    let wrong = plugin_component("not_admission");
+    let path = write(cluster.dir.path(), "gate.yaml", &object("deny", wrong.to_str().unwrap()));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    let status = wait_for("the wrong world in the status", Duration::from_secs(20), || async {
+        let (_, plugin) = cluster.request(reqwest::Method::GET, "/apis/wasmkube.io/v1alpha1/plugins/gate", None).await;
+        let error = plugin["status"]["lastError"].as_str().unwrap_or_default().to_string();
+        error.contains("does not implement the world").then(|| plugin["status"].clone())
+    })
+    .await;
+    assert!(status["lastError"].as_str().unwrap_or_default().contains("wasmkube:plugin/admission"), "{status}");
+    assert_eq!(status["digest"], digest, "{status}");
+    let (code, _) = create_configmap(&cluster, "kept-again").await;
     assert_eq!(code, 403, "the old version still serves");
 
     // Deleting the Plugin unloads it; Plugin objects themselves never pass plugins.

@@ -81,6 +81,10 @@ fn plugin_check_names_what_is_wrong() {
     let (code, _, err) = wasmkube(&["plugin", "check", garbage.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("not a WebAssembly component"), "{err}");
+    // A component of another world (a WASI command) is refused with the world named.
+    let (code, _, err) = wasmkube(&["plugin", "check", plugin_component("not_admission").to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not implement the world wasmkube:plugin/admission"), "{err}");
     // A core module is WebAssembly but not a component.
     std::fs::write(&garbage, b"\0asm\x01\0\0\0").unwrap();
     let (code, _, err) = wasmkube(&["plugin", "check", garbage.to_str().unwrap()]);

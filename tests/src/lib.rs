@@ -332,7 +332,7 @@ impl Cluster {
             let said = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = said.lines().rev().take(40).collect();
             panic!(
-                "the server was not ready within 60 s; the end of its log:\n{}",
+                "the server was not ready within 180 s; the end of its log:\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }

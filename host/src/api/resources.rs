@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -88,16 +88,32 @@ fn flag(value: Option<&str>) -> bool {
 /// The largest request body kube-apiserver reads (3 MiB).
 pub(super) const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
+/// How much of an oversized body is still read (and dropped) before answering 413, so a
+/// client that is still sending gets the Status instead of a broken pipe.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
 /// The request body, or 413 RequestEntityTooLarge past [`MAX_BODY_BYTES`].
-fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+async fn body_of(body: Body) -> Result<Bytes, ApiError> {
+    let mut chunks = body.into_data_stream();
+    let mut collected = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        total += chunk.len();
+        if total <= MAX_BODY_BYTES {
+            collected.extend_from_slice(&chunk);
+        } else if total > DRAIN_BYTES {
+            break;
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
             format!("the request is larger than {MAX_BODY_BYTES} bytes, the most the API server reads"),
-        ),
-        _ => ApiError::bad_request(format!("cannot read the request body: {}", e.body_text())),
-    })
+        ));
+    }
+    Ok(collected.freeze())
 }
 
 /// The query string, or a `Status` saying what in it is wrong.
@@ -242,12 +258,12 @@ pub(super) async fn core(
     params: Result<Query<Params>, QueryRejection>,
     user: Option<Extension<UserInfo>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
     let mut params = query(params)?;
     params.user = Some(user.clone());
-    serve(state, "", "v1", &path, method, params, &user, headers, body_of(body)?).await
+    serve(state, "", "v1", &path, method, params, &user, headers, body_of(body).await?).await
 }
 
 /// `/apis/{group}/{version}/{*path}`: a named group.
@@ -258,12 +274,12 @@ pub(super) async fn grouped(
     params: Result<Query<Params>, QueryRejection>,
     user: Option<Extension<UserInfo>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
     let mut params = query(params)?;
     params.user = Some(user.clone());
-    serve(state, &group, &version, &path, method, params, &user, headers, body_of(body)?).await
+    serve(state, &group, &version, &path, method, params, &user, headers, body_of(body).await?).await
 }
 
 /// Subresources that need a node agent to answer.

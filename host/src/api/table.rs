@@ -344,20 +344,10 @@ pub(super) fn table(resource: &Resource, printer: Option<&[PrinterColumn]>, item
         .map(|item| {
             let mut cells = vec![name(item, now)];
             cells.extend(columns.iter().map(|c| (c.cell)(item, now)));
-            let metadata = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
-            json!({
-                "cells": cells,
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
-            })
+            row(item, cells)
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": revision.to_string()},
-        "columnDefinitions": definitions,
-        "rows": rows,
-    })
+    table_of(definitions, rows, revision)
 }
 
 /// The Table of a custom kind: NAME, then its printer columns (or AGE when it has none),
@@ -401,20 +391,10 @@ fn custom_table(resource: &Resource, printer: &[PrinterColumn], items: &[Object]
                     (Some(other), _) => other,
                 });
             }
-            let metadata = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
-            json!({
-                "cells": cells,
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
-            })
+            row(item, cells)
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": revision.to_string()},
-        "columnDefinitions": definitions,
-        "rows": rows,
-    })
+    table_of(definitions, rows, revision)
 }
 
 /// The values a JSONPath of the kind printer columns use finds in `value`: `.a.b`,
@@ -503,6 +483,25 @@ fn step(current: &[Value], selector: &str) -> Vec<Value> {
     }
     let key = unquote(selector);
     current.iter().filter_map(|v| v.get(&key).cloned()).collect()
+}
+
+/// One row: its cells, and the object's metadata (kubectl reads names and labels there).
+fn row(item: &Object, cells: Vec<Value>) -> Value {
+    let metadata = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    json!({
+        "cells": cells,
+        "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
+    })
+}
+
+fn table_of(definitions: Vec<Value>, rows: Vec<Value>, revision: i64) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": revision.to_string()},
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
 }
 
 /// Kubernetes' `duration.HumanDuration`: 45s, 5m30s, 3h, 2d4h, 3y...

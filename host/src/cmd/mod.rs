@@ -59,6 +59,26 @@ impl InvalidOptions {
     }
 }
 
+/// An HTTPS client that trusts the cluster CA in `data_dir` and presents its admin
+/// certificate, as kubectl does with the kubeconfig `serve` wrote.
+pub(crate) fn admin_https_client(data_dir: &std::path::Path, user_agent: &str) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let tls = data_dir.join("tls");
+    let read = |file: &str| {
+        std::fs::read(tls.join(file))
+            .with_context(|| format!("reading {file} in {} (is it the server's data dir?)", tls.display()))
+    };
+    let mut identity = read("admin.crt")?;
+    identity.extend(read("admin.key")?);
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&read("ca.crt")?)?)
+        .identity(reqwest::Identity::from_pem(&identity)?)
+        .user_agent(user_agent)
+        .build()
+        .context("building the HTTPS client")
+}
+
 /// Log through `tracing` to stderr; `RUST_LOG` filters (default: info).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

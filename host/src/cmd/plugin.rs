@@ -399,19 +399,7 @@ fn contains(value: &Value, want: &Value) -> bool {
 /// An HTTPS client with the admin credentials of the server's data dir.
 fn admin_client(options: &ServerOptions) -> anyhow::Result<(reqwest::Client, String)> {
     let data_dir = options.data_dir.clone().unwrap_or_else(super::serve::default_data_dir);
-    let tls = data_dir.join("tls");
-    let read = |file: &str| {
-        std::fs::read(tls.join(file))
-            .with_context(|| format!("reading {file} in {} (is --data-dir the server's?)", tls.display()))
-    };
-    let mut identity = read("admin.crt")?;
-    identity.extend(read("admin.key")?);
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&read("ca.crt")?)?)
-        .identity(reqwest::Identity::from_pem(&identity)?)
-        .user_agent("wasmkube-plugin")
-        .build()?;
+    let client = super::admin_https_client(&data_dir, "wasmkube-plugin")?;
     let server = match &options.server {
         Some(server) => server.clone(),
         None => {

@@ -250,7 +250,12 @@ impl Server {
                 if defaults.is_empty() {
                     tracing::warn!("this binary was built without its default plugins (run scripts/build-plugins, then build again)");
                 }
-                plugins.load_builtins(&defaults).await.context("loading the default plugins")?;
+                tracing::info!(plugins = defaults.len(), "loading the default plugins");
+                // A load never takes this long; if one does, say which step hung.
+                tokio::time::timeout(Duration::from_secs(120), plugins.load_builtins(&defaults))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("loading the default plugins took more than 120 s"))?
+                    .context("loading the default plugins")?;
             }
             registry.seed(Some(advertise)).await.context("creating what a fresh cluster holds")?;
             tokio::spawn(crate::controllers::namespace::run(registry.clone(), stopped.clone()));

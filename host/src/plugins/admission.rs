@@ -150,9 +150,11 @@ impl AdmissionModule {
     /// than on a request. Blocking (compilation): call it off the executor.
     pub async fn load(runtime: Arc<Runtime>, bytes: Vec<u8>, settings: ModuleSettings) -> Result<Arc<Self>, LoadError> {
         let compiling = runtime.clone();
+        let started = Instant::now();
         let (component, digest) = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
             .await
             .map_err(|e| LoadError::Runtime(format!("the compile task failed: {e}")))??;
+        tracing::info!(plugin = %settings.name, %digest, elapsed = ?started.elapsed(), "plugin compiled (or read from the artifact cache)");
         let module = Self::from_component(runtime, component, digest, settings)?;
         let instance = module.instantiate().await.map_err(|e| match e {
             CallError::Instantiate(why) if why.starts_with("configure:") => {

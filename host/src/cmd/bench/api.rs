@@ -113,18 +113,7 @@ impl Api {
     /// A client of the server whose data dir is `data_dir`: it trusts the cluster's CA and
     /// presents the admin certificate. Each call makes its own connection pool.
     pub(super) fn connect(data_dir: &Path, base: &str) -> anyhow::Result<Self> {
-        let tls = data_dir.join("tls");
-        let read =
-            |file: &str| std::fs::read(tls.join(file)).with_context(|| format!("reading {file} in {}", tls.display()));
-        let mut identity = read("admin.crt")?;
-        identity.extend(read("admin.key")?);
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(reqwest::Certificate::from_pem(&read("ca.crt")?)?)
-            .identity(reqwest::Identity::from_pem(&identity)?)
-            .user_agent("wasmkube-bench")
-            .build()
-            .context("building the HTTPS client")?;
+        let client = crate::cmd::admin_https_client(data_dir, "wasmkube-bench")?;
         Ok(Self { client, base: base.to_string() })
     }
 

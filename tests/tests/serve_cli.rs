@@ -100,8 +100,11 @@ async fn unreachable_etcd_keeps_serve_alive_and_not_ready_until_it_appears() {
         &endpoint,
     ]);
     let api = Api::connect(dir.path(), &listen).await;
-    let (_, why) = wait_for("/readyz to say storage is not ready", Duration::from_secs(30), || async {
-        api.get("/readyz").await.filter(|(code, body)| *code == 503 && body.contains("[-]storage"))
+    // Until the first connection attempt fails, readyz says only "not opened yet".
+    let (_, why) = wait_for("/readyz to say storage is not ready, naming etcd", Duration::from_secs(30), || async {
+        api.get("/readyz")
+            .await
+            .filter(|(code, body)| *code == 503 && body.contains("[-]storage") && body.contains("etcd"))
     })
     .await;
     assert!(why.contains("etcd"), "readyz names the backend: {why}");

@@ -340,7 +340,10 @@ impl Server {
                 _ => None,
             },
             Err(e) => {
-                let _ = self.http.await;
+                // Say why at once: a graceful drain waits for clients' keep-alive
+                // connections, which may never close on their own.
+                tracing::error!(error = %format!("{e:#}"), "the server cannot start serving; stopping");
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
                 return Err(e);
             }
         };

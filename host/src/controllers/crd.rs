@@ -142,8 +142,8 @@ async fn consider(registry: &Arc<Registry>, crds: &Resource, crd: &Object, in_fl
     let before = status.clone();
     match served {
         Ok(accepted) => {
-            set_condition(&mut status, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
-            set_condition(
+            super::set_condition(&mut status, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
+            super::set_condition(
                 &mut status,
                 "Established",
                 "True",
@@ -167,8 +167,8 @@ async fn consider(registry: &Arc<Registry>, crds: &Resource, crd: &Object, in_fl
         Err(causes) => {
             let why: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
             tracing::warn!(crd = %name, problems = %why.join("; "), "cannot serve a CRD");
-            set_condition(&mut status, "NamesAccepted", "False", "InvalidDefinition", &why.join("; "));
-            set_condition(&mut status, "Established", "False", "NotAccepted", "not all names are accepted");
+            super::set_condition(&mut status, "NamesAccepted", "False", "InvalidDefinition", &why.join("; "));
+            super::set_condition(&mut status, "Established", "False", "NotAccepted", "not all names are accepted");
         }
     }
     if status == before {
@@ -182,25 +182,6 @@ async fn consider(registry: &Arc<Registry>, crds: &Resource, crd: &Object, in_fl
         Ok(_) | Err(Error::Conflict { .. } | Error::NotFound { .. }) => {}
         Err(e) => tracing::warn!(crd = %name, error = %e, "cannot report a CRD's status"),
     }
-}
-
-/// Set condition `kind` in `status`, keeping its transition time unless its status changes.
-fn set_condition(status: &mut Value, kind: &str, value: &str, reason: &str, message: &str) {
-    if !status.is_object() {
-        *status = json!({});
-    }
-    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
-    let existing = conditions.iter().find(|c| c["type"] == kind);
-    let since = match existing {
-        Some(c) if c["status"] == value => c["lastTransitionTime"].clone(),
-        _ => json!(crate::registry::now()),
-    };
-    let condition =
-        json!({"type": kind, "status": value, "lastTransitionTime": since, "reason": reason, "message": message});
-    let mut updated: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != kind).collect();
-    updated.push(condition);
-    updated.sort_by(|a, b| a["type"].as_str().cmp(&b["type"].as_str()));
-    status["conditions"] = Value::Array(updated);
 }
 
 /// Delete the custom resources of the CRD `name` (the one with `uid`, being deleted);

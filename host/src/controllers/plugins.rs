@@ -142,12 +142,13 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
             status["digest"] = json!(digest);
             status["digests"] = Value::Array(history);
             status["lastError"] = Value::Null;
-            set_ready(&mut status, "True", "Loaded", &format!("serving {digest}"));
+            super::set_condition(&mut status, "Ready", "True", "Loaded", &format!("serving {digest}"));
         }
         (Err(why), Some(old)) => {
             status["lastError"] = json!(why);
-            set_ready(
+            super::set_condition(
                 &mut status,
+                "Ready",
                 "True",
                 "OldVersionServing",
                 &format!("the new version failed to load; {old} still serves: {why}"),
@@ -155,7 +156,7 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
         }
         (Err(why), None) => {
             status["lastError"] = json!(why);
-            set_ready(&mut status, "False", "LoadFailed", why);
+            super::set_condition(&mut status, "Ready", "False", "LoadFailed", why);
         }
     }
     if let Value::Object(map) = &mut status {
@@ -168,18 +169,4 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
         Ok(_) | Err(Error::Conflict { .. } | Error::NotFound { .. }) => {}
         Err(e) => tracing::warn!(plugin = %name, error = %e, "cannot report a Plugin's status"),
     }
-}
-
-fn set_ready(status: &mut Value, value: &str, reason: &str, message: &str) {
-    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
-    let since = conditions
-        .iter()
-        .find(|c| c["type"] == "Ready" && c["status"] == value)
-        .map(|c| c["lastTransitionTime"].clone())
-        .unwrap_or_else(|| json!(crate::registry::now()));
-    let mut others: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "Ready").collect();
-    others.push(
-        json!({"type": "Ready", "status": value, "reason": reason, "message": message, "lastTransitionTime": since}),
-    );
-    status["conditions"] = Value::Array(others);
 }

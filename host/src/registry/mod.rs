@@ -358,6 +358,8 @@ struct Served {
     plural: &'static str,
     versions: Vec<&'static str>,
     cache: Arc<WatchCache>,
+    /// What the CRD's status reports as `acceptedNames`.
+    accepted_names: Value,
 }
 
 /// Every served resource over one store; see the module doc.
@@ -403,11 +405,12 @@ impl Registry {
     pub fn serve_custom(&self, crd: &Object) -> Result<Value, Vec<Cause>> {
         let name = crd.metadata().get("name").and_then(Value::as_str).unwrap_or_default().to_string();
         let spec = crd.get("spec").cloned().unwrap_or_default();
+        if let Some(served) = self.custom.lock().get(&name).filter(|served| served.spec == spec) {
+            // Every event of a CRD (its status writes too) lands here: nothing to parse.
+            return Ok(served.accepted_names.clone());
+        }
         let definition = custom::Definition::parse(crd)?;
         let mut custom = self.custom.lock();
-        if custom.get(&name).is_some_and(|served| served.spec == spec) {
-            return Ok(definition.accepted_names);
-        }
         let mut entries = self.entries.write();
         let claimed_elsewhere = definition.versions.iter().any(|v| {
             let r = v.resource();
@@ -441,7 +444,11 @@ impl Registry {
             let strategy: Arc<dyn Strategy> = version;
             entries.insert((r.group, r.version, r.plural), Arc::new(Entry { strategy, cache: cache.clone() }));
         }
-        custom.insert(name, Served { spec, group: definition.group, plural: definition.plural, versions, cache });
+        let accepted_names = definition.accepted_names.clone();
+        custom.insert(
+            name,
+            Served { spec, group: definition.group, plural: definition.plural, versions, cache, accepted_names },
+        );
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(definition.accepted_names)
     }
@@ -686,27 +693,27 @@ impl Registry {
     /// trusted (it trails the store by the time an event takes to arrive), and what it
     /// does not hold is looked up in the store, so an object just created is found.
     pub async fn get_cached(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<Object> {
-        Self::check_namespace(resource, namespace)?;
-        let key = Self::key(resource, namespace, name);
-        match self.entry(resource)?.cache.get(&key, 0, CACHED_READ_WAIT).await {
-            Ok(Some(kv)) => object::decode(&kv),
-            Ok(None) | Err(_) => self.get(resource, namespace, name).await,
-        }
+        object::decode(&self.cached_kv(resource, namespace, name).await?)
     }
 
     /// [`Registry::get_cached`], as the stored JSON text (without `resourceVersion`): for
     /// readers that only pass the object on (plugins' `client`), no decode and re-encode.
     pub async fn get_cached_json(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<String> {
+        let kv = self.cached_kv(resource, namespace, name).await?;
+        String::from_utf8(kv.value.to_vec()).map_err(|e| Error::Internal(format!("a stored object is not UTF-8: {e}")))
+    }
+
+    /// The stored value as the watch cache holds it, or from the store if the cache does not.
+    async fn cached_kv(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<KeyValue> {
         Self::check_namespace(resource, namespace)?;
         let key = Self::key(resource, namespace, name);
-        let stored = match self.entry(resource)?.cache.get(&key, 0, CACHED_READ_WAIT).await {
-            Ok(Some(kv)) => kv.value,
-            Ok(None) | Err(_) => match self.store.get(key).await.map_err(Error::from_store)? {
-                (Some(kv), _) => kv.value,
-                (None, _) => return Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
-            },
-        };
-        String::from_utf8(stored.to_vec()).map_err(|e| Error::Internal(format!("a stored object is not UTF-8: {e}")))
+        if let Ok(Some(kv)) = self.entry(resource)?.cache.get(&key, 0, CACHED_READ_WAIT).await {
+            return Ok(kv);
+        }
+        match self.store.get(key).await.map_err(Error::from_store)? {
+            (Some(kv), _) => Ok(kv),
+            (None, _) => Err(Error::NotFound { resource: resource.qualified(), name: name.into() }),
+        }
     }
 
     /// Create `body` (generateName honoured); returns the stored object.

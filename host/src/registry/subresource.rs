@@ -165,20 +165,6 @@ fn get_at<'a>(object: &'a Object, path: &[String]) -> Option<&'a Value> {
 /// The `Scale` of a workload: `spec.replicas`, `status.replicas` and the selector as a
 /// string; of a custom resource: what its CRD's scale paths name.
 fn scale_of(object: &Object, paths: Option<&ScalePaths>) -> Object {
-    if let Some(paths) = paths {
-        let mut scale = scale_of(&Object::new(), None);
-        let metadata = scale_of(object, None).remove("metadata").unwrap_or_default();
-        scale.insert("metadata".into(), metadata);
-        let replicas = get_at(object, &paths.spec_replicas).and_then(Value::as_i64).unwrap_or(0);
-        let current = get_at(object, &paths.status_replicas).and_then(Value::as_i64).unwrap_or(0);
-        scale.insert("spec".into(), json!({"replicas": replicas}));
-        let mut status = json!({"replicas": current});
-        if let Some(Value::String(selector)) = paths.label_selector.as_deref().and_then(|p| get_at(object, p)) {
-            status["selector"] = Value::String(selector.clone());
-        }
-        scale.insert("status".into(), status);
-        return scale;
-    }
     let metadata = object.metadata();
     let mut scale_metadata = Map::new();
     for field in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
@@ -186,11 +172,23 @@ fn scale_of(object: &Object, paths: Option<&ScalePaths>) -> Object {
             scale_metadata.insert(field.into(), value.clone());
         }
     }
-    let spec = object.get("spec");
-    let replicas = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64).unwrap_or(1);
-    let current = object.get("status").and_then(|s| s.get("replicas")).and_then(Value::as_i64).unwrap_or(0);
+    let (replicas, current, selector) = match paths {
+        Some(paths) => (
+            get_at(object, &paths.spec_replicas).and_then(Value::as_i64).unwrap_or(0),
+            get_at(object, &paths.status_replicas).and_then(Value::as_i64).unwrap_or(0),
+            paths.label_selector.as_deref().and_then(|p| get_at(object, p)).and_then(Value::as_str).map(String::from),
+        ),
+        None => {
+            let spec = object.get("spec");
+            (
+                spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64).unwrap_or(1),
+                object.get("status").and_then(|s| s.get("replicas")).and_then(Value::as_i64).unwrap_or(0),
+                spec.and_then(|s| s.get("selector")).map(selector_string),
+            )
+        }
+    };
     let mut status = json!({"replicas": current});
-    if let Some(selector) = spec.and_then(|s| s.get("selector")).map(selector_string) {
+    if let Some(selector) = selector {
         status["selector"] = Value::String(selector);
     }
     let scale = json!({

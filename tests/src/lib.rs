@@ -117,19 +117,30 @@ impl TestStore {
 /// A `wasmkube` process started by a test; killed on drop if still running.
 pub struct Process {
     pub child: Child,
+    /// What it has written to stderr so far (drained as it comes: a server that logs more
+    /// than a pipe holds must never block on it).
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Process {
-    /// Start `wasmkube` with `args`, stdout and stderr piped.
+    /// Start `wasmkube` with `args`: stdout piped (for the test to read), stderr collected.
     pub fn start(args: &[&str]) -> Process {
-        let child = Command::new(wasmkube_bin())
+        let mut child = Command::new(wasmkube_bin())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting wasmkube");
-        Process { child }
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut said = Vec::new();
+                let _ = pipe.read_to_end(&mut said);
+                String::from_utf8_lossy(&said).into_owned()
+            })
+        });
+        Process { child, stderr }
     }
 
     /// Start a long-running `wasmkube` with its stdout and stderr appended to `log`, so a
@@ -143,7 +154,7 @@ impl Process {
             .stderr(file)
             .spawn()
             .expect("starting wasmkube");
-        Process { child }
+        Process { child, stderr: None }
     }
 
     pub fn signal(&self, signal: i32) {
@@ -159,11 +170,8 @@ impl Process {
             async move { status }
         })
         .await;
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = pipe.read_to_string(&mut stderr);
-        }
+        // The pipe closes when the process (and anything it started) exits.
+        let stderr = self.stderr.take().map(|reader| reader.join().unwrap_or_default()).unwrap_or_default();
         (status.code(), stderr)
     }
 }
@@ -205,7 +213,9 @@ impl Api {
 
     /// GET `path`; the status code and body, or `None` if nothing answered.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await.ok()?;
+        // Bounded: a connection that never answers is retried, not waited on forever.
+        let response =
+            self.client.get(format!("{}{path}", self.base)).timeout(Duration::from_secs(10)).send().await.ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.ok()?))
     }
@@ -331,8 +341,9 @@ impl Cluster {
         if ready.is_err() {
             let said = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = said.lines().rev().take(40).collect();
+            let readyz = api.get("/readyz?verbose").await;
             panic!(
-                "the server was not ready within 180 s; the end of its log:\n{}",
+                "the server was not ready within 180 s; /readyz?verbose answered {readyz:?}; the end of its log:\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }

@@ -257,19 +257,22 @@ impl Server {
                     .map_err(|_| anyhow::anyhow!("loading the default plugins took more than 120 s"))?
                     .context("loading the default plugins")?;
             }
-            registry.seed(Some(advertise)).await.context("creating what a fresh cluster holds")?;
+            step("seeding what a fresh cluster holds", STEP_DEADLINE, registry.seed(Some(advertise))).await?;
             tokio::spawn(crate::controllers::namespace::run(registry.clone(), stopped.clone()));
-            crate::controllers::crd::start(registry.clone(), stopped.clone())
-                .await
-                .context("serving the custom resources of existing CRDs")?;
-            crate::controllers::plugins::start(registry.clone(), plugins.clone(), stopped.clone())
-                .await
-                .context("loading the Plugin objects")?;
+            step("serving the custom resources of existing CRDs", STEP_DEADLINE, crate::controllers::crd::start(registry.clone(), stopped.clone()))
+                .await?;
+            step(
+                "loading the Plugin objects",
+                STEP_DEADLINE,
+                crate::controllers::plugins::start(registry.clone(), plugins.clone(), stopped.clone()),
+            )
+            .await?;
             if let Some(dir) = plugin_dir {
-                plugins.follow_dir(dir, stopped.clone()).await.context("following the plugin folder")?;
+                step("following the plugin folder", FOLDER_DEADLINE, plugins.follow_dir(dir, stopped.clone())).await?;
             }
             let _ = api_registry.set(registry);
             health.set("registry", Ok(()));
+            tracing::info!("ready");
             Ok(store)
         });
         Ok(Self { http, storage, stop, data_dir: options.data_dir, advertise, kubeconfig, registry: ready })
@@ -371,6 +374,28 @@ async fn shutdown_signal() -> &'static str {
 /// Open storage, retrying with backoff while it is unreachable; `/readyz` says why until
 /// it answers. A data dir that cannot be used is fatal. Returns `Closed` if asked to stop
 /// first.
+/// One start-up step after storage opened: logged when done, and bounded, so a step that
+/// hangs stops the server with its name instead of leaving it unready without a word.
+async fn step<T, E>(name: &str, deadline: Duration, work: impl std::future::Future<Output = Result<T, E>>) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(deadline, work).await {
+        Ok(Ok(value)) => {
+            tracing::info!(step = name, elapsed = ?started.elapsed(), "start-up step done");
+            Ok(value)
+        }
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context(name.to_string())),
+        Err(_) => Err(anyhow::anyhow!("{name}: not done after {} s", deadline.as_secs())),
+    }
+}
+
+/// How long one start-up step may take (none takes more than a second on a healthy store).
+const STEP_DEADLINE: Duration = Duration::from_secs(60);
+/// Compiling a plugin folder's modules may take minutes (a Python component in a debug build).
+const FOLDER_DEADLINE: Duration = Duration::from_secs(600);
+
 async fn open_storage(
     config: StorageConfig,
     metrics: StorageMetrics,

@@ -766,14 +766,13 @@ impl Shared {
         state.ready = true;
         self.publish(state);
         drop(guard);
-        tracing::info!(
-            prefix = %String::from_utf8_lossy(&self.prefix),
-            revision = listed,
-            objects,
-            expired,
-            initial,
-            "watch cache listed the store"
-        );
+        let prefix = String::from_utf8_lossy(&self.prefix);
+        if initial {
+            // One per resource at start-up: detail, not news.
+            tracing::debug!(%prefix, revision = listed, objects, "watch cache listed the store");
+        } else {
+            tracing::info!(%prefix, revision = listed, objects, expired, "watch cache listed the store again");
+        }
     }
 
     fn apply(&self, events: Vec<Event>) {

@@ -64,13 +64,7 @@ impl TlsFiles {
     }
 
     fn write(&self, name: &str, content: &str, private: bool) -> Result<(), TlsError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.path(name);
-        let io = |source| TlsError::Io { what: "write", path: path.clone(), source };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true).mode(if private { 0o600 } else { 0o644 });
-        let mut file = options.open(&path).map_err(io)?;
-        std::io::Write::write_all(&mut file, content.as_bytes()).map_err(io)
+        write_whole(&self.path(name), content, if private { 0o600 } else { 0o644 })
     }
 
     fn generate(&self, listen: SocketAddr) -> Result<(), TlsError> {
@@ -165,12 +159,23 @@ impl TlsFiles {
             cert = b64(&cert),
             key = b64(&key),
         );
-        let io = |source| TlsError::Io { what: "write", path: path.to_path_buf(), source };
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
-        std::io::Write::write_all(&mut file, kubeconfig.as_bytes()).map_err(io)
+        write_whole(path, &kubeconfig, 0o600)
     }
+}
+
+/// Write `content` to `path` so that a reader sees either no file or all of it (clients
+/// poll for these files while the server starts): a temp file beside it, then a rename.
+fn write_whole(path: &Path, content: &str, mode: u32) -> Result<(), TlsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| TlsError::Io { what: "write", path: path.to_path_buf(), source };
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&partial).map_err(io)?;
+    std::io::Write::write_all(&mut file, content.as_bytes()).map_err(io)?;
+    drop(file);
+    std::fs::rename(&partial, path).map_err(io)
 }
 
 /// Most TLS handshakes in progress before new connections wait.
@@ -235,5 +240,41 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client polling for the CA while the server generates its files (as the tests and
+    /// scripts do) reads either nothing or a whole certificate, never an empty one.
+    #[test]
+    fn a_reader_never_sees_a_partial_file() {
+        let root = tempfile::tempdir().expect("temp dir");
+        for round in 0..20 {
+            let data_dir = root.path().join(round.to_string());
+            let ca = data_dir.join("tls").join(CA_CERT);
+            let reader = std::thread::spawn(move || loop {
+                if let Ok(text) = std::fs::read_to_string(&ca) {
+                    return text;
+                }
+                std::thread::yield_now();
+            });
+            TlsFiles::ensure(&data_dir, "127.0.0.1:0".parse().expect("address")).expect("generate");
+            let seen = reader.join().expect("reader");
+            assert!(
+                seen.starts_with("-----BEGIN CERTIFICATE-----")
+                    && seen.trim_end().ends_with("-----END CERTIFICATE-----"),
+                "round {round}: {seen:?}"
+            );
+            let left: Vec<_> = std::fs::read_dir(data_dir.join("tls"))
+                .expect("tls dir")
+                .flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n.to_string_lossy().ends_with(".partial"))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 }

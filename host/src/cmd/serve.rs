@@ -259,8 +259,12 @@ impl Server {
             }
             step("seeding what a fresh cluster holds", STEP_DEADLINE, registry.seed(Some(advertise))).await?;
             tokio::spawn(crate::controllers::namespace::run(registry.clone(), stopped.clone()));
-            step("serving the custom resources of existing CRDs", STEP_DEADLINE, crate::controllers::crd::start(registry.clone(), stopped.clone()))
-                .await?;
+            step(
+                "serving the custom resources of existing CRDs",
+                STEP_DEADLINE,
+                crate::controllers::crd::start(registry.clone(), stopped.clone()),
+            )
+            .await?;
             step(
                 "loading the Plugin objects",
                 STEP_DEADLINE,
@@ -376,7 +380,11 @@ async fn shutdown_signal() -> &'static str {
 /// first.
 /// One start-up step after storage opened: logged when done, and bounded, so a step that
 /// hangs stops the server with its name instead of leaving it unready without a word.
-async fn step<T, E>(name: &str, deadline: Duration, work: impl std::future::Future<Output = Result<T, E>>) -> anyhow::Result<T>
+async fn step<T, E>(
+    name: &str,
+    deadline: Duration,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
 where
     E: std::error::Error + Send + Sync + 'static,
 {

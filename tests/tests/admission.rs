@@ -508,3 +508,116 @@ async fn a_python_plugin_decides_like_its_rust_twin() {
     assert_eq!(codes, [201, 403, 403, 201, 403, 403, 201], "{from_rust:?}");
     assert!(from_rust[1].1.contains("nginx: pin a version instead of latest"), "{from_rust:?}");
 }
+
+/// A Plugin object applied with kubectl: `misbehave` as `name`, gating ConfigMap creates.
+fn misbehave_plugin(name: &str, behaviour: &str, mode: &str) -> String {
+    let module = plugin_component("misbehave");
+    format!(
+        "apiVersion: wasmkube.io/v1alpha1
+kind: Plugin
+metadata: {{name: {name}}}
+spec:
+  kind: admission
+  module: {module}
+  phases: [validate]
+  rules: [{{apiGroups: [''], resources: [configmaps], operations: [CREATE]}}]
+  config: {{behaviour: {behaviour}}}
+  timeout: 500ms
+{mode}",
+        module = module.display()
+    )
+}
+
+async fn plugin_status(cluster: &Cluster, name: &str) -> Value {
+    let (_, plugin) =
+        cluster.request(reqwest::Method::GET, &format!("/apis/wasmkube.io/v1alpha1/plugins/{name}"), None).await;
+    plugin["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_plugin_records_its_disagreements_and_decides_nothing() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    let kubectl = KUBECTLS[0];
+    let plugins = [
+        misbehave_plugin("gate", "allow", ""),
+        // A stricter candidate for `gate`, and one that agrees with it.
+        misbehave_plugin("stricter", "deny", "  mode: Shadow\n  shadowOf: gate\n"),
+        misbehave_plugin("twin", "allow", "  mode: Shadow\n  shadowOf: gate\n"),
+    ];
+    let path = write(cluster.dir.path(), "plugins.yaml", &plugins.join("---\n"));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    for name in ["gate", "stricter", "twin"] {
+        wait_for(&format!("{name} to be Ready"), Duration::from_secs(20), || async {
+            let status = plugin_status(&cluster, name).await;
+            status["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                .then_some(())
+        })
+        .await;
+    }
+    // Only the live plugin decides: the stricter candidate refuses nothing.
+    until(&cluster, "the live plugin to decide", |code, _| code == 201).await;
+    for i in 0..5 {
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("watched-{i}")}});
+        let url = format!("{}/api/v1/namespaces/default/configmaps", cluster.api.base);
+        let response = cluster.api.client.post(url).json(&body).send().await.expect("create");
+        assert_eq!(response.status().as_u16(), 201);
+        let decided = response.headers().get("x-wasmkube-admission").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(
+            decided.contains("gate=sha256:") && !decided.contains("stricter") && !decided.contains("twin"),
+            "{decided}"
+        );
+    }
+
+    // Each disagreement is in the candidate's status (the last few, newest first) ...
+    let stricter = wait_for("the disagreements in the candidate's status", Duration::from_secs(20), || async {
+        let status = plugin_status(&cluster, "stricter").await;
+        let last = status["lastDisagreements"][0]["request"].as_str().unwrap_or_default().to_string();
+        (last == "CREATE configmaps default/watched-4").then_some(status)
+    })
+    .await;
+    let disagreements = stricter["disagreements"].as_u64().expect("a count");
+    assert!(disagreements >= 5, "{stricter}");
+    assert_eq!(stricter["denials"], stricter["calls"], "{stricter}");
+    let last = &stricter["lastDisagreements"][0];
+    assert_eq!(last["live"]["allowed"], true, "{last}");
+    assert_eq!((&last["shadow"]["allowed"], &last["shadow"]["code"]), (&json!(false), &json!(403)), "{last}");
+    assert!(last["shadowDigest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{last}");
+    assert!(last["liveDigest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{last}");
+    // ... a metric, by candidate and live plugin ...
+    let (_, metrics) = cluster.api.get("/metrics").await.expect("metrics");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("wasmkube_plugin_shadow_disagreements_total") && l.contains("plugin=\"stricter\""))
+        .unwrap_or_else(|| panic!("no disagreement metric for stricter:\n{metrics}"));
+    assert!(line.contains("live=\"gate\""), "{line}");
+    let counted: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(counted >= 5.0, "{line}");
+    // ... while the twin that agrees ran as often and disagreed never.
+    let twin = wait_for("the twin's calls in its status", Duration::from_secs(20), || async {
+        let status = plugin_status(&cluster, "twin").await;
+        (status["calls"].as_u64() >= Some(5)).then_some(status)
+    })
+    .await;
+    assert_eq!((&twin["disagreements"], &twin["denials"]), (&json!(0), &json!(0)), "{twin}");
+    assert_eq!(twin["lastDisagreements"], json!([]), "{twin}");
+    let gate = wait_for("the live plugin's calls in its status", Duration::from_secs(20), || async {
+        let status = plugin_status(&cluster, "gate").await;
+        (status["calls"].as_u64() >= Some(5)).then_some(status)
+    })
+    .await;
+    assert!(gate.get("disagreements").is_none(), "only a shadow has disagreements: {gate}");
+
+    // A shadow must name its live plugin: the status says so.
+    let path = write(cluster.dir.path(), "lost.yaml", &misbehave_plugin("lost", "deny", "  mode: Shadow\n"));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    let lost = wait_for("the shadow without shadowOf to be refused", Duration::from_secs(20), || async {
+        let status = plugin_status(&cluster, "lost").await;
+        status["lastError"].as_str().is_some().then_some(status)
+    })
+    .await;
+    assert!(lost["lastError"].as_str().unwrap_or_default().contains("needs spec.shadowOf"), "{lost}");
+}

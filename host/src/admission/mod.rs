@@ -6,6 +6,10 @@
 //! - A failed call (trap, timeout, out of memory) is decided by the plugin's failure
 //!   policy: `Fail` refuses the request (500), `Ignore` lets it pass.
 //! - `Audit` mode records every decision (log line, metric) and never refuses or patches.
+//! - `Shadow` mode: a candidate runs on every request its live plugin (`shadowOf`) runs
+//!   on, in the background once the live plugin has decided (so it adds no latency and
+//!   cannot fail a request); a different decision is a disagreement: a metric, a log line
+//!   and one of the last few kept for the candidate's status.
 //! - Every decision names the plugin and the digest of the version that made it (the
 //!   log line, and [`Admitted::decisions`] for the API's response header).
 //! - Plugins never gate the objects that manage them (`wasmkube.io` Plugins) or the
@@ -19,7 +23,10 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 
 use crate::auth::UserInfo;
-use crate::plugins::{self, AdmissionRequest, FailurePolicy, LoadedPlugin, Mode, Operation, Phase, PluginSet};
+use crate::plugins::{
+    self, AdmissionRequest, CallError, Disagreement, FailurePolicy, LoadedPlugin, Mode, Operation, Phase, PluginSet,
+    Verdict,
+};
 
 /// What a request is, for the plugins (AdmissionReview's request, without the objects).
 #[derive(Clone, Debug)]
@@ -94,8 +101,10 @@ impl Chain {
             && self.plugins.snapshot().iter().any(|p| self.applies(p, attributes, phase))
     }
 
+    /// Whether `plugin` decides this request itself (a shadow only runs beside its live one).
     fn applies(&self, plugin: &LoadedPlugin, attributes: &Attributes, phase: Phase) -> bool {
-        plugin.manifest.phases.contains(&phase)
+        !matches!(plugin.manifest.mode, Mode::Shadow { .. })
+            && plugin.manifest.phases.contains(&phase)
             && plugin.manifest.applies_to(
                 &attributes.group,
                 &attributes.resource,
@@ -140,10 +149,12 @@ impl Chain {
         if exempt(&attributes.group, &attributes.resource) {
             return Ok(admitted);
         }
-        for plugin in self.plugins.snapshot().iter().filter(|p| self.applies(p, attributes, Phase::Mutate)) {
+        let plugins = self.plugins.snapshot();
+        for plugin in plugins.iter().filter(|p| self.applies(p, attributes, Phase::Mutate)) {
             let request = Self::request(attributes, Some(object), old);
             let started = Instant::now();
             let result = plugin.module.mutate(&request).await;
+            self.shadow(&plugins, plugin, Phase::Mutate, attributes, &request, &result);
             let decided = self.decide(plugin, "mutate", attributes, result, started)?;
             if let Some(response) = decided {
                 if let Some(patch) = response.patch.filter(|_| plugin.manifest.mode == Mode::Enforce) {
@@ -177,10 +188,12 @@ impl Chain {
         if exempt(&attributes.group, &attributes.resource) {
             return Ok(admitted);
         }
-        for plugin in self.plugins.snapshot().iter().filter(|p| self.applies(p, attributes, Phase::Validate)) {
+        let plugins = self.plugins.snapshot();
+        for plugin in plugins.iter().filter(|p| self.applies(p, attributes, Phase::Validate)) {
             let request = Self::request(attributes, object, old);
             let started = Instant::now();
             let result = plugin.module.validate(&request).await;
+            self.shadow(&plugins, plugin, Phase::Validate, attributes, &request, &result);
             if let Some(response) = self.decide(plugin, "validate", attributes, result, started)? {
                 admitted.merge(Admitted {
                     warnings: response.warnings,
@@ -189,6 +202,74 @@ impl Chain {
             }
         }
         Ok(admitted)
+    }
+
+    /// Run the shadows of `live` (in `plugins`) on `request` in the background and compare
+    /// what they decide with what `live` did (`result`).
+    fn shadow(
+        &self,
+        plugins: &[Arc<LoadedPlugin>],
+        live: &LoadedPlugin,
+        phase: Phase,
+        attributes: &Attributes,
+        request: &AdmissionRequest,
+        result: &Result<plugins::AdmissionResponse, CallError>,
+    ) {
+        let mut shadows = plugins
+            .iter()
+            .filter(|p| matches!(&p.manifest.mode, Mode::Shadow { of } if *of == live.manifest.name))
+            .filter(|p| p.manifest.phases.contains(&phase))
+            .peekable();
+        if shadows.peek().is_none() {
+            return;
+        }
+        let live_verdict = verdict(result);
+        let target = format!("{} {}", attributes.operation_name(), target_name(attributes));
+        let function = match phase {
+            Phase::Mutate => "mutate",
+            Phase::Validate => "validate",
+        };
+        for shadow in shadows {
+            let (shadow, set, request) = (shadow.clone(), self.plugins.clone(), request.clone());
+            let (live_name, live_digest) = (live.manifest.name.clone(), live.module.digest.clone());
+            let (live_verdict, target) = (live_verdict.clone(), target.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = match phase {
+                    Phase::Mutate => shadow.module.mutate(&request).await,
+                    Phase::Validate => shadow.module.validate(&request).await,
+                };
+                let name = shadow.manifest.name.as_str();
+                let metrics = set.metrics();
+                metrics.latency.with_label_values(&[name, function]).observe(started.elapsed().as_secs_f64());
+                let outcome = match &result {
+                    Ok(response) if response.allowed => "allow",
+                    Ok(_) => "deny",
+                    Err(e) => e.outcome(),
+                };
+                metrics.calls.with_label_values(&[name, function, outcome]).inc();
+                let shadow_verdict = verdict(&result);
+                shadow.activity.record(&shadow_verdict);
+                if shadow_verdict.agrees_with(&live_verdict) {
+                    return;
+                }
+                metrics.disagreements.with_label_values(&[name, live_name.as_str()]).inc();
+                tracing::info!(
+                    plugin = name, digest = %shadow.module.digest, live = %live_name, live_digest = %live_digest,
+                    function, request = %target, live_verdict = ?live_verdict, shadow_verdict = ?shadow_verdict,
+                    "shadow plugin disagrees with the live one"
+                );
+                shadow.activity.disagreed(Disagreement {
+                    at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                    request: target,
+                    function,
+                    live: live_verdict,
+                    live_digest,
+                    shadow: shadow_verdict,
+                    shadow_digest: shadow.module.digest.clone(),
+                });
+            });
+        }
     }
 
     /// Turn one call's result into the chain's decision: a refusal (enforced), or the
@@ -206,6 +287,7 @@ impl Chain {
         let digest = plugin.module.digest.as_str();
         metrics.latency.with_label_values(&[name, function]).observe(started.elapsed().as_secs_f64());
         let enforce = plugin.manifest.mode == Mode::Enforce;
+        plugin.activity.record(&verdict(&result));
         let target = format!("{} {}/{}", attributes.operation_name(), attributes.resource, attributes.name);
         match result {
             Ok(response) => {
@@ -242,6 +324,30 @@ impl Chain {
                 }
             }
         }
+    }
+}
+
+/// What a call decided, to count it and to compare a shadow with its live plugin.
+fn verdict(result: &Result<plugins::AdmissionResponse, CallError>) -> Verdict {
+    match result {
+        Ok(response) if response.allowed => Verdict::Allowed { patch: response.patch.clone() },
+        Ok(response) => Verdict::Denied {
+            code: response.code.filter(|c| (400..600).contains(c)).unwrap_or(403),
+            message: response.message.clone().unwrap_or_default(),
+        },
+        Err(error) => Verdict::Failed(error.to_string()),
+    }
+}
+
+/// `namespace/name`, or `name` for a cluster-scoped object.
+fn target_name(attributes: &Attributes) -> String {
+    let resource = match &attributes.subresource {
+        Some(sub) => format!("{}/{sub}", attributes.resource),
+        None => attributes.resource.clone(),
+    };
+    match &attributes.namespace {
+        Some(ns) => format!("{resource} {ns}/{}", attributes.name),
+        None => format!("{resource} {}", attributes.name),
     }
 }
 

@@ -1,9 +1,12 @@
 //! `Plugin` objects (`wasmkube.io/v1alpha1`): a plugin applied with kubectl is loaded into
 //! this server's plugin set, replaced when its spec changes, unloaded when it is deleted,
 //! and its status says how that went: a `Ready` condition, the digest serving, the last
-//! few digests (so a rollback is one apply of an older module), the last load error.
+//! few digests (so a rollback is one apply of an older module), the last load error; and,
+//! every [`REPORT_EVERY`], what it has done here: calls, denials, errors, and for a shadow
+//! its disagreements with the live plugin and the last few of them.
 //!
-//! Every API server runs it (each has its own plugin set); status writes are idempotent.
+//! Every API server runs it (each has its own plugin set); status writes are idempotent
+//! (the counts are this server's).
 //! It follows Plugin objects through the registry's list and watch, never storage.
 
 use std::sync::Arc;
@@ -22,6 +25,9 @@ const HISTORY: usize = 5;
 /// Who writes Plugin status (managedFields).
 const MANAGER: &str = "wasmkube-plugins";
 
+/// How often a Plugin's counts reach its status (when they changed).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
 /// Load every Plugin object that exists now, then follow them until `stop` turns true.
 pub async fn start(registry: Arc<Registry>, plugins: Arc<PluginSet>, stop: watch::Receiver<bool>) -> Result<(), Error> {
     let resource = registry
@@ -31,8 +37,52 @@ pub async fn start(registry: Arc<Registry>, plugins: Arc<PluginSet>, stop: watch
     for object in &list.items {
         consider(&registry, &plugins, &resource, object).await;
     }
+    tokio::spawn(report(registry.clone(), plugins.clone(), resource.clone(), stop.clone()));
     tokio::spawn(run(registry, plugins, resource, list.resource_version, stop));
     Ok(())
+}
+
+/// Copy each Plugin object's activity into its status when it changed.
+async fn report(registry: Arc<Registry>, plugins: Arc<PluginSet>, resource: Resource, mut stop: watch::Receiver<bool>) {
+    let mut reported: std::collections::HashMap<String, u64> = Default::default();
+    loop {
+        tokio::select! { _ = tokio::time::sleep(REPORT_EVERY) => {}, _ = stop.changed() => return }
+        if *stop.borrow() {
+            return;
+        }
+        for plugin in plugins.snapshot().iter() {
+            let Some(name) = plugin.source.strip_prefix("plugin/") else { continue };
+            let version = plugin.activity.version();
+            if reported.get(name) == Some(&version) {
+                continue;
+            }
+            let shadow = matches!(plugin.manifest.mode, crate::plugins::Mode::Shadow { .. });
+            match write_activity(&registry, &resource, name, plugin.activity.status_fields(shadow)).await {
+                Ok(()) => {
+                    reported.insert(name.to_string(), version);
+                }
+                // Changed meanwhile, or gone: the next round sees.
+                Err(Error::Conflict { .. } | Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(plugin = %name, error = %e, "cannot report a Plugin's activity"),
+            }
+        }
+    }
+}
+
+async fn write_activity(
+    registry: &Registry,
+    resource: &Resource,
+    name: &str,
+    fields: serde_json::Map<String, Value>,
+) -> Result<(), Error> {
+    let mut object = registry.get(resource, None, name).await?;
+    let mut status = object.get("status").cloned().unwrap_or_else(|| json!({}));
+    if let Value::Object(map) = &mut status {
+        map.extend(fields);
+    }
+    object.insert("status".into(), status);
+    let options = WriteOptions { field_manager: Some(MANAGER.into()), ..WriteOptions::default() };
+    registry.update(resource, None, name, Value::Object(object), Some(Subresource::Status), &options).await.map(|_| ())
 }
 
 async fn run(

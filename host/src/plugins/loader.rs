@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::activity::Activity;
 use super::admission::{AdmissionModule, ModuleSettings};
 use super::manifest::Manifest;
 use super::metrics::PluginMetrics;
@@ -26,6 +27,8 @@ pub struct LoadedPlugin {
     pub module: Arc<AdmissionModule>,
     /// "builtin", or the manifest's path.
     pub source: String,
+    /// What it has done (shared by every version of this name).
+    pub activity: Arc<Activity>,
 }
 
 /// A default plugin compiled into the binary.
@@ -44,6 +47,8 @@ pub struct PluginSet {
     errors: Mutex<HashMap<String, String>>,
     /// Per folder file: what was last loaded from it (manifest text + module digest).
     seen: Mutex<HashMap<PathBuf, (String, String)>>,
+    /// Name -> what it has done (kept across its versions).
+    activity: Mutex<HashMap<String, Arc<Activity>>>,
     metrics: PluginMetrics,
 }
 
@@ -55,6 +60,7 @@ impl PluginSet {
             plugins: RwLock::default(),
             errors: Mutex::default(),
             seen: Mutex::default(),
+            activity: Mutex::default(),
             metrics,
         })
     }
@@ -66,6 +72,11 @@ impl PluginSet {
 
     pub fn metrics(&self) -> &PluginMetrics {
         &self.metrics
+    }
+
+    /// What the plugin `name` has done since this server started.
+    pub fn activity(&self, name: &str) -> Arc<Activity> {
+        self.activity.lock().entry(name.to_string()).or_default().clone()
     }
 
     /// The plugins serving now, in call order.
@@ -98,7 +109,8 @@ impl PluginSet {
         match AdmissionModule::load(self.runtime.clone(), bytes, settings).await {
             Ok(module) => {
                 let digest = module.digest.clone();
-                let loaded = Arc::new(LoadedPlugin { manifest, module, source: source.to_string() });
+                let activity = self.activity(&name);
+                let loaded = Arc::new(LoadedPlugin { manifest, module, source: source.to_string(), activity });
                 let mut plugins = self.plugins.write();
                 let mut next: Vec<Arc<LoadedPlugin>> =
                     plugins.iter().filter(|p| p.manifest.name != name).cloned().collect();

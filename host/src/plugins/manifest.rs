@@ -17,7 +17,7 @@
 //!   timeout: 500ms
 //!   memoryLimit: 64Mi
 //!   failurePolicy: Fail              # or Ignore
-//!   mode: Enforce                    # or Audit
+//!   mode: Enforce                    # or Audit, or Shadow (with shadowOf: <live plugin>)
 //!   order: 100
 //! ```
 
@@ -47,12 +47,15 @@ pub enum FailurePolicy {
     Ignore,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Decisions apply.
     Enforce,
     /// Decisions are recorded (log, metrics), never applied.
     Audit,
+    /// A candidate: it sees every request the live plugin `of` sees, beside it and off the
+    /// request's path; where the two decide differently, that is recorded. Never applied.
+    Shadow { of: String },
 }
 
 /// Which requests an admission plugin sees: any listed group, resource and operation
@@ -231,15 +234,31 @@ impl Manifest {
                 FailurePolicy::Fail
             }
         };
-        let mode = match text("mode").as_deref() {
-            None | Some("Enforce") => Mode::Enforce,
-            Some("Audit") => Mode::Audit,
-            Some("Shadow") => {
-                problems.push("spec.mode Shadow is not served yet: use Enforce or Audit".into());
+        let shadow_of = text("shadowOf").filter(|s| !s.is_empty());
+        let mode = match (text("mode").as_deref(), shadow_of) {
+            (None | Some("Enforce"), None) => Mode::Enforce,
+            (Some("Audit"), None) => Mode::Audit,
+            (Some("Shadow"), Some(of)) => {
+                if of == name {
+                    problems.push(format!(
+                        "spec.shadowOf names the plugin itself ({of:?}): name the live plugin it is a candidate for"
+                    ));
+                }
+                Mode::Shadow { of }
+            }
+            (Some("Shadow"), None) => {
+                problems.push("spec.mode Shadow needs spec.shadowOf: the name of the live plugin to run beside".into());
                 Mode::Audit
             }
-            Some(other) => {
-                problems.push(format!("spec.mode must be Enforce or Audit, not {other:?}"));
+            (mode @ (None | Some("Enforce" | "Audit")), Some(_)) => {
+                problems.push(format!(
+                    "spec.shadowOf is only for spec.mode Shadow, not {}",
+                    mode.unwrap_or("Enforce (the default)")
+                ));
+                Mode::Audit
+            }
+            (Some(other), _) => {
+                problems.push(format!("spec.mode must be Enforce, Audit or Shadow, not {other:?}"));
                 Mode::Enforce
             }
         };
@@ -309,6 +328,22 @@ mod tests {
         );
         assert_eq!(manifest.config, r#"{"a":1}"#);
         assert_eq!((manifest.failure_policy, manifest.mode), (FailurePolicy::Ignore, Mode::Audit));
+    }
+
+    #[test]
+    fn a_shadow_names_its_live_plugin() {
+        let parse = |spec: &str| {
+            Manifest::parse(&format!(
+                "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {{name: candidate}}\nspec: {{kind: admission, module: c.wasm, {spec}}}\n"
+            ))
+        };
+        assert_eq!(parse("mode: Shadow, shadowOf: live").expect("valid").mode, Mode::Shadow { of: "live".into() });
+        let without = parse("mode: Shadow").expect_err("no shadowOf");
+        assert!(without.to_string().contains("needs spec.shadowOf"), "{without}");
+        let stray = parse("mode: Audit, shadowOf: live").expect_err("shadowOf without Shadow");
+        assert!(stray.to_string().contains("only for spec.mode Shadow"), "{stray}");
+        let itself = parse("mode: Shadow, shadowOf: candidate").expect_err("itself");
+        assert!(itself.to_string().contains("names the plugin itself"), "{itself}");
     }
 
     #[test]

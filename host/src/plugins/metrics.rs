@@ -1,5 +1,5 @@
 //! Per-plugin Prometheus metrics: calls (by outcome), latency, denials, traps, timeouts,
-//! out-of-memory ends, loads and failed loads.
+//! out-of-memory ends, loads and failed loads, and shadows' disagreements.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
@@ -10,6 +10,8 @@ pub struct PluginMetrics {
     pub latency: HistogramVec,
     /// plugin, outcome (loaded | failed | unloaded).
     pub loads: IntCounterVec,
+    /// plugin (a shadow), live: requests the two decided differently.
+    pub disagreements: IntCounterVec,
 }
 
 impl PluginMetrics {
@@ -19,6 +21,7 @@ impl PluginMetrics {
         registry.register(Box::new(metrics.calls.clone()))?;
         registry.register(Box::new(metrics.latency.clone()))?;
         registry.register(Box::new(metrics.loads.clone()))?;
+        registry.register(Box::new(metrics.disagreements.clone()))?;
         Ok(metrics)
     }
 
@@ -37,6 +40,13 @@ impl PluginMetrics {
             loads: IntCounterVec::new(
                 Opts::new("wasmkube_plugin_loads_total", "Plugin loads, reloads, failed loads and unloads."),
                 &["plugin", "outcome"],
+            )?,
+            disagreements: IntCounterVec::new(
+                Opts::new(
+                    "wasmkube_plugin_shadow_disagreements_total",
+                    "Requests a Shadow plugin decided otherwise than the live plugin it runs beside.",
+                ),
+                &["plugin", "live"],
             )?,
         })
     }

@@ -10,8 +10,10 @@
 //! - `runtime`: the engine, the epoch ticker, the artifact cache, the per-call store state;
 //! - `admission`: the `admission` world's bindings and an instance pool per loaded module;
 //! - `manifest`: what a plugin's manifest (a `Plugin` object) says;
+//! - `activity`: per-plugin counts and a shadow's disagreements, for status;
 //! - `loader`: the plugin set and the watched `--plugin-dir` folder.
 
+mod activity;
 mod admission;
 pub mod builtin;
 mod loader;
@@ -19,6 +21,7 @@ mod manifest;
 mod metrics;
 mod runtime;
 
+pub use self::activity::{Activity, Disagreement, Verdict};
 pub use self::admission::{
     AdmissionModule, AdmissionRequest, AdmissionResponse, GroupVersionKind, GroupVersionResource, Operation,
     UserInfo as PluginUser,

@@ -301,8 +301,9 @@ pub struct Cluster {
     _serve: Process,
     pub dir: tempfile::TempDir,
     pub api: Api,
-    /// The etcd the server stores in, for a cluster on the etcd backend.
+    /// The etcd the server stores in, for a cluster on the etcd backend that started it.
     _etcd: Option<Etcd>,
+    etcd_endpoint: Option<String>,
 }
 
 impl Cluster {
@@ -319,18 +320,30 @@ impl Cluster {
 
     /// Start the real binary on `backend` with `extra` flags of `serve`.
     pub async fn start_with(backend: Backend, extra: &[&str]) -> Cluster {
+        let etcd = match backend {
+            Backend::Embedded => None,
+            Backend::Etcd => Some(Etcd::start().await),
+        };
+        let endpoint = etcd.as_ref().map(|e| e.endpoint.clone());
+        Self::launch(etcd, endpoint.as_deref(), extra).await
+    }
+
+    /// A second API server on this cluster's etcd (its own data dir, port and CA), as in
+    /// an HA control plane. This cluster must outlive it (it owns the etcd).
+    pub async fn another_server(&self) -> Cluster {
+        let etcd = self.etcd_endpoint.as_deref().expect("another server needs a cluster on etcd");
+        Self::launch(None, Some(etcd), &[]).await
+    }
+
+    async fn launch(etcd: Option<Etcd>, endpoint: Option<&str>, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", free_port());
         // The data dir is a directory of its own: serve refuses one holding anything else
         // (the log, the files tests write for kubectl).
         let data_dir = dir.path().join("data").to_str().unwrap().to_string();
-        let etcd = match backend {
-            Backend::Embedded => None,
-            Backend::Etcd => Some(Etcd::start().await),
-        };
         let mut args = vec!["serve", "--listen", &listen, "--data-dir", &data_dir];
-        if let Some(etcd) = &etcd {
-            args.extend(["--storage", "etcd", "--etcd-endpoints", &etcd.endpoint]);
+        if let Some(endpoint) = endpoint {
+            args.extend(["--storage", "etcd", "--etcd-endpoints", endpoint]);
         }
         args.extend_from_slice(extra);
         let log = dir.path().join("serve.log");
@@ -347,7 +360,7 @@ impl Cluster {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        Cluster { _serve: serve, dir, api, _etcd: etcd }
+        Cluster { _serve: serve, dir, api, _etcd: etcd, etcd_endpoint: endpoint.map(str::to_owned) }
     }
 
     /// Run kubectl against the cluster; (success, stdout, stderr).

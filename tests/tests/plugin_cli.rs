@@ -183,3 +183,94 @@ fn plugin_new_scaffolds_projects_that_build_and_pass_their_fixtures() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("the plugin kinds served are: admission") && err.contains("a DNS label"), "{err}");
 }
+
+/// `plugin load` uploads the component: the store keeps it by digest in chunks under its
+/// value limit, and every API server on that store loads the Plugin from there — here the
+/// ~18 MB Python plugin, uploaded through one server and enforced by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_module_serves_every_server_on_the_store() {
+    let first = Cluster::start_on(Backend::Etcd).await;
+    let second = first.another_server().await;
+    let data_dir = first.dir.path().join("data");
+    let manifest = first.dir.path().join("no-latest.yaml");
+    std::fs::write(&manifest, "apiVersion: wasmkube.io/v1alpha1\nkind: Plugin\nmetadata: {name: no-latest}\nspec:\n  kind: admission\n  phases: [validate]\n  rules: [{apiGroups: [''], resources: [pods], operations: [CREATE]}]\n  timeout: 2s\n").unwrap();
+    let component = plugin_component("examples/no_latest_py");
+    let size = std::fs::metadata(&component).unwrap().len();
+    let (code, out, err) = wasmkube(&[
+        "plugin",
+        "load",
+        component.to_str().unwrap(),
+        "--name",
+        "no-latest",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let digest = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .map(|w| w.trim_end_matches(')').to_string())
+        .expect("the digest uploaded");
+
+    // The other server reads what the store holds of it: every byte, in 1 MiB chunks.
+    let (status, module) =
+        second.request(reqwest::Method::GET, &format!("/apis/wasmkube.io/v1alpha1/modules/{digest}"), None).await;
+    assert_eq!(status, 200, "{module}");
+    assert_eq!(module["size"], size, "{module}");
+    assert_eq!(module["chunks"], size.div_ceil(1 << 20), "{module}");
+
+    // Both servers enforce it.
+    let pod = |name: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox:latest"}]}})
+    };
+    for (server, cluster) in [("first", &first), ("second", &second)] {
+        let mut n = 0;
+        let message = wait_for(
+            &format!("the {server} server to enforce the uploaded plugin"),
+            std::time::Duration::from_secs(120),
+            || {
+                n += 1;
+                let body = pod(&format!("{server}-{n}"));
+                async move {
+                    let (code, answer) =
+                        cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/pods", Some(body)).await;
+                    (code == 403).then(|| answer["message"].as_str().unwrap_or_default().to_string())
+                }
+            },
+        )
+        .await;
+        assert!(message.contains("plugin \"no-latest\""), "{server}: {message}");
+    }
+    let (_, plugin) = second.request(reqwest::Method::GET, "/apis/wasmkube.io/v1alpha1/plugins/no-latest", None).await;
+    assert_eq!(plugin["spec"]["module"], digest.as_str(), "{plugin}");
+
+    // What is not a module is refused, naming why; an unknown digest is NotFound; a Plugin
+    // naming a digest never uploaded says so in its status.
+    let url = format!("{}/apis/wasmkube.io/v1alpha1/modules", first.api.base);
+    let refused = first.api.client.post(&url).body("#!/bin/sh\necho hi\n").send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let refused: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(refused["kind"], "Status");
+    assert!(refused["message"].as_str().unwrap_or_default().contains("not WebAssembly"), "{refused}");
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let (status, answer) =
+        first.request(reqwest::Method::GET, &format!("/apis/wasmkube.io/v1alpha1/modules/{unknown}"), None).await;
+    assert_eq!((status, answer["reason"].as_str()), (404, Some("NotFound")), "{answer}");
+    let (status, answer) =
+        first.request(reqwest::Method::GET, "/apis/wasmkube.io/v1alpha1/modules/sha256:xyz", None).await;
+    assert_eq!((status, answer["reason"].as_str()), (400, Some("BadRequest")), "{answer}");
+    let orphan = serde_json::json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": "orphan"},
+        "spec": {"kind": "admission", "module": unknown, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "operations": ["CREATE"]}]}});
+    let (status, answer) =
+        first.request(reqwest::Method::POST, "/apis/wasmkube.io/v1alpha1/plugins", Some(orphan)).await;
+    assert_eq!(status, 201, "{answer}");
+    let error = wait_for("the missing module in the Plugin's status", std::time::Duration::from_secs(20), || async {
+        let (_, plugin) = first.request(reqwest::Method::GET, "/apis/wasmkube.io/v1alpha1/plugins/orphan", None).await;
+        plugin["status"]["lastError"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(error.contains("was uploaded") && error.contains(&unknown), "{error}");
+}

@@ -9,6 +9,7 @@
 mod authn;
 mod discovery;
 mod health;
+mod modules;
 pub mod openapi;
 mod protobuf;
 mod resources;
@@ -122,6 +123,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::v3_root))
         .route("/openapi/v3/{*group_version}", get(openapi::v3_document))
+        .route("/apis/wasmkube.io/v1alpha1/modules", any(modules::collection))
+        .route("/apis/wasmkube.io/v1alpha1/modules/{digest}", any(modules::item))
         .route("/api/v1/{*path}", any(resources::core))
         .route("/apis/{group}/{version}/{*path}", any(resources::grouped))
         .fallback(not_found)

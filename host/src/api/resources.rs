@@ -94,23 +94,28 @@ const DRAIN_BYTES: usize = 64 * 1024 * 1024;
 
 /// The request body, or 413 RequestEntityTooLarge past [`MAX_BODY_BYTES`].
 async fn body_of(body: Body) -> Result<Bytes, ApiError> {
+    body_within(body, MAX_BODY_BYTES).await
+}
+
+/// The request body, or 413 RequestEntityTooLarge past `limit` bytes.
+pub(super) async fn body_within(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut chunks = body.into_data_stream();
     let mut collected = bytes::BytesMut::new();
     let mut total = 0usize;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
         total += chunk.len();
-        if total <= MAX_BODY_BYTES {
+        if total <= limit {
             collected.extend_from_slice(&chunk);
-        } else if total > DRAIN_BYTES {
+        } else if total > limit.max(DRAIN_BYTES) {
             break;
         }
     }
-    if total > MAX_BODY_BYTES {
+    if total > limit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
-            format!("the request is larger than {MAX_BODY_BYTES} bytes, the most the API server reads"),
+            format!("the request is larger than {limit} bytes, the most the API server reads"),
         ));
     }
     Ok(collected.freeze())

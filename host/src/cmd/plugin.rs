@@ -111,7 +111,8 @@ pub struct ServerOptions {
 
 #[derive(clap::Args, Debug)]
 pub struct LoadOptions {
-    /// The component (.wasm), as a path the server can read.
+    /// The component (.wasm): uploaded to the server, which stores it by digest (so it
+    /// need not be on the server's machine).
     component: PathBuf,
     /// The Plugin's name.
     #[arg(long)]
@@ -413,8 +414,8 @@ fn admin_client(options: &ServerOptions) -> anyhow::Result<(reqwest::Client, Str
 }
 
 async fn load(options: LoadOptions) -> anyhow::Result<()> {
-    let component = std::fs::canonicalize(&options.component)
-        .with_context(|| format!("finding {}", options.component.display()))?;
+    let bytes = std::fs::read(&options.component)
+        .with_context(|| format!("reading the component {}", options.component.display()))?;
     let (client, server) = admin_client(&options.server)?;
     let spec = match &options.manifest {
         Some(path) => {
@@ -424,8 +425,24 @@ async fn load(options: LoadOptions) -> anyhow::Result<()> {
         }
         None => json!({"kind": "admission", "phases": ["validate"]}),
     };
+    let upload = client
+        .post(format!("{server}/apis/wasmkube.io/v1alpha1/modules"))
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .with_context(|| format!("reaching {server}"))?;
+    let status = upload.status();
+    let uploaded: Value = upload.json().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "the server refused the module {} ({status}): {}",
+        options.component.display(),
+        uploaded["message"].as_str().unwrap_or_default()
+    );
+    let digest = uploaded["digest"].as_str().context("the server's answer to the upload names no digest")?;
     let mut spec = spec;
-    spec["module"] = json!(component.display().to_string());
+    spec["module"] = json!(digest);
     let object = json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": options.name}, "spec": spec});
     let url =
         format!("{server}/apis/wasmkube.io/v1alpha1/plugins/{}?fieldManager=wasmkube-plugin&force=true", options.name);
@@ -443,7 +460,11 @@ async fn load(options: LoadOptions) -> anyhow::Result<()> {
         "the server refused the Plugin ({status}): {}",
         body["message"].as_str().unwrap_or_default()
     );
-    println!("plugin.wasmkube.io/{} applied (module {})", options.name, component.display());
+    println!(
+        "plugin.wasmkube.io/{} applied (module {} uploaded as {digest})",
+        options.name,
+        options.component.display()
+    );
     Ok(())
 }
 

@@ -143,15 +143,27 @@ fn name_of(object: &Object) -> String {
     object.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
-/// The module a Plugin names: `builtin:<file>` or an absolute path on the server.
-fn module_bytes(module: &str) -> Result<Vec<u8>, String> {
+/// The module a Plugin names: `sha256:<hex>` (uploaded through the API), `builtin:<file>`
+/// or an absolute path on the server.
+async fn module_bytes(registry: &Registry, module: &str) -> Result<Vec<u8>, String> {
+    if module.starts_with("sha256:") {
+        return match registry.module(module).await {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(format!(
+                "no module {module} was uploaded (POST it to /apis/wasmkube.io/v1alpha1/modules, or use wasmkube plugin load)"
+            )),
+            Err(e) => Err(format!("cannot read the module {module}: {e}")),
+        };
+    }
     if let Some(file) = module.strip_prefix("builtin:") {
         return crate::plugins::builtin::module(file)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| format!("no built-in module {file:?} in this binary"));
     }
     if !std::path::Path::new(module).is_absolute() {
-        return Err(format!("spec.module {module:?} must be an absolute path on the server or builtin:<file>"));
+        return Err(format!(
+            "spec.module {module:?} must be an uploaded module's digest (sha256:...), an absolute path on the server, or builtin:<file>"
+        ));
     }
     std::fs::read(module).map_err(|e| format!("cannot read the module {module}: {e}"))
 }
@@ -175,7 +187,7 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
     }
     let outcome = match Manifest::from_value(&manifest_value) {
         Err(e) => Err(format!("invalid manifest: {e}")),
-        Ok(manifest) => match module_bytes(&manifest.module) {
+        Ok(manifest) => match module_bytes(registry, &manifest.module).await {
             Err(e) => Err(e),
             Ok(bytes) => plugins.load(manifest, bytes, &format!("plugin/{name}")).await.map_err(|e| e.to_string()),
         },

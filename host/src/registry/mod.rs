@@ -19,6 +19,7 @@ mod bootstrap;
 mod builtin;
 mod custom;
 mod error;
+pub mod modules;
 mod object;
 pub mod schema;
 mod selector;

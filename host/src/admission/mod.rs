@@ -150,12 +150,14 @@ impl Chain {
             return Ok(admitted);
         }
         let plugins = self.plugins.snapshot();
+        // One request for the phase: the object is serialized again only after a patch.
+        let mut request: Option<AdmissionRequest> = None;
         for plugin in plugins.iter().filter(|p| self.applies(p, attributes, Phase::Mutate)) {
-            let request = Self::request(attributes, Some(object), old);
+            let request = request.get_or_insert_with(|| Self::request(attributes, Some(object), old));
             let started = Instant::now();
-            let result = plugin.module.mutate(&request).await;
-            self.shadow(&plugins, plugin, Phase::Mutate, attributes, &request, &result);
-            let decided = self.decide(plugin, "mutate", attributes, result, started)?;
+            let result = plugin.module.mutate(request).await;
+            self.shadow(&plugins, plugin, Phase::Mutate, attributes, request, &result);
+            let decided = self.decide(plugin, Phase::Mutate, attributes, result, started)?;
             if let Some(response) = decided {
                 if let Some(patch) = response.patch.filter(|_| plugin.manifest.mode == Mode::Enforce) {
                     apply_patch(object, &patch).map_err(|why| Denied {
@@ -167,6 +169,7 @@ impl Chain {
                         plugin: plugin.manifest.name.clone(),
                         digest: plugin.module.digest.clone(),
                     })?;
+                    request.object = Some(serde_json::to_string(object).unwrap_or_default());
                 }
                 admitted.merge(Admitted {
                     warnings: response.warnings,
@@ -189,12 +192,13 @@ impl Chain {
             return Ok(admitted);
         }
         let plugins = self.plugins.snapshot();
+        let mut request: Option<AdmissionRequest> = None;
         for plugin in plugins.iter().filter(|p| self.applies(p, attributes, Phase::Validate)) {
-            let request = Self::request(attributes, object, old);
+            let request = request.get_or_insert_with(|| Self::request(attributes, object, old));
             let started = Instant::now();
-            let result = plugin.module.validate(&request).await;
-            self.shadow(&plugins, plugin, Phase::Validate, attributes, &request, &result);
-            if let Some(response) = self.decide(plugin, "validate", attributes, result, started)? {
+            let result = plugin.module.validate(request).await;
+            self.shadow(&plugins, plugin, Phase::Validate, attributes, request, &result);
+            if let Some(response) = self.decide(plugin, Phase::Validate, attributes, result, started)? {
                 admitted.merge(Admitted {
                     warnings: response.warnings,
                     decisions: vec![(plugin.manifest.name.clone(), plugin.module.digest.clone())],
@@ -225,10 +229,7 @@ impl Chain {
         }
         let live_verdict = verdict(result);
         let target = format!("{} {}", attributes.operation_name(), target_name(attributes));
-        let function = match phase {
-            Phase::Mutate => "mutate",
-            Phase::Validate => "validate",
-        };
+        let function = phase_name(phase);
         for shadow in shadows {
             let (shadow, set, request) = (shadow.clone(), self.plugins.clone(), request.clone());
             let (live_name, live_digest) = (live.manifest.name.clone(), live.module.digest.clone());
@@ -241,13 +242,14 @@ impl Chain {
                 };
                 let name = shadow.manifest.name.as_str();
                 let metrics = set.metrics();
-                metrics.latency.with_label_values(&[name, function]).observe(started.elapsed().as_secs_f64());
-                let outcome = match &result {
-                    Ok(response) if response.allowed => "allow",
-                    Ok(_) => "deny",
-                    Err(e) => e.outcome(),
-                };
-                metrics.calls.with_label_values(&[name, function, outcome]).inc();
+                let seconds = started.elapsed().as_secs_f64();
+                match &result {
+                    Ok(response) => shadow.series.observe(phase, seconds, response.allowed),
+                    Err(e) => {
+                        shadow.series.observe_latency(phase, seconds);
+                        metrics.calls.with_label_values(&[name, function, e.outcome()]).inc();
+                    }
+                }
                 let shadow_verdict = verdict(&result);
                 shadow.activity.record(&shadow_verdict);
                 if shadow_verdict.agrees_with(&live_verdict) {
@@ -277,27 +279,25 @@ impl Chain {
     fn decide(
         &self,
         plugin: &LoadedPlugin,
-        function: &'static str,
+        phase: Phase,
         attributes: &Attributes,
         result: Result<plugins::AdmissionResponse, plugins::CallError>,
         started: Instant,
     ) -> Result<Option<plugins::AdmissionResponse>, Denied> {
-        let metrics = self.plugins.metrics();
         let name = plugin.manifest.name.as_str();
         let digest = plugin.module.digest.as_str();
-        metrics.latency.with_label_values(&[name, function]).observe(started.elapsed().as_secs_f64());
+        let function = phase_name(phase);
         let enforce = plugin.manifest.mode == Mode::Enforce;
         plugin.activity.record(&verdict(&result));
-        let target = format!("{} {}/{}", attributes.operation_name(), attributes.resource, attributes.name);
+        let target = || format!("{} {}", attributes.operation_name(), target_name(attributes));
         match result {
             Ok(response) => {
-                let outcome = if response.allowed { "allow" } else { "deny" };
-                metrics.calls.with_label_values(&[name, function, outcome]).inc();
+                plugin.series.observe(phase, started.elapsed().as_secs_f64(), response.allowed);
                 // The audit trail: a refusal at info, the (many) admissions at debug.
                 if response.allowed {
-                    tracing::debug!(plugin = name, digest, function, request = %target, enforce, "admission: allowed");
+                    tracing::debug!(plugin = name, digest, function, request = %target(), enforce, "admission: allowed");
                 } else {
-                    tracing::info!(plugin = name, digest, function, request = %target, enforce, message = response.message.as_deref().unwrap_or_default(), "admission: denied");
+                    tracing::info!(plugin = name, digest, function, request = %target(), enforce, message = response.message.as_deref().unwrap_or_default(), "admission: denied");
                 }
                 if !response.allowed && enforce {
                     let message = response.message.clone().unwrap_or_else(|| "denied".into());
@@ -311,8 +311,9 @@ impl Chain {
                 Ok(Some(response))
             }
             Err(error) => {
-                metrics.calls.with_label_values(&[name, function, error.outcome()]).inc();
-                tracing::warn!(plugin = name, digest, function, request = %target, error = %error, policy = ?plugin.manifest.failure_policy, "admission plugin failed");
+                plugin.series.observe_latency(phase, started.elapsed().as_secs_f64());
+                self.plugins.metrics().calls.with_label_values(&[name, function, error.outcome()]).inc();
+                tracing::warn!(plugin = name, digest, function, request = %target(), error = %error, policy = ?plugin.manifest.failure_policy, "admission plugin failed");
                 match (plugin.manifest.failure_policy, enforce) {
                     (FailurePolicy::Fail, true) => Err(Denied {
                         code: 500,
@@ -324,6 +325,13 @@ impl Chain {
                 }
             }
         }
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Mutate => "mutate",
+        Phase::Validate => "validate",
     }
 }
 

@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use super::activity::Activity;
 use super::admission::{AdmissionModule, ModuleSettings};
 use super::manifest::Manifest;
-use super::metrics::PluginMetrics;
+use super::metrics::{PluginMetrics, PluginSeries};
 use super::runtime::{digest, LoadError, Runtime};
 use super::Client;
 
@@ -29,6 +29,8 @@ pub struct LoadedPlugin {
     pub source: String,
     /// What it has done (shared by every version of this name).
     pub activity: Arc<Activity>,
+    /// Its metric series for calls that decide.
+    pub series: PluginSeries,
 }
 
 /// A default plugin compiled into the binary.
@@ -110,7 +112,8 @@ impl PluginSet {
             Ok(module) => {
                 let digest = module.digest.clone();
                 let activity = self.activity(&name);
-                let loaded = Arc::new(LoadedPlugin { manifest, module, source: source.to_string(), activity });
+                let series = self.metrics.series(&name);
+                let loaded = Arc::new(LoadedPlugin { manifest, module, source: source.to_string(), activity, series });
                 let mut plugins = self.plugins.write();
                 let mut next: Vec<Arc<LoadedPlugin>> =
                     plugins.iter().filter(|p| p.manifest.name != name).cloned().collect();

@@ -1,7 +1,37 @@
 //! Per-plugin Prometheus metrics: calls (by outcome), latency, denials, traps, timeouts,
 //! out-of-memory ends, loads and failed loads, and shadows' disagreements.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+
+use super::Phase;
+
+/// One plugin's hot-path series, looked up once when it loads (a labelled lookup hashes
+/// every label on every call).
+#[derive(Clone)]
+pub struct PluginSeries {
+    latency: [Histogram; 2],
+    allowed: [IntCounter; 2],
+    denied: [IntCounter; 2],
+}
+
+impl PluginSeries {
+    fn index(phase: Phase) -> usize {
+        match phase {
+            Phase::Mutate => 0,
+            Phase::Validate => 1,
+        }
+    }
+
+    pub fn observe(&self, phase: Phase, seconds: f64, allowed: bool) {
+        let i = Self::index(phase);
+        self.latency[i].observe(seconds);
+        if allowed { &self.allowed[i] } else { &self.denied[i] }.inc();
+    }
+
+    pub fn observe_latency(&self, phase: Phase, seconds: f64) {
+        self.latency[Self::index(phase)].observe(seconds);
+    }
+}
 
 #[derive(Clone)]
 pub struct PluginMetrics {
@@ -23,6 +53,16 @@ impl PluginMetrics {
         registry.register(Box::new(metrics.loads.clone()))?;
         registry.register(Box::new(metrics.disagreements.clone()))?;
         Ok(metrics)
+    }
+
+    /// The series of plugin `name`'s calls that succeed.
+    pub fn series(&self, name: &str) -> PluginSeries {
+        let functions = ["mutate", "validate"];
+        PluginSeries {
+            latency: functions.map(|f| self.latency.with_label_values(&[name, f])),
+            allowed: functions.map(|f| self.calls.with_label_values(&[name, f, "allow"])),
+            denied: functions.map(|f| self.calls.with_label_values(&[name, f, "deny"])),
+        }
     }
 
     /// Metrics no registry reports (tests, tools).

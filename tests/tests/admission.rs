@@ -621,3 +621,70 @@ async fn a_shadow_plugin_records_its_disagreements_and_decides_nothing() {
     .await;
     assert!(lost["lastError"].as_str().unwrap_or_default().contains("needs spec.shadowOf"), "{lost}");
 }
+
+/// `bytes` with a custom section of random bytes appended: the same component under a new
+/// digest, so no artifact of it is cached anywhere yet.
+fn never_compiled(bytes: &[u8]) -> Vec<u8> {
+    let name = b"wasmkube-test";
+    let payload: Vec<u8> = (0..16).map(|_| rand_byte()).collect();
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8); // its size (< 128: one LEB128 byte)
+    out.extend_from_slice(&section);
+    out
+}
+
+fn rand_byte() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish() as u8
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_module_serves_from_the_baseline_compiler_until_the_optimized_one_is_ready() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    let module = cluster.dir.path().join("fresh.wasm");
+    std::fs::write(&module, never_compiled(&std::fs::read(plugin_component("misbehave")).unwrap())).unwrap();
+    let plugin = misbehave_plugin("fresh", "deny", "")
+        .replace(&plugin_component("misbehave").display().to_string(), &module.display().to_string());
+    let path = write(cluster.dir.path(), "fresh.yaml", &plugin);
+    let (ok, _, err) = cluster.kubectl(KUBECTLS[0], &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    until(&cluster, "the new module to decide", |code, m| code == 403 && m.contains("plugin \"fresh\"")).await;
+    let loads = |outcome: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let (_, metrics) = cluster.api.get("/metrics").await.expect("metrics");
+            metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("wasmkube_plugin_loads_total")
+                        && l.contains("plugin=\"fresh\"")
+                        && l.contains(&format!("outcome=\"{outcome}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        }
+    };
+    assert_eq!(loads("loaded").await, Some(1.0));
+    // Cranelift's version replaces Winch's in the background, once.
+    wait_for("the optimized version to replace the baseline one", Duration::from_secs(60), || async {
+        loads("optimized").await.filter(|n| *n == 1.0)
+    })
+    .await;
+    let log = std::fs::read_to_string(cluster.dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("plugin loaded") && l.contains("fresh") && l.contains("Baseline")),
+        "the first load is Winch's"
+    );
+    assert!(log.contains("plugin now runs its optimized (Cranelift) version"), "then Cranelift's");
+    // It decides as before, under the same digest.
+    let (code, message) = create_configmap(&cluster, "after-optimizing").await;
+    assert_eq!(code, 403, "{message}");
+    let status = plugin_status(&cluster, "fresh").await;
+    let digest = status["digest"].as_str().unwrap_or_default().to_string();
+    assert_eq!(digest, wasmkube::plugins::digest(&std::fs::read(&module).unwrap()), "{status}");
+}

@@ -199,8 +199,12 @@ impl Server {
         let registry = prometheus::Registry::new();
         let storage_metrics = StorageMetrics::new(&registry).context("registering storage metrics")?;
         let plugin_metrics = crate::plugins::PluginMetrics::new(&registry).context("registering plugin metrics")?;
-        let runtime = crate::plugins::Runtime::new(crate::plugins::RuntimeConfig::default())
-            .context("starting the plugin runtime")?;
+        let runtime_config = crate::plugins::RuntimeConfig::default();
+        let runtime = crate::plugins::Runtime::new(runtime_config.clone()).context("starting the plugin runtime")?;
+        // New modules serve from Winch while Cranelift compiles them; without it they wait.
+        let baseline = crate::plugins::Runtime::new(runtime_config.baseline())
+            .inspect_err(|e| tracing::warn!(error = %e, "no baseline compiler: new plugins wait for Cranelift"))
+            .ok();
         let health = Health::default();
         health.set("storage", Err("not opened yet".into()));
         health.set("registry", Err("waiting for storage".into()));
@@ -242,7 +246,7 @@ impl Server {
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
-            let plugins = crate::plugins::PluginSet::new(runtime, plugin_metrics);
+            let plugins = crate::plugins::PluginSet::tiered(runtime, baseline, plugin_metrics);
             plugins.set_client(crate::client::RegistryClient::new(&registry));
             registry.set_admission(Arc::new(crate::admission::Chain::new(plugins.clone())));
             if default_plugins {

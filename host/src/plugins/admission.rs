@@ -166,6 +166,11 @@ impl AdmissionModule {
         Ok(module)
     }
 
+    /// Which compiler made this module's code.
+    pub fn compiler(&self) -> super::runtime::Compiler {
+        self.runtime.compiler()
+    }
+
     fn from_component(
         runtime: Arc<Runtime>,
         component: Component,

@@ -6,6 +6,11 @@
 //! swapped in atomically (the set is an `Arc` replaced whole; a call under way keeps the
 //! version it started with). A version that fails to load leaves the old one serving and
 //! its reason is kept (`last_error`) and logged. Removing a manifest unloads its plugin.
+//!
+//! Tiers: a module whose optimized artifact is not cached yet first serves from the
+//! baseline compiler (Winch, several times faster to compile); Cranelift compiles it in
+//! the background and the optimized module replaces the baseline one in place (same
+//! digest, same decisions) unless a newer version was loaded meanwhile.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +47,11 @@ pub struct Builtin {
 
 /// Every loaded plugin, in call order (`order`, then name).
 pub struct PluginSet {
+    /// This set, for the background tasks it starts.
+    me: std::sync::Weak<PluginSet>,
     runtime: Arc<Runtime>,
+    /// Winch, for modules not compiled by Cranelift yet (None: always wait for Cranelift).
+    baseline: Option<Arc<Runtime>>,
     client: OnceLock<Arc<dyn Client>>,
     plugins: RwLock<Arc<Vec<Arc<LoadedPlugin>>>>,
     /// Name -> why its last load failed (cleared by a load that works).
@@ -55,9 +64,18 @@ pub struct PluginSet {
 }
 
 impl PluginSet {
+    /// A set whose modules are compiled by `runtime` only.
     pub fn new(runtime: Arc<Runtime>, metrics: PluginMetrics) -> Arc<Self> {
-        Arc::new(Self {
+        Self::tiered(runtime, None, metrics)
+    }
+
+    /// A set that serves new modules from `baseline` (Winch) until `runtime` (Cranelift)
+    /// has compiled them.
+    pub fn tiered(runtime: Arc<Runtime>, baseline: Option<Arc<Runtime>>, metrics: PluginMetrics) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             runtime,
+            baseline,
             client: OnceLock::new(),
             plugins: RwLock::default(),
             errors: Mutex::default(),
@@ -108,9 +126,27 @@ impl PluginSet {
             capabilities: manifest.capabilities.clone(),
             client: self.client.get().cloned(),
         };
-        match AdmissionModule::load(self.runtime.clone(), bytes, settings).await {
+        let baseline = self.baseline.clone().filter(|_| !self.runtime.is_cached(&super::runtime::digest(&bytes)));
+        // The optimized compile still to do, once the baseline module serves.
+        let mut optimize = None;
+        let loaded = match baseline {
+            Some(baseline) => match AdmissionModule::load(baseline, bytes.clone(), settings.clone()).await {
+                Ok(module) => {
+                    optimize = Some((module.clone(), bytes, settings));
+                    Ok(module)
+                }
+                // Whatever Winch refuses, Cranelift decides (and names the reason, if it refuses too).
+                Err(e) => {
+                    tracing::debug!(plugin = %name, error = %e, "the baseline compiler cannot take this module; compiling it optimized");
+                    AdmissionModule::load(self.runtime.clone(), bytes, settings).await
+                }
+            },
+            None => AdmissionModule::load(self.runtime.clone(), bytes, settings).await,
+        };
+        match loaded {
             Ok(module) => {
                 let digest = module.digest.clone();
+                let compiler = module.compiler();
                 let activity = self.activity(&name);
                 let series = self.metrics.series(&name);
                 let loaded = Arc::new(LoadedPlugin { manifest, module, source: source.to_string(), activity, series });
@@ -123,7 +159,10 @@ impl PluginSet {
                 drop(plugins);
                 self.errors.lock().remove(&name);
                 self.metrics.loads.with_label_values(&[name.as_str(), "loaded"]).inc();
-                tracing::info!(plugin = %name, %digest, source, "plugin loaded");
+                tracing::info!(plugin = %name, %digest, source, ?compiler, "plugin loaded");
+                if let Some((baseline, bytes, settings)) = optimize {
+                    self.optimize_later(baseline, bytes, settings);
+                }
                 Ok(digest)
             }
             Err(e) => {
@@ -133,6 +172,42 @@ impl PluginSet {
                 Err(e)
             }
         }
+    }
+
+    /// Compile `bytes` with Cranelift in the background, then put the optimized module in
+    /// the place of `baseline` (if that version still serves: a newer load wins).
+    fn optimize_later(&self, baseline: Arc<AdmissionModule>, bytes: Vec<u8>, settings: ModuleSettings) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let name = settings.name.clone();
+            let optimized = match AdmissionModule::load(me.runtime.clone(), bytes, settings).await {
+                Ok(module) => module,
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "cannot compile the optimized version; the baseline one serves on");
+                    return;
+                }
+            };
+            let mut plugins = me.plugins.write();
+            let Some(position) = plugins.iter().position(|p| Arc::ptr_eq(&p.module, &baseline)) else {
+                tracing::debug!(plugin = %name, "a newer version replaced the baseline one before it was optimized");
+                return;
+            };
+            let current = &plugins[position];
+            let replacement = Arc::new(LoadedPlugin {
+                manifest: current.manifest.clone(),
+                module: optimized,
+                source: current.source.clone(),
+                activity: current.activity.clone(),
+                series: current.series.clone(),
+            });
+            let mut next = (**plugins).clone();
+            next[position] = replacement;
+            *plugins = Arc::new(next);
+            drop(plugins);
+            me.metrics.loads.with_label_values(&[name.as_str(), "optimized"]).inc();
+            tracing::info!(plugin = %name, digest = %baseline.digest, elapsed = ?started.elapsed(), "plugin now runs its optimized (Cranelift) version");
+        });
     }
 
     /// Stop serving `name` (calls under way finish on it).

@@ -29,7 +29,7 @@ pub use self::admission::{
 pub use self::loader::{Builtin, LoadedPlugin, PluginSet};
 pub use self::manifest::{Capability, FailurePolicy, Manifest, ManifestError, Mode, Phase, Rule};
 pub use self::metrics::{PluginMetrics, PluginSeries};
-pub use self::runtime::{digest, CallError, ClientError, LoadError, Runtime, RuntimeConfig};
+pub use self::runtime::{digest, CallError, ClientError, Compiler, LoadError, Runtime, RuntimeConfig};
 
 /// What a plugin reads through its `client` import: the host's view of cluster objects
 /// (JSON text). Implemented above the registry; capabilities are checked before a call

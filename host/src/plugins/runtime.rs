@@ -87,11 +87,41 @@ pub struct RuntimeConfig {
     pub instance_slots: u32,
     /// The most memory any one instance may have (the manifest may ask for less).
     pub max_memory: usize,
+    /// Which compiler makes machine code.
+    pub compiler: Compiler,
+}
+
+/// wasmtime's two compilers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compiler {
+    /// Cranelift: optimizing; what a plugin runs on once compiled.
+    Optimizing,
+    /// Winch: a single-pass baseline compiler, several times faster to compile and slower
+    /// to run; a new module serves on it while Cranelift compiles it.
+    Baseline,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: default_cache_dir(), instance_slots: 1024, max_memory: 256 << 20 }
+        Self {
+            cache_dir: default_cache_dir(),
+            instance_slots: 1024,
+            max_memory: 256 << 20,
+            compiler: Compiler::Optimizing,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The baseline runtime beside this one: Winch, fewer slots (modules serve on it only
+    /// until Cranelift is done), no artifact cache (the optimized artifact is what is kept).
+    pub fn baseline(&self) -> Self {
+        Self {
+            cache_dir: None,
+            instance_slots: (self.instance_slots / 8).max(16),
+            max_memory: self.max_memory,
+            compiler: Compiler::Baseline,
+        }
     }
 }
 
@@ -118,6 +148,9 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Arc<Self>, LoadError> {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true).epoch_interruption(true);
+        if config.compiler == Compiler::Baseline {
+            wasm.strategy(wasmtime::Strategy::Winch);
+        }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(config.instance_slots)
             .total_core_instances(config.instance_slots * 4)
@@ -162,14 +195,25 @@ impl Runtime {
         self.config.max_memory
     }
 
+    pub fn compiler(&self) -> Compiler {
+        self.config.compiler
+    }
+
+    fn artifact_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.trim_start_matches("sha256:");
+        self.config.cache_dir.as_ref().map(|dir| dir.join(format!("{hex}-{}.cwasm", self.engine_hash)))
+    }
+
+    /// Whether a compiled artifact of the module `digest` is cached (loading it is fast).
+    pub fn is_cached(&self, digest: &str) -> bool {
+        self.artifact_path(digest).is_some_and(|p| p.exists())
+    }
+
     /// Compile `bytes` (or load its cached artifact). Returns the component and the
     /// module's digest (`sha256:<hex>`). Blocking: call it off the async executor.
     pub fn compile(&self, bytes: &[u8]) -> Result<(Component, String), LoadError> {
         let digest = digest(bytes);
-        let cached = self.config.cache_dir.as_ref().map(|dir| {
-            let hex = digest.trim_start_matches("sha256:");
-            dir.join(format!("{hex}-{}.cwasm", self.engine_hash))
-        });
+        let cached = self.artifact_path(&digest);
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
             // SAFETY: the file is an artifact this runtime wrote for this engine's
             // compatibility hash (named by it), in a cache directory of ours.
@@ -271,4 +315,28 @@ pub(super) fn store(engine: &Engine, state: HostState) -> wasmtime::Store<HostSt
         }
     });
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The baseline compiler (Winch) takes the default plugins as they are, with the same
+    /// epoch deadlines and memory caps, and compiles them faster than Cranelift.
+    #[test]
+    fn the_baseline_compiler_takes_the_default_plugins() {
+        let Some(module) = crate::plugins::builtin::module("pod_security.wasm") else {
+            eprintln!("skipped: this binary was built without its default plugins");
+            return;
+        };
+        let optimizing = RuntimeConfig { cache_dir: None, instance_slots: 16, ..RuntimeConfig::default() };
+        let baseline = Runtime::new(optimizing.baseline()).expect("a Winch runtime");
+        let started = std::time::Instant::now();
+        baseline.compile(module).expect("Winch compiles pod-security");
+        let winch = started.elapsed();
+        let cranelift = Runtime::new(optimizing).expect("a Cranelift runtime");
+        let started = std::time::Instant::now();
+        cranelift.compile(module).expect("Cranelift compiles pod-security");
+        eprintln!("winch {winch:?}, cranelift {:?}", started.elapsed());
+    }
 }

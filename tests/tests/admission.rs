@@ -215,12 +215,19 @@ async fn a_plugin_folder_is_followed_and_misbehaving_plugins_fail_one_call() {
     }
 }
 
-/// One create under load: when it was sent, its code, and whether the plugin warned.
+/// One create under load: when it was sent and answered, its code, and which version of
+/// the plugin decided it (the tag its warning names).
 struct Answer {
     sent: Instant,
     received: Instant,
     code: u16,
-    warned: bool,
+    tag: Option<i64>,
+}
+
+/// The tag in a `misbehave[<tag>] saw ...` warning.
+fn tag_of(warning: &str) -> Option<i64> {
+    let rest = &warning[warning.find("misbehave[")? + "misbehave[".len()..];
+    rest[..rest.find(']')?].parse().ok()
 }
 
 /// Where the plugin under load comes from.
@@ -230,17 +237,19 @@ enum Source {
     Objects(std::path::PathBuf),
 }
 
-/// Make `behaviour` the plugin's, through `source`.
-async fn switch(cluster: &Cluster, source: &Source, round: usize, behaviour: &str) {
+/// Make version `tag` of the plugin (it warns naming `tag`) the one serving, through `source`.
+async fn switch(cluster: &Cluster, source: &Source, tag: i64) {
     match source {
-        Source::Folder(dir) => {
-            replace(dir, "misbehave.yaml", manifest(behaviour, "Fail", &format!("  order: {round}\n")).as_bytes())
-        }
+        Source::Folder(dir) => replace(
+            dir,
+            "misbehave.yaml",
+            manifest(&format!("warn, tag: {tag}"), "Fail", &format!("  order: {tag}\n")).as_bytes(),
+        ),
         Source::Objects(module) => {
             let object = json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": "misbehave"},
                 "spec": {"kind": "admission", "module": module.to_str().unwrap(), "phases": ["validate"],
                     "rules": [{"apiGroups": [""], "resources": ["configmaps"], "operations": ["CREATE"]}],
-                    "config": {"behaviour": behaviour}, "failurePolicy": "Fail", "timeout": "300ms", "order": round}});
+                    "config": {"behaviour": "warn", "tag": tag}, "failurePolicy": "Fail", "timeout": "300ms", "order": tag}});
             let url = format!(
                 "{}/apis/wasmkube.io/v1alpha1/plugins/misbehave?fieldManager=test&force=true",
                 cluster.api.base
@@ -259,11 +268,11 @@ async fn switch(cluster: &Cluster, source: &Source, round: usize, behaviour: &st
     }
 }
 
-/// Creates from four clients while the plugin is replaced 20 times, alternating between a
-/// version that warns and one that does not: none fails, each new version decides within
-/// 1 s, and once it has answered no request sent after is decided by the old one.
+/// Creates from four clients while the plugin is replaced 20 times, each version naming
+/// itself in its warning: none fails, each new version decides within 1 s, and once it has
+/// answered no request sent after is decided by an older one.
 async fn reload_under_load(cluster: std::sync::Arc<Cluster>, source: Source) {
-    switch(&cluster, &source, 100, "allow").await;
+    switch(&cluster, &source, 0).await;
     // Wait until the first version decides (a create it admitted names it), not merely
     // until creates pass (they pass before any plugin is loaded, too).
     let mut n = 0u32;
@@ -274,9 +283,8 @@ async fn reload_under_load(cluster: std::sync::Arc<Cluster>, source: Source) {
             let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("first-{n}")}});
             let url = format!("{}/api/v1/namespaces/default/configmaps", cluster.api.base);
             let response = cluster.api.client.post(url).json(&body).send().await.ok()?;
-            let decided =
-                response.headers().get("x-wasmkube-admission").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            decided.contains("misbehave=").then_some(())
+            let warning = response.headers().get("warning").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            (tag_of(warning) == Some(0)).then_some(())
         }
     })
     .await;
@@ -293,22 +301,21 @@ async fn reload_under_load(cluster: std::sync::Arc<Cluster>, source: Source) {
                 let sent = Instant::now();
                 let url = format!("{}/api/v1/namespaces/default/configmaps", cluster.api.base);
                 let response = cluster.api.client.post(url).json(&body).send().await.expect("create under load");
-                let warned = response.headers().get("warning").is_some();
-                answers.lock().push(Answer { sent, received: Instant::now(), code: response.status().as_u16(), warned });
+                let tag = response.headers().get("warning").and_then(|v| v.to_str().ok()).and_then(tag_of);
+                answers.lock().push(Answer { sent, received: Instant::now(), code: response.status().as_u16(), tag });
             }
         }));
     }
     let mut switches = Vec::new();
-    for round in 0..20 {
-        let warns = round % 2 == 0;
+    for tag in 1..=20 {
         let at = Instant::now();
-        switch(&cluster, &source, round, if warns { "warn" } else { "allow" }).await;
+        switch(&cluster, &source, tag).await;
         let seen = wait_for("the new version to decide", Duration::from_secs(5), || {
             let answers = answers.clone();
-            async move { answers.lock().iter().find(|a| a.sent >= at && a.warned == warns).map(|a| a.received) }
+            async move { answers.lock().iter().find(|a| a.sent >= at && a.tag == Some(tag)).map(|a| a.received) }
         })
         .await;
-        switches.push((at, warns, seen));
+        switches.push((tag, at, seen));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.send(true).unwrap();
@@ -318,22 +325,23 @@ async fn reload_under_load(cluster: std::sync::Arc<Cluster>, source: Source) {
     let answers = answers.lock();
     let failed: Vec<u16> = answers.iter().filter(|a| a.code != 201).map(|a| a.code).collect();
     assert!(failed.is_empty(), "{} of {} creates failed during the reloads: {failed:?}", failed.len(), answers.len());
-    for (i, (at, warns, seen)) in switches.iter().enumerate() {
+    let untagged = answers.iter().filter(|a| a.tag.is_none()).count();
+    assert_eq!(untagged, 0, "every create is decided by some version of the plugin");
+    for (tag, at, seen) in &switches {
         assert!(
             seen.duration_since(*at) < Duration::from_secs(1),
-            "switch {i} took {:?} to be seen",
+            "switch {tag} took {:?} to be seen",
             seen.duration_since(*at)
         );
-        // Once an answer of the new version arrived, every request sent after that and
-        // answered before the next switch began is decided by it: no old version answers
-        // again. (A request still in flight when the next switch lands may be decided by
-        // the version after: that is the next round's business.)
-        let until = switches.get(i + 1).map(|(next, ..)| *next);
-        let stale = answers
-            .iter()
-            .filter(|a| a.sent > *seen && until.is_none_or(|u| a.received < u) && a.warned != *warns)
-            .count();
-        assert_eq!(stale, 0, "switch {i}: {stale} requests were decided by the old version after the new one served");
+        // Once version `tag` has answered, no request sent after that is decided by an
+        // older version (a newer one may, once the next switch lands).
+        let stale: Vec<i64> =
+            answers.iter().filter(|a| a.sent > *seen).filter_map(|a| a.tag).filter(|t| t < tag).collect();
+        assert!(
+            stale.is_empty(),
+            "after version {tag} answered, older versions decided {} requests: {stale:?}",
+            stale.len()
+        );
     }
     eprintln!("{} creates during 20 reloads, none failed", answers.len());
 }
@@ -534,6 +542,18 @@ async fn plugin_status(cluster: &Cluster, name: &str) -> Value {
     plugin["status"].clone()
 }
 
+/// What the Plugin `name` did on the (one) server, from its `status.activity`.
+async fn plugin_activity(cluster: &Cluster, name: &str) -> Value {
+    let status = plugin_status(cluster, name).await;
+    let activity = status["activity"].as_array().cloned().unwrap_or_default();
+    assert!(activity.len() <= 1, "one server, one entry: {status}");
+    let entry = activity.into_iter().next().unwrap_or(Value::Null);
+    if !entry.is_null() {
+        assert_eq!(entry["server"], cluster.api.base.trim_start_matches("https://"), "{status}");
+    }
+    entry
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_plugin_records_its_disagreements_and_decides_nothing() {
     let cluster = Cluster::start_on(Backend::Embedded).await;
@@ -571,17 +591,23 @@ async fn a_shadow_plugin_records_its_disagreements_and_decides_nothing() {
         );
     }
 
-    // Each disagreement is in the candidate's status (the last few, newest first) ...
+    // Each disagreement is in the candidate's status.activity (the last few) ...
     let stricter = wait_for("the disagreements in the candidate's status", Duration::from_secs(20), || async {
-        let status = plugin_status(&cluster, "stricter").await;
-        let last = status["lastDisagreements"][0]["request"].as_str().unwrap_or_default().to_string();
-        (last == "CREATE configmaps default/watched-4").then_some(status)
+        let status = plugin_activity(&cluster, "stricter").await;
+        // Shadow calls run in the background, so they may finish in any order.
+        let seen = status["lastDisagreements"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|d| d["request"] == "CREATE configmaps default/watched-4"));
+        seen.then_some(status)
     })
     .await;
     let disagreements = stricter["disagreements"].as_u64().expect("a count");
     assert!(disagreements >= 5, "{stricter}");
     assert_eq!(stricter["denials"], stricter["calls"], "{stricter}");
-    let last = &stricter["lastDisagreements"][0];
+    let last = stricter["lastDisagreements"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["request"] == "CREATE configmaps default/watched-4"))
+        .expect("the last create's disagreement");
     assert_eq!(last["live"]["allowed"], true, "{last}");
     assert_eq!((&last["shadow"]["allowed"], &last["shadow"]["code"]), (&json!(false), &json!(403)), "{last}");
     assert!(last["shadowDigest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{last}");
@@ -597,14 +623,14 @@ async fn a_shadow_plugin_records_its_disagreements_and_decides_nothing() {
     assert!(counted >= 5.0, "{line}");
     // ... while the twin that agrees ran as often and disagreed never.
     let twin = wait_for("the twin's calls in its status", Duration::from_secs(20), || async {
-        let status = plugin_status(&cluster, "twin").await;
+        let status = plugin_activity(&cluster, "twin").await;
         (status["calls"].as_u64() >= Some(5)).then_some(status)
     })
     .await;
     assert_eq!((&twin["disagreements"], &twin["denials"]), (&json!(0), &json!(0)), "{twin}");
     assert_eq!(twin["lastDisagreements"], json!([]), "{twin}");
     let gate = wait_for("the live plugin's calls in its status", Duration::from_secs(20), || async {
-        let status = plugin_status(&cluster, "gate").await;
+        let status = plugin_activity(&cluster, "gate").await;
         (status["calls"].as_u64() >= Some(5)).then_some(status)
     })
     .await;

@@ -262,8 +262,12 @@ async fn an_uploaded_module_serves_every_server_on_the_store() {
     let (status, answer) =
         first.request(reqwest::Method::GET, "/apis/wasmkube.io/v1alpha1/modules/sha256:xyz", None).await;
     assert_eq!((status, answer["reason"].as_str()), (400, Some("BadRequest")), "{answer}");
+    // A Plugin applied before its module is uploaded says so, and loads once it is.
+    let gate = std::fs::read(plugin_component("misbehave")).unwrap();
+    let later = wasmkube::plugins::digest(&gate);
     let orphan = serde_json::json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": "orphan"},
-        "spec": {"kind": "admission", "module": unknown, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "operations": ["CREATE"]}]}});
+        "spec": {"kind": "admission", "module": later, "config": {"behaviour": "deny"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "operations": ["CREATE"]}]}});
     let (status, answer) =
         first.request(reqwest::Method::POST, "/apis/wasmkube.io/v1alpha1/plugins", Some(orphan)).await;
     assert_eq!(status, 201, "{answer}");
@@ -272,5 +276,20 @@ async fn an_uploaded_module_serves_every_server_on_the_store() {
         plugin["status"]["lastError"].as_str().map(str::to_owned)
     })
     .await;
-    assert!(error.contains("was uploaded") && error.contains(&unknown), "{error}");
+    assert!(error.contains("was uploaded") && error.contains(&later), "{error}");
+    let uploaded =
+        first.api.client.post(&url).header("content-type", "application/wasm").body(gate).send().await.unwrap();
+    assert_eq!(uploaded.status().as_u16(), 201);
+    for (server, cluster) in [("first", &first), ("second", &second)] {
+        let mut n = 0;
+        wait_for(&format!("the {server} server to load the Plugin once its module is uploaded"), std::time::Duration::from_secs(30), || {
+            n += 1;
+            let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{server}-{n}")}});
+            async move {
+                let (code, _) = cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(body)).await;
+                (code == 403).then_some(())
+            }
+        })
+        .await;
+    }
 }

@@ -231,10 +231,15 @@ impl Chain {
         let target = format!("{} {}", attributes.operation_name(), target_name(attributes));
         let function = phase_name(phase);
         for shadow in shadows {
+            let Some(slot) = shadow.activity.enter_shadow() else {
+                tracing::debug!(plugin = %shadow.manifest.name, "shadow busy: this request goes without its opinion");
+                continue;
+            };
             let (shadow, set, request) = (shadow.clone(), self.plugins.clone(), request.clone());
             let (live_name, live_digest) = (live.manifest.name.clone(), live.module.digest.clone());
             let (live_verdict, target) = (live_verdict.clone(), target.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let started = Instant::now();
                 let result = match phase {
                     Phase::Mutate => shadow.module.mutate(&request).await,

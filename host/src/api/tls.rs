@@ -174,8 +174,14 @@ fn write_whole(path: &Path, content: &str, mode: u32) -> Result<(), TlsError> {
     let mut file =
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&partial).map_err(io)?;
     std::io::Write::write_all(&mut file, content.as_bytes()).map_err(io)?;
+    // Durable before it is visible: after a crash the file is whole or absent.
+    file.sync_all().map_err(io)?;
     drop(file);
-    std::fs::rename(&partial, path).map_err(io)
+    std::fs::rename(&partial, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Most TLS handshakes in progress before new connections wait.

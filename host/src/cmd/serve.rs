@@ -271,8 +271,13 @@ impl Server {
             .await?;
             step(
                 "loading the Plugin objects",
-                STEP_DEADLINE,
-                crate::controllers::plugins::start(registry.clone(), plugins.clone(), stopped.clone()),
+                FOLDER_DEADLINE,
+                crate::controllers::plugins::start(
+                    registry.clone(),
+                    plugins.clone(),
+                    advertise.to_string(),
+                    stopped.clone(),
+                ),
             )
             .await?;
             if let Some(dir) = plugin_dir {
@@ -405,7 +410,8 @@ where
 
 /// How long one start-up step may take (none takes more than a second on a healthy store).
 const STEP_DEADLINE: Duration = Duration::from_secs(60);
-/// Compiling a plugin folder's modules may take minutes (a Python component in a debug build).
+/// Compiling plugin modules (a folder's, the Plugin objects') may take minutes (a Python
+/// component in a debug build).
 const FOLDER_DEADLINE: Duration = Duration::from_secs(600);
 
 async fn open_storage(

@@ -2,8 +2,9 @@
 //! this server's plugin set, replaced when its spec changes, unloaded when it is deleted,
 //! and its status says how that went: a `Ready` condition, the digest serving, the last
 //! few digests (so a rollback is one apply of an older module), the last load error; and,
-//! every [`REPORT_EVERY`], what it has done here: calls, denials, errors, and for a shadow
-//! its disagreements with the live plugin and the last few of them.
+//! every [`REPORT_EVERY`], what it has done on each server (`status.activity`, one entry
+//! per API server): calls, denials, errors, and for a shadow its disagreements with the
+//! live plugin and the last few of them.
 //!
 //! Every API server runs it (each has its own plugin set); status writes are idempotent
 //! (the counts are this server's).
@@ -29,7 +30,13 @@ const MANAGER: &str = "wasmkube-plugins";
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Load every Plugin object that exists now, then follow them until `stop` turns true.
-pub async fn start(registry: Arc<Registry>, plugins: Arc<PluginSet>, stop: watch::Receiver<bool>) -> Result<(), Error> {
+/// `server` names this API server in the Plugins' `status.activity` (its address).
+pub async fn start(
+    registry: Arc<Registry>,
+    plugins: Arc<PluginSet>,
+    server: String,
+    stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
     let resource = registry
         .resource("wasmkube.io", "v1alpha1", "plugins")
         .ok_or_else(|| Error::Internal("plugins.wasmkube.io is not served".into()))?;
@@ -37,18 +44,31 @@ pub async fn start(registry: Arc<Registry>, plugins: Arc<PluginSet>, stop: watch
     for object in &list.items {
         consider(&registry, &plugins, &resource, object).await;
     }
-    tokio::spawn(report(registry.clone(), plugins.clone(), resource.clone(), stop.clone()));
+    tokio::spawn(report(registry.clone(), plugins.clone(), resource.clone(), server, stop.clone()));
     tokio::spawn(run(registry, plugins, resource, list.resource_version, stop));
     Ok(())
 }
 
-/// Copy each Plugin object's activity into its status when it changed.
-async fn report(registry: Arc<Registry>, plugins: Arc<PluginSet>, resource: Resource, mut stop: watch::Receiver<bool>) {
+/// Copy each Plugin object's activity on this server into its status when it changed;
+/// and, every few rounds, retry Plugins that failed for want of an uploaded module that
+/// has been uploaded since (nothing else would tell the controller).
+async fn report(
+    registry: Arc<Registry>,
+    plugins: Arc<PluginSet>,
+    resource: Resource,
+    server: String,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut reported: std::collections::HashMap<String, u64> = Default::default();
+    let mut round = 0u64;
     loop {
         tokio::select! { _ = tokio::time::sleep(REPORT_EVERY) => {}, _ = stop.changed() => return }
         if *stop.borrow() {
             return;
+        }
+        round += 1;
+        if round % 5 == 0 {
+            retry_missing_modules(&registry, &plugins, &resource).await;
         }
         for plugin in plugins.snapshot().iter() {
             let Some(name) = plugin.source.strip_prefix("plugin/") else { continue };
@@ -57,7 +77,7 @@ async fn report(registry: Arc<Registry>, plugins: Arc<PluginSet>, resource: Reso
                 continue;
             }
             let shadow = matches!(plugin.manifest.mode, crate::plugins::Mode::Shadow { .. });
-            match write_activity(&registry, &resource, name, plugin.activity.status_fields(shadow)).await {
+            match write_activity(&registry, &resource, name, &server, plugin.activity.status_fields(shadow)).await {
                 Ok(()) => {
                     reported.insert(name.to_string(), version);
                 }
@@ -69,17 +89,48 @@ async fn report(registry: Arc<Registry>, plugins: Arc<PluginSet>, resource: Reso
     }
 }
 
+/// Load the Plugins that name an uploaded module which was missing when they were seen.
+async fn retry_missing_modules(registry: &Registry, plugins: &PluginSet, resource: &Resource) {
+    let Ok(list) = registry.list(resource, None, ListOptions::default()).await else { return };
+    for object in &list.items {
+        let module = object.get("spec").and_then(|s| s.get("module")).and_then(Value::as_str).unwrap_or_default();
+        let waiting = plugins.serving(&name_of(object)).is_none()
+            && module.starts_with("sha256:")
+            && object
+                .get("status")
+                .and_then(|s| s.get("lastError"))
+                .and_then(Value::as_str)
+                .is_some_and(|e| e.contains("was uploaded"));
+        if waiting && matches!(registry.module_info(module).await, Ok(Some(_))) {
+            let mut retry = object.clone();
+            // Not observed yet, as far as `consider` is concerned.
+            if let Some(Value::Object(status)) = retry.get_mut("status") {
+                status.remove("observedGeneration");
+            }
+            consider(registry, plugins, resource, &retry).await;
+        }
+    }
+}
+
+/// Put this server's `fields` in the Plugin's `status.activity` (one entry per server,
+/// so API servers on one store never overwrite each other's counts).
 async fn write_activity(
     registry: &Registry,
     resource: &Resource,
     name: &str,
+    server: &str,
     fields: serde_json::Map<String, Value>,
 ) -> Result<(), Error> {
     let mut object = registry.get(resource, None, name).await?;
-    let mut status = object.get("status").cloned().unwrap_or_else(|| json!({}));
-    if let Value::Object(map) = &mut status {
-        map.extend(fields);
-    }
+    let mut status = object.get("status").filter(|s| s.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let mut entry = serde_json::Map::new();
+    entry.insert("server".into(), json!(server));
+    entry.extend(fields);
+    let mut activity: Vec<Value> = status["activity"].as_array().cloned().unwrap_or_default();
+    activity.retain(|e| e.get("server").and_then(Value::as_str) != Some(server));
+    activity.push(Value::Object(entry));
+    activity.sort_by(|a, b| a["server"].as_str().cmp(&b["server"].as_str()));
+    status["activity"] = Value::Array(activity);
     object.insert("status".into(), status);
     let options = WriteOptions { field_manager: Some(MANAGER.into()), ..WriteOptions::default() };
     registry.update(resource, None, name, Value::Object(object), Some(Subresource::Status), &options).await.map(|_| ())
@@ -176,11 +227,15 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
         return;
     }
     let generation = metadata.and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
-    let status = object.get("status").cloned().unwrap_or_else(|| json!({}));
+    let status = object.get("status").filter(|s| s.is_object()).cloned().unwrap_or_else(|| json!({}));
     let observed = status.get("observedGeneration").and_then(Value::as_i64);
-    if observed == Some(generation) && plugins.serving(&name).is_some() {
+    // This generation was tried already: it serves, or its failure is on record (retrying
+    // would only fail again; a missing uploaded module is retried by `report`).
+    let tried = plugins.serving(&name).is_some() || status.get("lastError").is_some();
+    if observed == Some(generation) && tried {
         return;
     }
+    let before = status.clone();
     let mut manifest_value = Value::Object(object.clone());
     if let Some(Value::Object(m)) = manifest_value.get_mut("metadata") {
         m.retain(|k, _| k == "name");
@@ -224,11 +279,42 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
     if let Value::Object(map) = &mut status {
         map.retain(|_, v| !v.is_null());
     }
+    if status == before {
+        // Another server reported the same: nothing to write (a write would be an event).
+        return;
+    }
     let mut body = object.clone();
-    body.insert("status".into(), status);
+    body.insert("status".into(), status.clone());
     let options = WriteOptions { field_manager: Some(MANAGER.into()), ..WriteOptions::default() };
-    match registry.update(resource, None, &name, Value::Object(body), Some(Subresource::Status), &options).await {
-        Ok(_) | Err(Error::Conflict { .. } | Error::NotFound { .. }) => {}
-        Err(e) => tracing::warn!(plugin = %name, error = %e, "cannot report a Plugin's status"),
+    // A conflict with a write that kept the spec (the activity report, another server's
+    // status) is retried on the newer object, or observedGeneration would stay behind and
+    // the next event would load this version again; a newer spec is its own event.
+    for _ in 0..5 {
+        match registry.update(resource, None, &name, Value::Object(body), Some(Subresource::Status), &options).await {
+            Ok(_) | Err(Error::NotFound { .. }) => return,
+            Err(Error::Conflict { .. }) => {
+                let Ok(mut latest) = registry.get(resource, None, &name).await else { return };
+                let latest_generation =
+                    latest.get("metadata").and_then(|m| m.get("generation")).and_then(Value::as_i64);
+                if latest_generation != Some(generation) {
+                    return;
+                }
+                let mut merged = latest.get("status").cloned().unwrap_or_else(|| json!({}));
+                if let (Value::Object(merged), Value::Object(ours)) = (&mut merged, &status) {
+                    for key in ["observedGeneration", "digest", "digests", "lastError", "conditions"] {
+                        match ours.get(key) {
+                            Some(value) => merged.insert(key.into(), value.clone()),
+                            None => merged.remove(key),
+                        };
+                    }
+                }
+                latest.insert("status".into(), merged);
+                body = latest;
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %name, error = %e, "cannot report a Plugin's status");
+                return;
+            }
+        }
     }
 }

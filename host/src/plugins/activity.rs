@@ -14,6 +14,10 @@ use serde_json::{json, Value};
 /// How many disagreements a shadow keeps (oldest dropped first).
 pub const KEPT_DISAGREEMENTS: usize = 10;
 
+/// The most calls a shadow has under way; past it, requests go without its opinion (and
+/// are counted as `skipped`), so a slow candidate never ties up the instance pool.
+pub const SHADOW_IN_FLIGHT: usize = 16;
+
 /// What one call decided, as a shadow is compared on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -99,6 +103,9 @@ pub struct Activity {
     errors: AtomicU64,
     disagreements: AtomicU64,
     recent: Mutex<VecDeque<Disagreement>>,
+    /// A shadow's calls under way, and the requests it skipped because too many were.
+    in_flight: AtomicU64,
+    skipped: AtomicU64,
     /// Bumped on every change: the controller writes status only when it moved.
     version: AtomicU64,
 }
@@ -129,6 +136,18 @@ impl Activity {
         self.version.fetch_add(1, Ordering::Release);
     }
 
+    /// Take one of a shadow's [`SHADOW_IN_FLIGHT`] call slots; `None` (counted) when all
+    /// are taken. The slot is given back when the guard drops.
+    pub fn enter_shadow(self: &std::sync::Arc<Self>) -> Option<ShadowSlot> {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= SHADOW_IN_FLIGHT as u64 {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            self.version.fetch_add(1, Ordering::Release);
+            return None;
+        }
+        Some(ShadowSlot(self.clone()))
+    }
+
     /// Changes whenever anything here does.
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
@@ -143,10 +162,20 @@ impl Activity {
         fields.insert("errors".into(), json!(self.errors.load(Ordering::Relaxed)));
         if shadow {
             fields.insert("disagreements".into(), json!(self.disagreements.load(Ordering::Relaxed)));
+            fields.insert("skipped".into(), json!(self.skipped.load(Ordering::Relaxed)));
             let recent: Vec<Value> = self.recent.lock().iter().rev().map(Disagreement::to_json).collect();
             fields.insert("lastDisagreements".into(), Value::Array(recent));
         }
         fields
+    }
+}
+
+/// One of a shadow's call slots, held while its call runs.
+pub struct ShadowSlot(std::sync::Arc<Activity>);
+
+impl Drop for ShadowSlot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -191,6 +220,13 @@ mod tests {
         assert_eq!(fields["denials"], json!(KEPT_DISAGREEMENTS + 3));
         assert_eq!(fields["disagreements"], json!(KEPT_DISAGREEMENTS + 3));
         let last = fields["lastDisagreements"].as_array().expect("list");
+        let activity = std::sync::Arc::new(activity);
+        let slots: Vec<ShadowSlot> = (0..SHADOW_IN_FLIGHT).filter_map(|_| activity.enter_shadow()).collect();
+        assert_eq!(slots.len(), SHADOW_IN_FLIGHT);
+        assert!(activity.enter_shadow().is_none(), "all slots taken");
+        drop(slots);
+        assert!(activity.enter_shadow().is_some(), "given back");
+        assert_eq!(activity.status_fields(true)["skipped"], json!(1));
         assert_eq!(last.len(), KEPT_DISAGREEMENTS);
         assert_eq!(last[0]["request"], format!("CREATE pods default/p{}", KEPT_DISAGREEMENTS + 2));
     }

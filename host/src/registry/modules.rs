@@ -80,6 +80,12 @@ impl Registry {
                 "the body is not WebAssembly (it does not start with \\0asm): upload the component file itself".into(),
             ));
         }
+        // A component's preamble: the magic, version 0x0d, layer 1 (a core module has layer 0).
+        if bytes.get(4..8) != Some(&[0x0d, 0x00, 0x01, 0x00]) {
+            return Err(Error::BadRequest(
+                "the body is a core WebAssembly module, not a component: build for wasm32-wasip2 (or run wasm-tools component new)".into(),
+            ));
+        }
         let digest = crate::plugins::digest(bytes);
         let hex = hex_of(&digest)?.to_string();
         if let Some(info) = self.module_info(&digest).await? {

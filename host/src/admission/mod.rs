@@ -255,8 +255,8 @@ impl Chain {
                         metrics.calls.with_label_values(&[name, function, e.outcome()]).inc();
                     }
                 }
+                shadow.activity.record(result.as_ref().ok().map(|r| r.allowed));
                 let shadow_verdict = verdict(&result);
-                shadow.activity.record(&shadow_verdict);
                 if shadow_verdict.agrees_with(&live_verdict) {
                     return;
                 }
@@ -293,7 +293,7 @@ impl Chain {
         let digest = plugin.module.digest.as_str();
         let function = phase_name(phase);
         let enforce = plugin.manifest.mode == Mode::Enforce;
-        plugin.activity.record(&verdict(&result));
+        plugin.activity.record(result.as_ref().ok().map(|r| r.allowed));
         let target = || format!("{} {}", attributes.operation_name(), target_name(attributes));
         match result {
             Ok(response) => {

@@ -428,38 +428,17 @@ async fn load(options: LoadOptions) -> anyhow::Result<()> {
     let upload = client
         .post(format!("{server}/apis/wasmkube.io/v1alpha1/modules"))
         .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .with_context(|| format!("reaching {server}"))?;
-    let status = upload.status();
-    let uploaded: Value = upload.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status.is_success(),
-        "the server refused the module {} ({status}): {}",
-        options.component.display(),
-        uploaded["message"].as_str().unwrap_or_default()
-    );
+        .body(bytes);
+    let what = format!("the module {}", options.component.display());
+    let uploaded = answer(upload, &server, &what).await?;
     let digest = uploaded["digest"].as_str().context("the server's answer to the upload names no digest")?;
     let mut spec = spec;
     spec["module"] = json!(digest);
     let object = json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": options.name}, "spec": spec});
     let url =
         format!("{server}/apis/wasmkube.io/v1alpha1/plugins/{}?fieldManager=wasmkube-plugin&force=true", options.name);
-    let response = client
-        .patch(url)
-        .header("content-type", "application/apply-patch+yaml")
-        .body(object.to_string())
-        .send()
-        .await
-        .with_context(|| format!("reaching {server}"))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status.is_success(),
-        "the server refused the Plugin ({status}): {}",
-        body["message"].as_str().unwrap_or_default()
-    );
+    let apply = client.patch(url).header("content-type", "application/apply-patch+yaml").body(object.to_string());
+    answer(apply, &server, "the Plugin").await?;
     println!(
         "plugin.wasmkube.io/{} applied (module {} uploaded as {digest})",
         options.name,
@@ -468,20 +447,23 @@ async fn load(options: LoadOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list(options: ServerOptions) -> anyhow::Result<()> {
-    let (client, server) = admin_client(&options)?;
-    let response = client
-        .get(format!("{server}/apis/wasmkube.io/v1alpha1/plugins"))
-        .send()
-        .await
-        .with_context(|| format!("reaching {server}"))?;
+/// Send `request` to `server`; its JSON answer, or an error naming `what` was refused and
+/// the server's message.
+async fn answer(request: reqwest::RequestBuilder, server: &str, what: &str) -> anyhow::Result<Value> {
+    let response = request.send().await.with_context(|| format!("reaching {server}"))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or_default();
     anyhow::ensure!(
         status.is_success(),
-        "the server answered {status}: {}",
+        "the server refused {what} ({status}): {}",
         body["message"].as_str().unwrap_or_default()
     );
+    Ok(body)
+}
+
+async fn list(options: ServerOptions) -> anyhow::Result<()> {
+    let (client, server) = admin_client(&options)?;
+    let body = answer(client.get(format!("{server}/apis/wasmkube.io/v1alpha1/plugins")), &server, "the list").await?;
     println!("{:<24} {:<10} {:<8} {:<8} {:<20} LAST ERROR", "NAME", "KIND", "MODE", "READY", "DIGEST");
     for item in body["items"].as_array().into_iter().flatten() {
         let ready = item["status"]["conditions"]

@@ -111,14 +111,15 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn record(&self, verdict: &Verdict) {
+    /// Count one call: `Some(allowed)` if it decided, `None` if it failed.
+    pub fn record(&self, decided: Option<bool>) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        match verdict {
-            Verdict::Allowed { .. } => {}
-            Verdict::Denied { .. } => {
+        match decided {
+            Some(true) => {}
+            Some(false) => {
                 self.denials.fetch_add(1, Ordering::Relaxed);
             }
-            Verdict::Failed(_) => {
+            None => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -204,7 +205,7 @@ mod tests {
     fn a_shadow_keeps_its_last_disagreements_newest_first() {
         let activity = Activity::default();
         for i in 0..(KEPT_DISAGREEMENTS + 3) {
-            activity.record(&Verdict::Denied { code: 403, message: "no".into() });
+            activity.record(Some(false));
             activity.disagreed(Disagreement {
                 at: String::new(),
                 request: format!("CREATE pods default/p{i}"),

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-const DEFAULTS: &[&str] = &["pod_security", "defaults"];
+const DEFAULTS: &[&str] = &["pod_security", "defaults", "replicaset", "serviceaccount"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(wasmkube_default_plugins)");

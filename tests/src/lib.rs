@@ -331,8 +331,51 @@ impl Cluster {
     /// A second API server on this cluster's etcd (its own data dir, port and CA), as in
     /// an HA control plane. This cluster must outlive it (it owns the etcd).
     pub async fn another_server(&self) -> Cluster {
+        self.another_server_with(&[]).await
+    }
+
+    /// The same, with `extra` flags of `serve`.
+    pub async fn another_server_with(&self, extra: &[&str]) -> Cluster {
         let etcd = self.etcd_endpoint.as_deref().expect("another server needs a cluster on etcd");
-        Self::launch(None, Some(etcd), &[]).await
+        Self::launch(None, Some(etcd), extra).await
+    }
+
+    /// Send `signal` (libc::SIGTERM, libc::SIGKILL, ...) to the server.
+    pub fn signal(&self, signal: i32) {
+        self._serve.signal(signal);
+    }
+
+    /// What the server has logged so far (ANSI colours removed).
+    pub fn log(&self) -> String {
+        let said = std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default();
+        let mut plain = String::with_capacity(said.len());
+        let mut chars = said.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+    }
+
+    /// The identity the server takes part in leader election as (from its "ready" line).
+    pub async fn identity(&self) -> String {
+        wait_for("the server to log its identity", Duration::from_secs(30), || {
+            let log = self.log();
+            async move {
+                log.lines()
+                    .find(|l| l.contains(" ready ") && l.contains("identity="))
+                    .and_then(|l| l.split("identity=").nth(1))
+                    .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string())
+            }
+        })
+        .await
     }
 
     async fn launch(etcd: Option<Etcd>, endpoint: Option<&str>, extra: &[&str]) -> Cluster {

@@ -46,9 +46,46 @@ pub struct ServeOptions {
     /// changing or removing a manifest or its module loads, reloads or unloads it.
     #[arg(long)]
     plugin_dir: Option<PathBuf>,
-    /// Serve without the default plugins (pod-security, defaults).
+    /// Serve without the default plugins (pod-security, defaults, and the controllers).
     #[arg(long)]
     no_default_plugins: bool,
+    /// Which controller plugins run (by Plugin name): `*` all, `name` one, `-name` not that
+    /// one, comma separated, e.g. `*,-gc`.
+    #[arg(long, default_value = "*")]
+    controllers: String,
+    /// Take part in leader election before running controllers (the Lease
+    /// kube-system/wasmkube-controller-manager); false: run them at once, for a single server.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long a leader's Lease holds without renewal (candidates wait this long).
+    #[arg(long, default_value = "15s")]
+    leader_elect_lease_duration: String,
+    /// How long a leader keeps trying to renew before it stops leading (< lease duration).
+    #[arg(long, default_value = "10s")]
+    leader_elect_renew_deadline: String,
+    /// How often candidates try to take the Lease and the leader renews it.
+    #[arg(long, default_value = "2s")]
+    leader_elect_retry_period: String,
+}
+
+/// How the controller manager's Lease is held.
+#[derive(Clone, Debug)]
+pub(crate) struct ElectionTimings {
+    enabled: bool,
+    lease_duration: Duration,
+    renew_deadline: Duration,
+    retry_period: Duration,
+}
+
+impl Default for ElectionTimings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Options with defaults filled in; only [`ServeOptions::complete`] makes one.
@@ -64,6 +101,8 @@ pub struct ValidServeOptions {
     storage: StorageConfig,
     plugin_dir: Option<PathBuf>,
     default_plugins: bool,
+    controllers: crate::controllers::manager::Selection,
+    election: ElectionTimings,
 }
 
 impl ValidServeOptions {
@@ -75,6 +114,8 @@ impl ValidServeOptions {
             data_dir,
             plugin_dir: None,
             default_plugins: true,
+            controllers: Default::default(),
+            election: Default::default(),
         }
     }
 
@@ -93,6 +134,8 @@ impl ValidServeOptions {
             data_dir,
             plugin_dir: None,
             default_plugins: true,
+            controllers: Default::default(),
+            election: Default::default(),
         }
     }
 }
@@ -151,6 +194,37 @@ impl CompletedServeOptions {
                 dir.display()
             ));
         }
+        let controllers = crate::controllers::manager::Selection::parse(&o.controllers)
+            .map_err(|e| problems.push(format!("--controllers {:?}: {e}", o.controllers)))
+            .ok();
+        let mut duration = |flag: &str, text: &str| {
+            humantime::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .or_else(|| {
+                    problems.push(format!("--{flag} {text:?} is not a duration such as 15s or 500ms"));
+                    None
+                })
+                .unwrap_or_default()
+        };
+        let election = ElectionTimings {
+            enabled: o.leader_elect,
+            lease_duration: duration("leader-elect-lease-duration", &o.leader_elect_lease_duration),
+            renew_deadline: duration("leader-elect-renew-deadline", &o.leader_elect_renew_deadline),
+            retry_period: duration("leader-elect-retry-period", &o.leader_elect_retry_period),
+        };
+        if !election.renew_deadline.is_zero() && election.renew_deadline >= election.lease_duration {
+            problems.push(format!(
+                "--leader-elect-renew-deadline ({:?}) must be shorter than --leader-elect-lease-duration ({:?}), so a leader stops before its lease can expire",
+                election.renew_deadline, election.lease_duration
+            ));
+        }
+        if !election.retry_period.is_zero() && election.retry_period >= election.renew_deadline {
+            problems.push(format!(
+                "--leader-elect-retry-period ({:?}) must be shorter than --leader-elect-renew-deadline ({:?})",
+                election.retry_period, election.renew_deadline
+            ));
+        }
         InvalidOptions::check(problems)?;
         let storage = match o.storage {
             StorageKind::Embedded => StorageConfig::Embedded { data_dir: self.data_dir.clone() },
@@ -166,6 +240,9 @@ impl CompletedServeOptions {
             storage,
             plugin_dir: o.plugin_dir.clone(),
             default_plugins: !o.no_default_plugins,
+            #[allow(clippy::expect_used)] // a parse failure was reported above
+            controllers: controllers.expect("controllers validated"),
+            election,
         })
     }
 }
@@ -179,7 +256,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
 /// A running server: HTTP bound, storage opening or open.
 pub(crate) struct Server {
     http: tokio::task::JoinHandle<std::io::Result<()>>,
-    storage: tokio::task::JoinHandle<anyhow::Result<Arc<dyn Store>>>,
+    storage: tokio::task::JoinHandle<anyhow::Result<Opened>>,
     stop: watch::Sender<bool>,
     data_dir: PathBuf,
     /// Where clients reach it (the bound address; 127.0.0.1 for an unspecified one).
@@ -187,6 +264,13 @@ pub(crate) struct Server {
     /// The admin kubeconfig `start` wrote.
     pub(crate) kubeconfig: PathBuf,
     registry: Arc<std::sync::OnceLock<Arc<Registry>>>,
+}
+
+/// What the start-up task hands over: the store, and the election task, which releases
+/// the Lease on shutdown and must finish before the store closes.
+pub(crate) struct Opened {
+    store: Arc<dyn Store>,
+    election: tokio::task::JoinHandle<()>,
 }
 
 /// What `serve` writes the admin kubeconfig as, in the data dir.
@@ -199,6 +283,8 @@ impl Server {
         let registry = prometheus::Registry::new();
         let storage_metrics = StorageMetrics::new(&registry).context("registering storage metrics")?;
         let plugin_metrics = crate::plugins::PluginMetrics::new(&registry).context("registering plugin metrics")?;
+        let controller_metrics =
+            crate::controllers::manager::ControllerMetrics::new(&registry).context("registering controller metrics")?;
         let runtime_config = crate::plugins::RuntimeConfig::default();
         let runtime = crate::plugins::Runtime::new(runtime_config.clone()).context("starting the plugin runtime")?;
         // New modules serve from Winch while Cranelift compiles them; without it they wait.
@@ -243,11 +329,15 @@ impl Server {
         tracing::info!(listen = %bound, kubeconfig = %kubeconfig.display(), "serving");
         let ready = api_registry.clone();
         let (plugin_dir, default_plugins) = (options.plugin_dir.clone(), options.default_plugins);
+        let (selection, election) = (options.controllers.clone(), options.election.clone());
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
             let plugins = crate::plugins::PluginSet::tiered(runtime, baseline, plugin_metrics);
-            plugins.set_client(crate::client::RegistryClient::new(&registry));
+            let reads = crate::client::RegistryClient::new(&registry);
+            plugins.set_client(reads.clone());
+            let informers = crate::controllers::informer::Informers::new(&registry, stopped.clone());
+            plugins.set_controller_client(crate::controllers::informer::InformerClient::new(informers.clone(), reads));
             registry.set_admission(Arc::new(crate::admission::Chain::new(plugins.clone())));
             if default_plugins {
                 let defaults = crate::plugins::builtin::defaults();
@@ -281,12 +371,44 @@ impl Server {
             )
             .await?;
             if let Some(dir) = plugin_dir {
-                step("following the plugin folder", FOLDER_DEADLINE, plugins.follow_dir(dir, stopped.clone())).await?;
+                step("following the plugin folder", FOLDER_DEADLINE, plugins.clone().follow_dir(dir, stopped.clone()))
+                    .await?;
             }
+            let identity = crate::controllers::leader::identity();
+            let (leading, lead) = watch::channel(false);
+            let controller_host = Arc::new(crate::controllers::manager::ControllerHost {
+                registry: registry.clone(),
+                plugins: plugins.clone(),
+                informers,
+                selection,
+                identity: identity.clone(),
+                metrics: controller_metrics,
+            });
+            tokio::spawn(controller_host.run(lead, stopped.clone()));
+            let mut lease = crate::controllers::leader::ElectionConfig::new(
+                "kube-system",
+                "wasmkube-controller-manager",
+                &identity,
+            );
+            lease.lease_duration = election.lease_duration;
+            lease.renew_deadline = election.renew_deadline;
+            lease.retry_period = election.retry_period;
+            let election = if election.enabled {
+                tokio::spawn(crate::controllers::leader::run(registry.clone(), lease, leading, stopped.clone()))
+            } else {
+                tracing::info!("leader election is off (--leader-elect=false): controllers run at once");
+                leading.send_replace(true);
+                // Held until the server stops, so the controllers' view of it stays open.
+                let mut stopping = stopped.clone();
+                tokio::spawn(async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                    drop(leading);
+                })
+            };
             let _ = api_registry.set(registry);
             health.set("registry", Ok(()));
-            tracing::info!("ready");
-            Ok(store)
+            tracing::info!(%identity, "ready");
+            Ok(Opened { store, election })
         });
         Ok(Self { http, storage, stop, data_dir: options.data_dir, advertise, kubeconfig, registry: ready })
     }
@@ -322,7 +444,17 @@ impl Server {
         self.finish(store).await
     }
 
-    async fn finish(self, store: Option<Arc<dyn Store>>) -> anyhow::Result<()> {
+    async fn finish(self, opened: Option<Opened>) -> anyhow::Result<()> {
+        // The leader releases its Lease while the store is still open.
+        let store = match opened {
+            Some(Opened { store, election }) => {
+                if tokio::time::timeout(Duration::from_secs(5), election).await.is_err() {
+                    tracing::warn!("leader election did not finish within 5 s of the stop");
+                }
+                Some(store)
+            }
+            None => None,
+        };
         match self.http.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),

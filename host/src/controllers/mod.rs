@@ -4,8 +4,12 @@
 //! controller, which is part of the API server itself (every server runs it).
 
 pub mod crd;
+pub mod informer;
+pub mod leader;
+pub mod manager;
 pub mod namespace;
 pub mod plugins;
+pub mod queue;
 
 /// Set condition `kind` in `status`, keeping its transition time unless its status changes.
 pub(crate) fn set_condition(status: &mut serde_json::Value, kind: &str, value: &str, reason: &str, message: &str) {

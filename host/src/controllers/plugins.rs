@@ -70,14 +70,24 @@ async fn report(
         if round % 5 == 0 {
             retry_missing_modules(&registry, &plugins, &resource).await;
         }
-        for plugin in plugins.snapshot().iter() {
-            let Some(name) = plugin.source.strip_prefix("plugin/") else { continue };
-            let version = plugin.activity.version();
+        let admission = plugins
+            .snapshot()
+            .iter()
+            .map(|p| (p.source.clone(), p.activity.clone(), p.manifest.mode.clone()))
+            .collect::<Vec<_>>();
+        let controllers = plugins
+            .controllers()
+            .iter()
+            .map(|c| (c.source.clone(), c.activity.clone(), c.manifest.mode.clone()))
+            .collect::<Vec<_>>();
+        for (source, activity, mode) in admission.into_iter().chain(controllers) {
+            let Some(name) = source.strip_prefix("plugin/") else { continue };
+            let version = activity.version();
             if reported.get(name) == Some(&version) {
                 continue;
             }
-            let shadow = matches!(plugin.manifest.mode, crate::plugins::Mode::Shadow { .. });
-            match write_activity(&registry, &resource, name, &server, plugin.activity.status_fields(shadow)).await {
+            let shadow = matches!(mode, crate::plugins::Mode::Shadow { .. });
+            match write_activity(&registry, &resource, name, &server, activity.status_fields(shadow)).await {
                 Ok(()) => {
                     reported.insert(name.to_string(), version);
                 }
@@ -175,9 +185,9 @@ async fn run(
         match registry.list(&resource, None, ListOptions::default()).await {
             Ok(list) => {
                 let names: Vec<String> = list.items.iter().map(name_of).collect();
-                for loaded in plugins.snapshot().iter().filter(|p| p.source.starts_with("plugin/")) {
-                    if !names.contains(&loaded.manifest.name) {
-                        plugins.unload(&loaded.manifest.name);
+                for (name, _, _) in plugins.names().into_iter().filter(|(_, source, _)| source.starts_with("plugin/")) {
+                    if !names.contains(&name) {
+                        plugins.unload(&name);
                     }
                 }
                 for object in &list.items {

@@ -17,7 +17,7 @@ use super::manifest::Capability;
 use super::runtime::{self, CallError, HostState, LoadError, Runtime};
 use super::{Client, ClientError};
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "admission",
@@ -215,16 +215,7 @@ impl AdmissionModule {
     }
 
     fn classify(&self, error: wasmtime::Error) -> CallError {
-        if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-            if *trap == wasmtime::Trap::Interrupt {
-                return CallError::Timeout(self.settings.timeout);
-            }
-        }
-        let text = format!("{error:#}");
-        if text.contains("forcing a memory growth failure to be a trap") || text.contains("memory growth") {
-            return CallError::OutOfMemory(self.settings.memory_limit);
-        }
-        CallError::Trap(text)
+        runtime::classify(error, self.settings.timeout, self.settings.memory_limit)
     }
 
     /// Run `function` on an instance; the instance goes back to the pool only if the call

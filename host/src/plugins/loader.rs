@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::activity::Activity;
 use super::admission::{AdmissionModule, ModuleSettings};
+use super::controller::ControllerModule;
 use super::manifest::Manifest;
 use super::metrics::{PluginMetrics, PluginSeries};
 use super::runtime::{digest, LoadError, Runtime};
@@ -38,6 +39,16 @@ pub struct LoadedPlugin {
     pub series: PluginSeries,
 }
 
+/// A controller plugin serving (the controller host runs it while it leads).
+pub struct LoadedController {
+    pub manifest: Manifest,
+    pub module: Arc<ControllerModule>,
+    /// "builtin", or the manifest's path.
+    pub source: String,
+    /// What it has done (shared by every version of this name).
+    pub activity: Arc<Activity>,
+}
+
 /// A default plugin compiled into the binary.
 #[derive(Clone, Copy)]
 pub struct Builtin {
@@ -53,7 +64,13 @@ pub struct PluginSet {
     /// Winch, for modules not compiled by Cranelift yet (None: always wait for Cranelift).
     baseline: Option<Arc<Runtime>>,
     client: OnceLock<Arc<dyn Client>>,
+    /// What controllers read through `client` (the controller host's informer caches).
+    controller_client: OnceLock<Arc<dyn Client>>,
     plugins: RwLock<Arc<Vec<Arc<LoadedPlugin>>>>,
+    /// The controller plugins, by name.
+    controllers: RwLock<Arc<Vec<Arc<LoadedController>>>>,
+    /// Bumped on every load and unload, for whoever follows the set.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Name -> why its last load failed (cleared by a load that works).
     errors: Mutex<HashMap<String, String>>,
     /// Per folder file: what was last loaded from it (manifest text + module digest).
@@ -77,7 +94,10 @@ impl PluginSet {
             runtime,
             baseline,
             client: OnceLock::new(),
+            controller_client: OnceLock::new(),
             plugins: RwLock::default(),
+            controllers: RwLock::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             errors: Mutex::default(),
             seen: Mutex::default(),
             activity: Mutex::default(),
@@ -88,6 +108,25 @@ impl PluginSet {
     /// What plugins read through `client` (set once, before plugins load).
     pub fn set_client(&self, client: Arc<dyn Client>) {
         let _ = self.client.set(client);
+    }
+
+    /// What controller plugins read through `client` (set once, before they load).
+    pub fn set_controller_client(&self, client: Arc<dyn Client>) {
+        let _ = self.controller_client.set(client);
+    }
+
+    /// Changes every time a plugin is loaded, replaced or unloaded.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// The controller plugins serving now.
+    pub fn controllers(&self) -> Arc<Vec<Arc<LoadedController>>> {
+        self.controllers.read().clone()
     }
 
     pub fn metrics(&self) -> &PluginMetrics {
@@ -106,7 +145,24 @@ impl PluginSet {
 
     /// The digest of the version of `name` serving, if one is.
     pub fn serving(&self, name: &str) -> Option<String> {
-        self.snapshot().iter().find(|p| p.manifest.name == name).map(|p| p.module.digest.clone())
+        let admission = self.snapshot().iter().find(|p| p.manifest.name == name).map(|p| p.module.digest.clone());
+        admission
+            .or_else(|| self.controllers().iter().find(|c| c.manifest.name == name).map(|c| c.module.digest.clone()))
+    }
+
+    /// Every plugin serving: (name, source, digest), admission and controllers.
+    pub fn names(&self) -> Vec<(String, String, String)> {
+        let admission = self
+            .snapshot()
+            .iter()
+            .map(|p| (p.manifest.name.clone(), p.source.clone(), p.module.digest.clone()))
+            .collect::<Vec<_>>();
+        let controllers = self
+            .controllers()
+            .iter()
+            .map(|c| (c.manifest.name.clone(), c.source.clone(), c.module.digest.clone()))
+            .collect::<Vec<_>>();
+        admission.into_iter().chain(controllers).collect()
     }
 
     /// Why the last load of `name` failed, if it did.
@@ -117,6 +173,9 @@ impl PluginSet {
     /// Load (or replace) the plugin `manifest` names with `bytes`. On failure the version
     /// serving (if any) stays; the reason is kept and returned.
     pub async fn load(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
+        if manifest.world == "controller" {
+            return self.load_controller(manifest, bytes, source).await;
+        }
         let name = manifest.name.clone();
         let settings = ModuleSettings {
             name: name.clone(),
@@ -160,6 +219,7 @@ impl PluginSet {
                 self.errors.lock().remove(&name);
                 self.metrics.loads.with_label_values(&[name.as_str(), "loaded"]).inc();
                 tracing::info!(plugin = %name, %digest, source, ?compiler, "plugin loaded");
+                self.changed();
                 if let Some((baseline, bytes, settings)) = optimize {
                     self.optimize_later(baseline, bytes, settings);
                 }
@@ -169,6 +229,45 @@ impl PluginSet {
                 self.errors.lock().insert(name.clone(), e.to_string());
                 self.metrics.loads.with_label_values(&[name.as_str(), "failed"]).inc();
                 tracing::error!(plugin = %name, source, error = %e, "plugin not loaded; the version serving (if any) stays");
+                Err(e)
+            }
+        }
+    }
+
+    /// Load (or replace) a controller plugin. Controllers are compiled by Cranelift only:
+    /// a reconcile is not on a request's path, so there is nothing to gain from Winch.
+    async fn load_controller(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
+        let name = manifest.name.clone();
+        let settings = ModuleSettings {
+            name: name.clone(),
+            config: manifest.config.clone(),
+            timeout: manifest.timeout,
+            memory_limit: manifest.memory_limit.unwrap_or(64 << 20).min(self.runtime.max_memory()),
+            capabilities: manifest.capabilities.clone(),
+            client: self.controller_client.get().or(self.client.get()).cloned(),
+        };
+        match ControllerModule::load(self.runtime.clone(), bytes, settings).await {
+            Ok(module) => {
+                let digest = module.digest.clone();
+                let activity = self.activity(&name);
+                let loaded = Arc::new(LoadedController { manifest, module, source: source.to_string(), activity });
+                let mut controllers = self.controllers.write();
+                let mut next: Vec<Arc<LoadedController>> =
+                    controllers.iter().filter(|c| c.manifest.name != name).cloned().collect();
+                next.push(loaded);
+                next.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+                *controllers = Arc::new(next);
+                drop(controllers);
+                self.errors.lock().remove(&name);
+                self.metrics.loads.with_label_values(&[name.as_str(), "loaded"]).inc();
+                tracing::info!(plugin = %name, %digest, source, "controller plugin loaded");
+                self.changed();
+                Ok(digest)
+            }
+            Err(e) => {
+                self.errors.lock().insert(name.clone(), e.to_string());
+                self.metrics.loads.with_label_values(&[name.as_str(), "failed"]).inc();
+                tracing::error!(plugin = %name, source, error = %e, "controller plugin not loaded; the version serving (if any) stays");
                 Err(e)
             }
         }
@@ -206,17 +305,32 @@ impl PluginSet {
             *plugins = Arc::new(next);
             drop(plugins);
             me.metrics.loads.with_label_values(&[name.as_str(), "optimized"]).inc();
+            me.changed();
             tracing::info!(plugin = %name, digest = %baseline.digest, elapsed = ?started.elapsed(), "plugin now runs its optimized (Cranelift) version");
         });
     }
 
     /// Stop serving `name` (calls under way finish on it).
     pub fn unload(&self, name: &str) {
-        let mut plugins = self.plugins.write();
-        if plugins.iter().any(|p| p.manifest.name == name) {
-            *plugins = Arc::new(plugins.iter().filter(|p| p.manifest.name != name).cloned().collect());
+        let mut unloaded = false;
+        {
+            let mut plugins = self.plugins.write();
+            if plugins.iter().any(|p| p.manifest.name == name) {
+                *plugins = Arc::new(plugins.iter().filter(|p| p.manifest.name != name).cloned().collect());
+                unloaded = true;
+            }
+        }
+        {
+            let mut controllers = self.controllers.write();
+            if controllers.iter().any(|c| c.manifest.name == name) {
+                *controllers = Arc::new(controllers.iter().filter(|c| c.manifest.name != name).cloned().collect());
+                unloaded = true;
+            }
+        }
+        if unloaded {
             self.metrics.loads.with_label_values(&[name, "unloaded"]).inc();
             tracing::info!(plugin = %name, "plugin unloaded");
+            self.changed();
         }
     }
 
@@ -319,7 +433,7 @@ impl PluginSet {
             self.seen.lock().remove(&path);
             let source = path.display().to_string();
             let names: Vec<String> =
-                self.snapshot().iter().filter(|p| p.source == source).map(|p| p.manifest.name.clone()).collect();
+                self.names().into_iter().filter(|(_, from, _)| *from == source).map(|(name, _, _)| name).collect();
             for name in names {
                 self.unload(&name);
             }

@@ -20,6 +20,10 @@
 //!   mode: Enforce                    # or Audit, or Shadow (with shadowOf: <live plugin>)
 //!   order: 100
 //! ```
+//!
+//! A controller (`kind: controller`) has no phases or rules: what it follows it answers
+//! itself (`configure`), and its capabilities must grant `watch` on that and every verb
+//! its actions use. `concurrency` (default 5) is how many keys it reconciles at once.
 
 use std::time::Duration;
 
@@ -104,7 +108,7 @@ impl Capability {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
     pub name: String,
-    /// The world: only `admission` so far.
+    /// The world: `admission` or `controller`.
     pub world: String,
     /// Where the module is (as written; the loader resolves it against the manifest's folder).
     pub module: String,
@@ -118,6 +122,8 @@ pub struct Manifest {
     pub failure_policy: FailurePolicy,
     pub mode: Mode,
     pub order: i64,
+    /// A controller's reconciles at once.
+    pub concurrency: usize,
 }
 
 impl Manifest {
@@ -144,8 +150,8 @@ impl Manifest {
         let spec = value.get("spec").cloned().unwrap_or_default();
         let text = |key: &str| spec.get(key).and_then(Value::as_str).map(str::to_owned);
         let world = text("kind").unwrap_or_default();
-        if world != "admission" {
-            problems.push(format!("spec.kind must name a plugin world (admission), not {world:?}"));
+        if world != "admission" && world != "controller" {
+            problems.push(format!("spec.kind must name a plugin world (admission or controller), not {world:?}"));
         }
         let module = text("module").unwrap_or_default();
         if module.is_empty() {
@@ -263,6 +269,16 @@ impl Manifest {
             }
         };
         let order = spec.get("order").and_then(Value::as_i64).unwrap_or(100);
+        let concurrency = match spec.get("concurrency") {
+            None => 5,
+            Some(n) => match n.as_u64().filter(|n| (1..=64).contains(n)) {
+                Some(n) => n as usize,
+                None => {
+                    problems.push(format!("spec.concurrency must be a number from 1 to 64, not {n}"));
+                    5
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(ManifestError { problems });
         }
@@ -279,6 +295,7 @@ impl Manifest {
             failure_policy,
             mode,
             order,
+            concurrency,
         })
     }
 

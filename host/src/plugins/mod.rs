@@ -9,6 +9,7 @@
 //!
 //! - `runtime`: the engine, the epoch ticker, the artifact cache, the per-call store state;
 //! - `admission`: the `admission` world's bindings and an instance pool per loaded module;
+//! - `controller`: the `controller` world's bindings, the same for controller plugins;
 //! - `manifest`: what a plugin's manifest (a `Plugin` object) says;
 //! - `activity`: per-plugin counts and a shadow's disagreements, for status;
 //! - `loader`: the plugin set and the watched `--plugin-dir` folder.
@@ -16,6 +17,7 @@
 mod activity;
 mod admission;
 pub mod builtin;
+mod controller;
 mod loader;
 mod manifest;
 mod metrics;
@@ -26,7 +28,11 @@ pub use self::admission::{
     AdmissionModule, AdmissionRequest, AdmissionResponse, GroupVersionKind, GroupVersionResource, Operation,
     UserInfo as PluginUser,
 };
-pub use self::loader::{Builtin, LoadedPlugin, PluginSet};
+pub use self::controller::{
+    Action, ActionPropagation, ControllerModule, ObjectKey, PatchType, ReconcileRequest, ReconcileResult, Registration,
+    Verb,
+};
+pub use self::loader::{Builtin, LoadedController, LoadedPlugin, PluginSet};
 pub use self::manifest::{Capability, FailurePolicy, Manifest, ManifestError, Mode, Phase, Rule};
 pub use self::metrics::{PluginMetrics, PluginSeries};
 pub use self::runtime::{digest, CallError, ClientError, Compiler, LoadError, Runtime, RuntimeConfig};

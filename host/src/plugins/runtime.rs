@@ -302,6 +302,20 @@ impl WasiView for HostState {
     }
 }
 
+/// What a failed call was: a timeout (the epoch deadline), running out of memory, or a trap.
+pub(super) fn classify(error: wasmtime::Error, timeout: Duration, memory_limit: usize) -> CallError {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return CallError::Timeout(timeout);
+        }
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing a memory growth failure to be a trap") || text.contains("memory growth") {
+        return CallError::OutOfMemory(memory_limit);
+    }
+    CallError::Trap(text)
+}
+
 /// A store for one instance: limits and the deadline callback set.
 pub(super) fn store(engine: &Engine, state: HostState) -> wasmtime::Store<HostState> {
     let mut store = wasmtime::Store::new(engine, state);

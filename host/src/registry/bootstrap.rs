@@ -31,6 +31,7 @@ fn plugin_crd() -> Seed {
     let capability =
         json!({"type": "object", "properties": {"apiGroups": strings, "resources": strings, "verbs": strings}});
     let quantity = json!({"x-kubernetes-int-or-string": true});
+    let concurrency = json!({"type": "integer", "minimum": 1, "maximum": 64, "description": "A controller's reconciles at once (never two of one key)."});
     seed(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
@@ -60,7 +61,7 @@ fn plugin_crd() -> Seed {
                                 "type": "object",
                                 "required": ["kind", "module"],
                                 "properties": {
-                                    "kind": {"type": "string", "enum": ["admission"], "description": "The plugin world."},
+                                    "kind": {"type": "string", "enum": ["admission", "controller"], "description": "The plugin world."},
                                     "module": {"type": "string", "description": "An absolute path on the server, or builtin:<name>.wasm."},
                                     "phases": {"type": "array", "items": {"type": "string", "enum": ["mutate", "validate"]}},
                                     "rules": {"type": "array", "items": rule},
@@ -72,6 +73,7 @@ fn plugin_crd() -> Seed {
                                     "mode": {"type": "string", "enum": ["Enforce", "Audit", "Shadow"]},
                                     "shadowOf": {"type": "string"},
                                     "order": {"type": "integer"},
+                                    "concurrency": concurrency,
                                 },
                             },
                             "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},

@@ -1504,8 +1504,10 @@ impl Registry {
                     return Ok(object);
                 }
                 match self.store.delete(key.clone(), Some(stored.mod_revision)).await {
-                    Ok((kv, _)) => {
-                        let removed = object::decode(&kv)?;
+                    // As kube-apiserver answers: the last state, at the delete's revision
+                    // (what a watcher's DELETED event carries).
+                    Ok((kv, revision)) => {
+                        let removed = object::decode_at(&kv.value, revision)?;
                         self.removed(resource, &removed).await;
                         return Ok(removed);
                     }

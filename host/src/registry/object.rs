@@ -302,7 +302,7 @@ pub(super) fn decode(kv: &KeyValue) -> Result<Object> {
     decode_at(&kv.value, kv.mod_revision)
 }
 
-fn decode_at(value: &[u8], revision: i64) -> Result<Object> {
+pub(super) fn decode_at(value: &[u8], revision: i64) -> Result<Object> {
     let mut object: Object = serde_json::from_slice(value)
         .map_err(|e| Error::Internal(format!("stored object at revision {revision} is not valid JSON: {e}")))?;
     // In its place in ObjectMeta's order: after the fields that come before it.

@@ -1,5 +1,6 @@
 //! The default plugins compiled into the binary (when build.rs found them built): the
-//! pod-security validator and the resource defaulter, with their manifests.
+//! pod-security validator, the resource defaulter, and the ReplicaSet and ServiceAccount
+//! controllers, with their manifests.
 
 use super::Builtin;
 
@@ -15,6 +16,14 @@ pub fn defaults() -> Vec<Builtin> {
             Builtin {
                 manifest: include_str!("defaults.yaml"),
                 module: include_bytes!(env!("WASMKUBE_PLUGIN_DEFAULTS")),
+            },
+            Builtin {
+                manifest: include_str!("replicaset.yaml"),
+                module: include_bytes!(env!("WASMKUBE_PLUGIN_REPLICASET")),
+            },
+            Builtin {
+                manifest: include_str!("serviceaccount.yaml"),
+                module: include_bytes!(env!("WASMKUBE_PLUGIN_SERVICEACCOUNT")),
             },
         ]
     }
@@ -32,6 +41,8 @@ pub fn module(file: &str) -> Option<&'static [u8]> {
         match file {
             "pod_security.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_POD_SECURITY"))),
             "defaults.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_DEFAULTS"))),
+            "replicaset.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_REPLICASET"))),
+            "serviceaccount.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_SERVICEACCOUNT"))),
             _ => None,
         }
     }

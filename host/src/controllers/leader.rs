@@ -1,0 +1,263 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, with client-go's algorithm:
+//!
+//! - a candidate takes the Lease if nobody holds it (no Lease, an empty
+//!   `holderIdentity`), or if the record has not changed for `lease_duration` *by its own
+//!   clock* (it never trusts the holder's `renewTime`); it tries every `retry_period`
+//!   (with jitter), and at once when it sees the Lease change (it watches it), so a
+//!   released Lease is taken immediately;
+//! - the leader renews every `retry_period`; if it cannot renew within `renew_deadline`
+//!   (shorter than the lease), it stops leading before the Lease can expire;
+//! - a leader that shuts down releases the Lease (empty holder, duration 1 s).
+//!
+//! Every write is a compare-and-swap on the Lease's resourceVersion, through the registry.
+//! `holderIdentity`, `acquireTime`, `renewTime`, `leaseDurationSeconds` and
+//! `leaseTransitions` are kept as client-go keeps them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::registry::{Error, Registry, Resource, WatchEvent, WriteOptions};
+
+/// How a Lease is held.
+#[derive(Clone, Debug)]
+pub struct ElectionConfig {
+    pub namespace: String,
+    pub name: String,
+    /// Who this process is (`<hostname>_<uuid>`).
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl ElectionConfig {
+    /// client-go's defaults: 15 s, 10 s, 2 s.
+    pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A fresh identity for this process, as kube-controller-manager makes one.
+pub fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{}_{}", if host.is_empty() { "wasmkube" } else { &host }, uuid::Uuid::new_v4())
+}
+
+/// What this candidate last saw of the Lease, and when (by its own clock) it changed.
+struct Observed {
+    record: Value,
+    at: Instant,
+}
+
+/// Take part in the election until `stop`: `leading` is true exactly while this process
+/// holds the Lease.
+pub async fn run(
+    registry: Arc<Registry>,
+    config: ElectionConfig,
+    leading: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(leases) = registry.resource("coordination.k8s.io", "v1", "leases") else {
+        tracing::error!("leases are not served: this server cannot take part in leader election");
+        return;
+    };
+    let changed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(follow_lease(registry.clone(), leases.clone(), config.clone(), changed.clone(), stop.clone()));
+    let mut observed: Option<Observed> = None;
+    loop {
+        // Candidate: try until the Lease is ours.
+        loop {
+            if *stop.borrow() || stop.has_changed().is_err() {
+                return;
+            }
+            match try_acquire_or_renew(&registry, &leases, &config, &mut observed).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::debug!(lease = %config.name, error = %e, "cannot read or take the lease yet"),
+            }
+            let jitter = config.retry_period.mul_f64(rand::random::<f64>() * 1.2);
+            tokio::select! {
+                _ = tokio::time::sleep(config.retry_period + jitter) => {}
+                _ = changed.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        tracing::info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %config.identity, "became leader");
+        leading.send_replace(true);
+        // Leader: renew every retry period; give up if no renewal succeeds within the deadline.
+        let mut renewed = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(config.retry_period) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() || stop.has_changed().is_err() {
+                leading.send_replace(false);
+                release(&registry, &leases, &config).await;
+                return;
+            }
+            let attempt = tokio::time::timeout(
+                config.renew_deadline.saturating_sub(renewed.elapsed()),
+                try_acquire_or_renew(&registry, &leases, &config, &mut observed),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(false)) => {
+                    tracing::warn!(lease = %config.name, "another process holds the lease: no longer leading");
+                    break;
+                }
+                Ok(Err(e)) => tracing::warn!(lease = %config.name, error = %e, "cannot renew the lease"),
+                Err(_) => {}
+            }
+            if renewed.elapsed() >= config.renew_deadline {
+                tracing::warn!(lease = %config.name, deadline = ?config.renew_deadline, "could not renew the lease in time: no longer leading");
+                break;
+            }
+        }
+        leading.send_replace(false);
+    }
+}
+
+fn micro_time() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// One step of client-go's `tryAcquireOrRenew`: true if this process holds the Lease after it.
+async fn try_acquire_or_renew(
+    registry: &Registry,
+    leases: &Resource,
+    config: &ElectionConfig,
+    observed: &mut Option<Observed>,
+) -> Result<bool, Error> {
+    let options = WriteOptions { field_manager: Some("wasmkube-leader-election".into()), ..WriteOptions::default() };
+    let now = micro_time();
+    let duration = config.lease_duration.as_secs().max(1);
+    let current = match registry.get(leases, Some(&config.namespace), &config.name).await {
+        Ok(lease) => lease,
+        Err(Error::NotFound { .. }) => {
+            let lease = json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": config.name, "namespace": config.namespace},
+                "spec": {
+                    "holderIdentity": config.identity, "leaseDurationSeconds": duration,
+                    "acquireTime": now, "renewTime": now, "leaseTransitions": 0,
+                },
+            });
+            return match registry.create(leases, Some(&config.namespace), lease, &options).await {
+                Ok(_) => Ok(true),
+                Err(Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let spec = current.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let holder = spec.get("holderIdentity").and_then(Value::as_str).unwrap_or_default().to_string();
+    let record_changed = observed.as_ref().is_none_or(|o| o.record != spec);
+    if record_changed {
+        *observed = Some(Observed { record: spec.clone(), at: Instant::now() });
+    }
+    let held_for = spec.get("leaseDurationSeconds").and_then(Value::as_u64).unwrap_or(duration);
+    let still_valid = observed.as_ref().is_some_and(|o| o.at.elapsed() < Duration::from_secs(held_for));
+    if !holder.is_empty() && holder != config.identity && still_valid {
+        return Ok(false);
+    }
+    let transitions = spec.get("leaseTransitions").and_then(Value::as_i64).unwrap_or(0);
+    let acquire_time = if holder == config.identity {
+        spec.get("acquireTime").cloned().unwrap_or_else(|| json!(now))
+    } else {
+        json!(now)
+    };
+    let mut lease = current.clone();
+    lease.insert(
+        "spec".into(),
+        json!({
+            "holderIdentity": config.identity,
+            "leaseDurationSeconds": duration,
+            "acquireTime": acquire_time,
+            "renewTime": now,
+            "leaseTransitions": if holder == config.identity { transitions } else { transitions + 1 },
+        }),
+    );
+    match registry.update(leases, Some(&config.namespace), &config.name, Value::Object(lease), None, &options).await {
+        Ok(written) => {
+            let spec = written.object.get("spec").cloned().unwrap_or_default();
+            *observed = Some(Observed { record: spec, at: Instant::now() });
+            Ok(true)
+        }
+        Err(Error::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Give the Lease up (client-go's ReleaseOnCancel): no holder, so a candidate takes it at once.
+async fn release(registry: &Registry, leases: &Resource, config: &ElectionConfig) {
+    let Ok(mut lease) = registry.get(leases, Some(&config.namespace), &config.name).await else { return };
+    let spec = lease.get("spec").cloned().unwrap_or_default();
+    if spec.get("holderIdentity").and_then(Value::as_str) != Some(config.identity.as_str()) {
+        return;
+    }
+    let now = micro_time();
+    lease.insert(
+        "spec".into(),
+        json!({
+            "holderIdentity": "",
+            "leaseDurationSeconds": 1,
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": spec.get("leaseTransitions").cloned().unwrap_or(json!(0)),
+        }),
+    );
+    let options = WriteOptions { field_manager: Some("wasmkube-leader-election".into()), ..WriteOptions::default() };
+    match registry.update(leases, Some(&config.namespace), &config.name, Value::Object(lease), None, &options).await {
+        Ok(_) => tracing::info!(lease = %config.name, identity = %config.identity, "released the lease"),
+        Err(e) => tracing::warn!(lease = %config.name, error = %e, "cannot release the lease"),
+    }
+}
+
+/// Wake the candidate whenever the Lease changes.
+async fn follow_lease(
+    registry: Arc<Registry>,
+    leases: Resource,
+    config: ElectionConfig,
+    changed: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let needle = format!("\"name\":\"{}\"", config.name);
+    while !*stop.borrow() && stop.has_changed().is_ok() {
+        let events = match registry.watch(&leases, Some(&config.namespace), 0, false, Default::default()).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the lease; retrying");
+                tokio::select! { _ = tokio::time::sleep(config.retry_period) => continue, _ = stop.changed() => return }
+            }
+        };
+        let mut events = Box::pin(events);
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(WatchEvent::Change(line)) => {
+                        if String::from_utf8_lossy(&line).contains(&needle) {
+                            changed.notify_one();
+                        }
+                    }
+                    Some(WatchEvent::Bookmark(_)) => {}
+                    Some(WatchEvent::Expired(_)) | None => break,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-const DEFAULTS: &[&str] = &["pod_security", "defaults", "replicaset", "serviceaccount"];
+const DEFAULTS: &[&str] = &["pod_security", "defaults", "replicaset", "deployment", "serviceaccount"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(wasmkube_default_plugins)");

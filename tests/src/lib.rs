@@ -419,6 +419,21 @@ impl Cluster {
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
     }
 
+    /// A JSON merge patch (`application/merge-patch+json`); the status code and the answer.
+    pub async fn merge_patch(&self, path: &str, patch: &Value) -> (u16, Value) {
+        let response = self
+            .api
+            .client
+            .patch(format!("{}{path}", self.api.base))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(patch.to_string())
+            .send()
+            .await
+            .expect("request");
+        let code = response.status().as_u16();
+        (code, response.json().await.expect("a JSON body"))
+    }
+
     /// A request with an optional JSON body; the status code and the JSON answer.
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self.api.client.request(method, format!("{}{path}", self.api.base));

@@ -310,3 +310,107 @@ async fn one_of_two_servers_leads_and_the_other_takes_over() {
     }
     assert!(order.len() >= 2, "more than one leader acted: {order:?}");
 }
+
+fn candidate(name: &str, config: Value) -> Value {
+    json!({
+        "apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin",
+        "metadata": {"name": name},
+        "spec": {
+            "kind": "controller", "module": "builtin:replicaset.wasm",
+            "mode": "Shadow", "shadowOf": "replicaset",
+            "capabilities": [
+                {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch", "patch", "update"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            ],
+            "config": config,
+        },
+    })
+}
+
+/// This server's entry in the Plugin's `status.activity`.
+async fn activity(cluster: &Cluster, plugin: &str) -> Option<Value> {
+    let (code, object) =
+        cluster.request(Method::GET, &format!("/apis/wasmkube.io/v1alpha1/plugins/{plugin}"), None).await;
+    if code != 200 {
+        return None;
+    }
+    object["status"]["activity"].as_array().and_then(|a| a.first().cloned())
+}
+
+#[tokio::test]
+async fn a_shadow_controller_records_what_it_would_do_and_changes_nothing() {
+    let cluster = Cluster::start().await;
+    // Two candidates beside the live ReplicaSet controller: the same code, and one that
+    // would create at most 2 pods per reconcile.
+    for (name, config) in [("rs-same", json!({})), ("rs-slow", json!({"burstReplicas": 2}))] {
+        let (code, answer) =
+            cluster.request(Method::POST, "/apis/wasmkube.io/v1alpha1/plugins", Some(candidate(name, config))).await;
+        assert_eq!(code, 201, "{answer}");
+        wait_for(&format!("{name} to load"), DEADLINE, || async {
+            let (_, plugin) =
+                cluster.request(Method::GET, &format!("/apis/wasmkube.io/v1alpha1/plugins/{name}"), None).await;
+            plugin["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                .then_some(())
+        })
+        .await;
+    }
+    wait_for("both shadows to ride on the live controller", DEADLINE, || async {
+        let log = cluster.log();
+        log.lines()
+            .any(|l| l.contains("shadow controllers beside it") && l.contains("rs-same") && l.contains("rs-slow"))
+            .then_some(())
+    })
+    .await;
+    let manifest = cluster.dir.path().join("rs.yaml");
+    std::fs::write(&manifest, REPLICASET).unwrap();
+    let (ok, _, err) = cluster.kubectl(KUBECTLS[0], &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let created = wait_replicas(&cluster, "web", "app=web", 5).await;
+
+    // Nothing was written by a candidate: every pod and the ReplicaSet's status are the live one's.
+    for pod in &created {
+        let managers: Vec<&str> =
+            pod["metadata"]["managedFields"].as_array().unwrap().iter().filter_map(|m| m["manager"].as_str()).collect();
+        assert_eq!(managers, ["replicaset"], "{pod}");
+    }
+    let rs = replicaset(&cluster, "web").await;
+    assert!(rs["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| !m["manager"].as_str().unwrap().starts_with("rs-")));
+
+    // The same code agrees on every reconcile; what it would do is in its status.
+    let creates = |verdict: &Value| {
+        verdict["actions"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|a| a["action"].as_str().is_some_and(|a| a.starts_with("create "))).count())
+    };
+    let same = wait_for("rs-same's reconciles in its status", DEADLINE, || async {
+        activity(&cluster, "rs-same")
+            .await
+            .filter(|a| a["lastReconciles"].as_array().is_some_and(|r| r.iter().any(|r| creates(&r["live"]) == 5)))
+    })
+    .await;
+    assert_eq!(same["disagreements"], 0, "{same}");
+    let first_create = same["lastReconciles"].as_array().unwrap().iter().find(|r| creates(&r["live"]) == 5).unwrap();
+    assert_eq!(first_create["live"], first_create["shadow"], "the same 5 creates: {first_create}");
+    assert!(first_create["shadow"]["actions"][0]["action"].as_str().unwrap().starts_with("create pods default/web-*"));
+
+    // The slower one disagrees where the live controller created 5 at once.
+    let slow = wait_for("rs-slow's disagreement", DEADLINE, || async {
+        activity(&cluster, "rs-slow").await.filter(|a| a["disagreements"].as_u64().is_some_and(|d| d > 0))
+    })
+    .await;
+    let disagreement = &slow["lastDisagreements"][0];
+    assert_eq!(creates(&disagreement["live"]), 5, "{disagreement}");
+    assert_eq!(creates(&disagreement["shadow"]), 2, "{disagreement}");
+    let (_, metrics) = cluster.api.get("/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains(r#"wasmkube_plugin_shadow_disagreements_total{live="replicaset",plugin="rs-slow"}"#),
+        "{metrics}"
+    );
+    assert!(cluster.log().contains("outcome=\"shadowed\""), "the shadow's actions are logged");
+}

@@ -1,6 +1,6 @@
 //! Deletion as Kubernetes does it: finalizers hold an object (only marked with a
 //! deletionTimestamp) until the last is removed; propagationPolicy is recorded as the
-//! garbage collector's finalizer; a terminating namespace refuses new content, loses what
+//! garbage collector's finalizer (which it then removes); a terminating namespace refuses new content, loses what
 //! it holds, and then goes.
 
 use std::time::Duration;
@@ -53,10 +53,22 @@ async fn finalizers_hold_an_object_until_the_last_is_removed(backend: Backend) {
         .await;
     assert_eq!(code, 200, "{marked}");
     assert_eq!(marked["metadata"]["finalizers"], json!(["foregroundDeletion"]), "{marked}");
+    // With no dependents, the garbage collector removes the finalizer, and so the object.
+    wait_for("the garbage collector to finish the foreground deletion", Duration::from_secs(30), || async {
+        let (code, _) = cluster.request(Method::GET, "/api/v1/namespaces/default/configmaps/owner", None).await;
+        (code == 404).then_some(())
+    })
+    .await;
+
+    // A uid precondition that does not hold is a conflict.
+    let (code, _) = cluster
+        .request(Method::POST, "/api/v1/namespaces/default/configmaps", Some(json!({"metadata": {"name": "kept"}})))
+        .await;
+    assert_eq!(code, 201);
     let (code, status) = cluster
         .request(
             Method::DELETE,
-            "/api/v1/namespaces/default/configmaps/owner",
+            "/api/v1/namespaces/default/configmaps/kept",
             Some(json!({"preconditions": {"uid": "not-the-uid"}})),
         )
         .await;

@@ -455,7 +455,19 @@ impl Server {
             }
             None => None,
         };
-        match self.http.await {
+        // Requests under way get a grace period; long-lived ones (watches) are cut after it,
+        // as kube-apiserver ends its watches on shutdown (a `kubectl get -w` must not keep
+        // the server up).
+        let mut http = self.http;
+        let drained = match tokio::time::timeout(SHUTDOWN_GRACE, &mut http).await {
+            Ok(drained) => drained,
+            Err(_) => {
+                tracing::info!(grace = ?SHUTDOWN_GRACE, "closing the connections still open (watches) after the grace period");
+                http.abort();
+                Ok(Ok(()))
+            }
+        };
+        match drained {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
@@ -539,6 +551,9 @@ where
         Err(_) => Err(anyhow::anyhow!("{name}: not done after {} s", deadline.as_secs())),
     }
 }
+
+/// How long requests under way may take to finish once the server is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How long one start-up step may take (none takes more than a second on a healthy store).
 const STEP_DEADLINE: Duration = Duration::from_secs(60);

@@ -33,8 +33,8 @@ use super::informer::{Change, Informer, Informers, ObjectRef};
 use super::queue::WorkQueue;
 use crate::auth::UserInfo;
 use crate::plugins::{
-    Action, ActionPropagation, ControllerModule, LoadedController, Mode, ObjectKey, PatchType, PluginSet,
-    ReconcileRequest, Registration, Verb,
+    Action, ActionPropagation, ControllerModule, Disagreement, LoadedController, Mode, ObjectKey, PatchType, PluginSet,
+    ReconcileRequest, Registration, Verb, Verdict,
 };
 use crate::registry::{DeleteOptions, Error, Patch, Propagation, Registry, Revision, Subresource, WriteOptions};
 
@@ -83,12 +83,12 @@ impl Default for Selection {
 /// The controller host's metrics.
 #[derive(Clone)]
 pub struct ControllerMetrics {
-    depth: prometheus::IntGaugeVec,
-    adds: prometheus::IntGaugeVec,
-    retries: prometheus::IntGaugeVec,
-    latency: prometheus::HistogramVec,
-    errors: prometheus::IntCounterVec,
-    actions: prometheus::IntCounterVec,
+    pub(super) depth: prometheus::IntGaugeVec,
+    pub(super) adds: prometheus::IntGaugeVec,
+    pub(super) retries: prometheus::IntGaugeVec,
+    pub(super) latency: prometheus::HistogramVec,
+    pub(super) errors: prometheus::IntCounterVec,
+    pub(super) actions: prometheus::IntCounterVec,
     leading: prometheus::IntGauge,
 }
 
@@ -160,15 +160,22 @@ impl ControllerHost {
     pub async fn run(self: Arc<Self>, mut leading: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
         let mut changes = self.plugins.changes();
         let mut running: HashMap<String, Running> = HashMap::new();
+        let mut gc: Option<super::gc::GarbageCollector> = None;
         loop {
             let lead = *leading.borrow_and_update();
             self.metrics.leading.set(i64::from(lead));
             if lead {
                 self.reconcile_set(&mut running);
-            } else if !running.is_empty() {
+                if gc.is_none() && self.selection.runs(super::gc::NAME) {
+                    gc = Some(super::gc::GarbageCollector::start(self.clone()));
+                }
+            } else if !running.is_empty() || gc.is_some() {
                 tracing::info!(count = running.len(), "not leading: stopping every controller");
                 for (_, controller) in running.drain() {
                     controller.stop();
+                }
+                if let Some(gc) = gc.take() {
+                    gc.stop();
                 }
             }
             tokio::select! {
@@ -183,11 +190,14 @@ impl ControllerHost {
         for (_, controller) in running.drain() {
             controller.stop();
         }
+        if let Some(gc) = gc.take() {
+            gc.stop();
+        }
     }
 
     /// Make the running controllers match the loaded, enabled ones.
     fn reconcile_set(self: &Arc<Self>, running: &mut HashMap<String, Running>) {
-        let loaded: Vec<Arc<LoadedController>> = self
+        let enabled: Vec<Arc<LoadedController>> = self
             .plugins
             .controllers()
             .iter()
@@ -195,6 +205,15 @@ impl ControllerHost {
             .filter(|c| !matches!(c.manifest.mode, Mode::Audit))
             .cloned()
             .collect();
+        // Shadows ride on their live controller; the rest run on their own.
+        let mut shadows: HashMap<String, Vec<Arc<LoadedController>>> = HashMap::new();
+        let mut loaded = Vec::new();
+        for plugin in enabled {
+            match &plugin.manifest.mode {
+                Mode::Shadow { of } => shadows.entry(of.clone()).or_default().push(plugin),
+                _ => loaded.push(plugin),
+            }
+        }
         let gone: Vec<String> =
             running.keys().filter(|name| !loaded.iter().any(|c| &c.manifest.name == *name)).cloned().collect();
         for name in gone {
@@ -226,6 +245,21 @@ impl ControllerHost {
                 }
             }
         }
+        for (name, controller) in running.iter() {
+            let now = shadows.remove(name).unwrap_or_default();
+            let mut current = controller.inner.shadows.write();
+            let same = current.len() == now.len() && current.iter().zip(&now).all(|(a, b)| Arc::ptr_eq(a, b));
+            if !same {
+                let names: Vec<&str> = now.iter().map(|s| s.manifest.name.as_str()).collect();
+                tracing::info!(controller = %name, shadows = ?names, "shadow controllers beside it");
+                *current = now;
+            }
+        }
+        for (live, orphans) in shadows {
+            for shadow in orphans {
+                tracing::warn!(controller = %shadow.manifest.name, live = %live, "a shadow controller whose live controller does not run: it waits");
+            }
+        }
     }
 }
 
@@ -239,6 +273,9 @@ struct Controller {
     host: Arc<ControllerHost>,
     name: String,
     plugin: RwLock<Arc<LoadedController>>,
+    /// Candidates in Shadow mode: each reconciles every request this one does, beside it;
+    /// their actions are recorded, never run.
+    shadows: RwLock<Vec<Arc<LoadedController>>>,
     queue: Arc<WorkQueue<ObjectRef>>,
     primary: Arc<Informer>,
     subscriptions: Mutex<Vec<(Arc<Informer>, u64)>>,
@@ -263,6 +300,7 @@ impl Running {
             host: host.clone(),
             name: name.clone(),
             plugin: RwLock::new(plugin),
+            shadows: RwLock::default(),
             queue: WorkQueue::new(),
             primary: primary.clone(),
             subscriptions: Mutex::default(),
@@ -432,6 +470,7 @@ impl Controller {
             }
         };
         plugin.activity.record(Some(true));
+        self.shadow(&plugin, &request, &result.actions);
         let outcomes = futures::future::join_all(result.actions.iter().map(|a| self.act(&plugin, a))).await;
         let mut ok = true;
         let mut expected: HashMap<String, (Arc<Informer>, Revision)> = HashMap::new();
@@ -479,6 +518,69 @@ impl Controller {
         self.queue.forget(key);
         if let Some(after) = result.requeue_after_ms {
             self.queue.add_after(key.clone(), Duration::from_millis(after));
+        }
+    }
+
+    /// Run every shadow on `request` in the background and record what it would have
+    /// done next to what the live controller answers (`live`).
+    fn shadow(&self, live: &LoadedController, request: &ReconcileRequest, actions: &[Action]) {
+        let shadows = self.shadows.read().clone();
+        if shadows.is_empty() {
+            return;
+        }
+        let live_verdict = Verdict::Actions(actions.iter().map(describe).collect());
+        let key = request
+            .key
+            .namespace
+            .as_deref()
+            .map_or(request.key.name.clone(), |ns| format!("{ns}/{}", request.key.name));
+        for shadow in shadows {
+            let Some(slot) = shadow.activity.enter_shadow() else { continue };
+            let (request, live_verdict, key) = (request.clone(), live_verdict.clone(), key.clone());
+            let (live_name, live_digest) = (self.name.clone(), live.module.digest.clone());
+            let (host, identity) = (self.host.clone(), self.host.identity.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let answer = shadow.module.reconcile(&request).await;
+                let name = shadow.manifest.name.as_str();
+                let verdict = match answer {
+                    Ok(Ok(result)) => {
+                        shadow.activity.record(Some(true));
+                        for action in &result.actions {
+                            let (what, _) = describe(action);
+                            host.metrics.actions.with_label_values(&[name, verb_name(action.verb), "shadowed"]).inc();
+                            tracing::info!(
+                                target: "wasmkube::controllers::actions",
+                                controller = %name, identity = %identity, key = %key, shadow_of = %live_name,
+                                action = %what, outcome = "shadowed", reason = %result.reason, "action"
+                            );
+                        }
+                        Verdict::Actions(result.actions.iter().map(describe).collect())
+                    }
+                    Ok(Err(why)) => {
+                        shadow.activity.record(None);
+                        Verdict::Failed(why)
+                    }
+                    Err(e) => {
+                        shadow.activity.record(None);
+                        Verdict::Failed(e.to_string())
+                    }
+                };
+                let agrees = verdict.agrees_with(&live_verdict);
+                if !agrees {
+                    host.plugins.metrics().disagreements.with_label_values(&[name, live_name.as_str()]).inc();
+                    tracing::info!(controller = %name, live = %live_name, key = %key, "shadow controller disagrees with the live one");
+                }
+                shadow.activity.compared(Disagreement {
+                    at: crate::registry::now(),
+                    request: format!("reconcile {key}"),
+                    function: "reconcile",
+                    live: live_verdict,
+                    live_digest,
+                    shadow: verdict,
+                    shadow_digest: shadow.module.digest.clone(),
+                });
+            });
         }
     }
 
@@ -613,6 +715,25 @@ fn patch_of(action: &Action, mut body: Value) -> Result<Patch, String> {
             Ok(if kind == PatchType::Strategic { Patch::Strategic(body) } else { Patch::Merge(body) })
         }
     }
+}
+
+/// An action as a shadow comparison shows it: what it does to which object, and its body.
+fn describe(action: &Action) -> (String, Value) {
+    let body: Value = action.body.as_deref().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    let name = if action.name.is_empty() {
+        let metadata = body.get("metadata");
+        match metadata.and_then(|m| m.get("name")).and_then(Value::as_str) {
+            Some(name) => name.to_string(),
+            None => {
+                format!("{}*", metadata.and_then(|m| m.get("generateName")).and_then(Value::as_str).unwrap_or_default())
+            }
+        }
+    } else {
+        action.name.clone()
+    };
+    let sub = action.subresource.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
+    let place = action.namespace.as_deref().map_or(name.clone(), |ns| format!("{ns}/{name}"));
+    (format!("{} {}{sub} {place}", verb_name(action.verb), action.resource.resource), body)
 }
 
 fn display_key(key: &ObjectRef) -> String {

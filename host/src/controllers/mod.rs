@@ -4,6 +4,7 @@
 //! controller, which is part of the API server itself (every server runs it).
 
 pub mod crd;
+pub mod gc;
 pub mod informer;
 pub mod leader;
 pub mod manager;

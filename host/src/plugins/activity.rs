@@ -31,6 +31,9 @@ pub enum Verdict {
     },
     /// The call did not decide (trap, timeout, out of memory).
     Failed(String),
+    /// A controller's reconcile: the writes it answered, each described (verb, resource,
+    /// object) with its body.
+    Actions(Vec<(String, Value)>),
 }
 
 impl Verdict {
@@ -41,6 +44,18 @@ impl Verdict {
             (Verdict::Allowed { patch: a }, Verdict::Allowed { patch: b }) => same_patch(a.as_deref(), b.as_deref()),
             (Verdict::Denied { code: a, .. }, Verdict::Denied { code: b, .. }) => a == b,
             (Verdict::Failed(_), Verdict::Failed(_)) => true,
+            // The same writes, in any order (bodies compared as JSON, key order aside).
+            (Verdict::Actions(a), Verdict::Actions(b)) => {
+                let mut unmatched: Vec<&(String, Value)> = b.iter().collect();
+                a.len() == b.len()
+                    && a.iter().all(|action| match unmatched.iter().position(|other| *other == action) {
+                        Some(found) => {
+                            unmatched.swap_remove(found);
+                            true
+                        }
+                        None => false,
+                    })
+            }
             _ => false,
         }
     }
@@ -51,6 +66,9 @@ impl Verdict {
             Verdict::Allowed { patch: Some(patch) } => json!({"allowed": true, "patch": patch}),
             Verdict::Denied { code, message } => json!({"allowed": false, "code": code, "message": message}),
             Verdict::Failed(why) => json!({"failed": why}),
+            Verdict::Actions(actions) => json!({
+                "actions": actions.iter().map(|(what, body)| json!({"action": what, "body": body})).collect::<Vec<_>>()
+            }),
         }
     }
 }
@@ -103,6 +121,8 @@ pub struct Activity {
     errors: AtomicU64,
     disagreements: AtomicU64,
     recent: Mutex<VecDeque<Disagreement>>,
+    /// A shadow controller's last reconciles beside its live one, agreeing or not.
+    compared: Mutex<VecDeque<Disagreement>>,
     /// A shadow's calls under way, and the requests it skipped because too many were.
     in_flight: AtomicU64,
     skipped: AtomicU64,
@@ -137,6 +157,24 @@ impl Activity {
         self.version.fetch_add(1, Ordering::Release);
     }
 
+    /// Keep a shadow controller's reconcile beside its live one (the last
+    /// [`KEPT_DISAGREEMENTS`]), and count it as a disagreement if the two differ.
+    pub fn compared(&self, comparison: Disagreement) {
+        let agrees = comparison.live.agrees_with(&comparison.shadow);
+        {
+            let mut compared = self.compared.lock();
+            if compared.len() == KEPT_DISAGREEMENTS {
+                compared.pop_front();
+            }
+            compared.push_back(comparison.clone());
+        }
+        if agrees {
+            self.version.fetch_add(1, Ordering::Release);
+        } else {
+            self.disagreed(comparison);
+        }
+    }
+
     /// Take one of a shadow's [`SHADOW_IN_FLIGHT`] call slots; `None` (counted) when all
     /// are taken. The slot is given back when the guard drops.
     pub fn enter_shadow(self: &std::sync::Arc<Self>) -> Option<ShadowSlot> {
@@ -166,6 +204,10 @@ impl Activity {
             fields.insert("skipped".into(), json!(self.skipped.load(Ordering::Relaxed)));
             let recent: Vec<Value> = self.recent.lock().iter().rev().map(Disagreement::to_json).collect();
             fields.insert("lastDisagreements".into(), Value::Array(recent));
+            let compared: Vec<Value> = self.compared.lock().iter().rev().map(Disagreement::to_json).collect();
+            if !compared.is_empty() {
+                fields.insert("lastReconciles".into(), Value::Array(compared));
+            }
         }
         fields
     }

@@ -4,8 +4,8 @@
 //! `replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas` and
 //! `observedGeneration`.
 //!
-//! Like Kubernetes it creates or deletes at most `burstReplicas` (500) pods per
-//! reconcile; the host waits until its caches show those writes before it reconciles the
+//! Like Kubernetes it creates or deletes at most `burstReplicas` (500; config
+//! `burstReplicas`) pods per reconcile; the host waits until its caches show those writes before it reconciles the
 //! ReplicaSet again. Pods to delete are chosen as Kubernetes chooses them: unscheduled
 //! before scheduled, pending before running, not ready before ready, newest first.
 
@@ -14,8 +14,15 @@ use wasmkube_controller_sdk::{
     Request, Value,
 };
 
-/// The most pods one reconcile creates or deletes (kube-controller-manager's burstReplicas).
+/// The most pods one reconcile creates or deletes (kube-controller-manager's burstReplicas),
+/// unless the config's `burstReplicas` says otherwise.
 const BURST: usize = 500;
+
+static CONFIGURED_BURST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(BURST);
+
+fn burst() -> usize {
+    CONFIGURED_BURST.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 fn replicasets() -> GroupVersionResource {
     gvr("apps", "v1", "replicasets")
@@ -92,7 +99,11 @@ fn deletion_rank(pod: &Value) -> (bool, u8, bool, std::cmp::Reverse<String>) {
 struct ReplicaSets;
 
 impl Controller for ReplicaSets {
-    fn configure(_config: Value) -> Result<Registration, String> {
+    fn configure(config: Value) -> Result<Registration, String> {
+        if let Some(burst) = config.get("burstReplicas") {
+            let burst = burst.as_u64().filter(|b| *b > 0).ok_or("burstReplicas must be a number above 0")?;
+            CONFIGURED_BURST.store(burst as usize, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(Registration::reconciles(replicasets()).owns(pods()))
     }
 
@@ -144,12 +155,12 @@ impl Controller for ReplicaSets {
         let mut reason = String::from("in sync");
         if !deleting {
             if active.len() < wanted {
-                let missing = (wanted - active.len()).min(BURST);
+                let missing = (wanted - active.len()).min(burst());
                 let pod = new_pod(&rs);
                 actions.extend((0..missing).map(|_| Action::create(pods(), namespace, &pod)));
                 reason = format!("{} of {wanted} replicas: creating {missing}", active.len());
             } else if active.len() > wanted {
-                let surplus = (active.len() - wanted).min(BURST);
+                let surplus = (active.len() - wanted).min(burst());
                 active.sort_by_key(|p| deletion_rank(p));
                 actions.extend(active.iter().take(surplus).map(|p| Action::delete_of(pods(), p)));
                 reason = format!("{} of {wanted} replicas: deleting {surplus}", active.len());

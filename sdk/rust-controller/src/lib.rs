@@ -41,7 +41,7 @@ pub mod bindings {
 use bindings::exports::wasmkube::plugin::reconciler;
 use bindings::wasmkube::plugin::controller_types as wit;
 pub use bindings::wasmkube::plugin::types::{ClientError, GroupVersionResource};
-pub use serde_json::{json, Value};
+pub use serde_json::{json, Map, Value};
 
 /// A resource by group ("" for core), version and plural.
 pub fn gvr(group: &str, version: &str, resource: &str) -> GroupVersionResource {

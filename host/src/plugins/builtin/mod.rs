@@ -1,6 +1,6 @@
 //! The default plugins compiled into the binary (when build.rs found them built): the
-//! pod-security validator, the resource defaulter, and the ReplicaSet and ServiceAccount
-//! controllers, with their manifests.
+//! pod-security validator, the resource defaulter, and the ReplicaSet, Deployment and
+//! ServiceAccount controllers, with their manifests.
 
 use super::Builtin;
 
@@ -20,6 +20,10 @@ pub fn defaults() -> Vec<Builtin> {
             Builtin {
                 manifest: include_str!("replicaset.yaml"),
                 module: include_bytes!(env!("WASMKUBE_PLUGIN_REPLICASET")),
+            },
+            Builtin {
+                manifest: include_str!("deployment.yaml"),
+                module: include_bytes!(env!("WASMKUBE_PLUGIN_DEPLOYMENT")),
             },
             Builtin {
                 manifest: include_str!("serviceaccount.yaml"),
@@ -42,6 +46,7 @@ pub fn module(file: &str) -> Option<&'static [u8]> {
             "pod_security.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_POD_SECURITY"))),
             "defaults.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_DEFAULTS"))),
             "replicaset.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_REPLICASET"))),
+            "deployment.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_DEPLOYMENT"))),
             "serviceaccount.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_SERVICEACCOUNT"))),
             _ => None,
         }

@@ -125,6 +125,9 @@ impl Change {
 
 type Handler = Arc<dyn Fn(&Change) + Send + Sync>;
 
+/// Objects per page of an informer's list.
+const LIST_PAGE: usize = 500;
+
 #[derive(Default)]
 struct State {
     objects: HashMap<ObjectRef, Arc<CachedObject>>,
@@ -243,6 +246,36 @@ impl Informer {
     /// The bytes the cached objects' JSON takes (for the informer-memory figure).
     pub fn json_bytes(&self) -> usize {
         self.state.read().objects.values().map(|o| o.json.len()).sum()
+    }
+
+    /// What the cache holds on the heap, estimated from its contents: each object's JSON,
+    /// metadata strings, labels and owners, and the index entries (key strings and
+    /// allocator/table overhead counted at 64 bytes a node).
+    pub fn estimated_bytes(&self) -> usize {
+        const NODE: usize = 64;
+        let state = self.state.read();
+        state
+            .objects
+            .values()
+            .map(|o| {
+                let place = o.at.namespace.len() + o.at.name.len();
+                let labels: usize = o.labels.iter().map(|(k, v)| k.len() + v.len() + NODE).sum();
+                let owners: usize = o
+                    .owners
+                    .iter()
+                    .map(|r| r.api_version.len() + r.kind.len() + r.name.len() + r.uid.len() + NODE)
+                    .sum();
+                let finalizers: usize = o.finalizers.iter().map(|f| f.len() + 24).sum();
+                std::mem::size_of::<CachedObject>()
+                    + o.json.len()
+                    + place * 3
+                    + o.uid.len() * 2
+                    + labels
+                    + owners
+                    + finalizers
+                    + NODE * (3 + o.owners.len())
+            })
+            .sum()
     }
 
     /// The revision of the last change applied.
@@ -372,16 +405,26 @@ impl Informer {
         registry: Arc<Registry>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), crate::registry::Error> {
-        let list = registry.list(&self.resource, None, ListOptions::default()).await?;
-        let objects = list
-            .items
-            .iter()
-            .filter_map(|o| serde_json::to_string(o).ok())
-            .filter_map(|json| CachedObject::parse(&json))
-            .map(Arc::new)
-            .collect();
-        self.replace_all(objects, list.resource_version);
-        let events = registry.watch(&self.resource, None, list.resource_version, true, Default::default()).await?;
+        // In pages of LIST_PAGE at one revision, as client-go's reflector lists, so a big
+        // resource never sits in memory twice over.
+        let mut objects = Vec::new();
+        let mut options = ListOptions { limit: LIST_PAGE, ..ListOptions::default() };
+        let revision = loop {
+            let page = registry.list(&self.resource, None, options.clone()).await?;
+            objects.extend(
+                page.items
+                    .iter()
+                    .filter_map(|o| serde_json::to_string(o).ok())
+                    .filter_map(|json| CachedObject::parse(&json))
+                    .map(Arc::new),
+            );
+            match page.continue_token {
+                Some(token) => options.continue_token = Some(token),
+                None => break page.resource_version,
+            }
+        };
+        self.replace_all(objects, revision);
+        let events = registry.watch(&self.resource, None, revision, true, Default::default()).await?;
         drop(registry);
         let mut events = Box::pin(events);
         loop {
@@ -501,5 +544,29 @@ impl crate::plugins::Client for InformerClient {
             }
             None => self.fallback.list(group, version, resource, namespace, label_selector).await,
         }
+    }
+
+    async fn owned_by(
+        &self,
+        group: &str,
+        version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<String>, crate::plugins::ClientError> {
+        // The index lives in the informer: start it if need be and wait for its list.
+        let informer = self.informers.informer(group, version, resource).ok_or_else(|| {
+            crate::plugins::ClientError::Invalid(format!("{resource} in {group}/{version} is not served"))
+        })?;
+        if tokio::time::timeout(Duration::from_secs(10), informer.wait_synced()).await.is_err() {
+            return Err(crate::plugins::ClientError::Unavailable(format!(
+                "the {resource} informer has not listed yet"
+            )));
+        }
+        let namespace = namespace.filter(|_| informer.resource.namespaced);
+        let mut owned = informer.owned_by(owner_uid);
+        owned.retain(|o| namespace.is_none_or(|ns| o.at.namespace == ns));
+        owned.sort_by(|a, b| a.at.cmp(&b.at));
+        Ok(owned.iter().map(|o| o.json.to_string()).collect())
     }
 }

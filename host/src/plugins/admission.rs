@@ -35,6 +35,7 @@ pub use wit::Operation;
 pub type AdmissionRequest = wit::AdmissionRequest;
 /// A plugin's answer.
 pub type AdmissionResponse = wit::AdmissionResponse;
+pub(super) use types::ClientError as WitClientError;
 pub use types::{GroupVersionKind, GroupVersionResource, UserInfo};
 
 /// Link the world's imports.
@@ -60,7 +61,7 @@ impl log::Host for HostState {
 }
 
 impl HostState {
-    fn granted(
+    pub(super) fn granted(
         &self,
         resource: &types::GroupVersionResource,
         verb: &str,
@@ -76,7 +77,7 @@ impl HostState {
     }
 }
 
-fn wit_error(e: ClientError) -> types::ClientError {
+pub(super) fn wit_error(e: ClientError) -> types::ClientError {
     match e {
         ClientError::Forbidden(m) => types::ClientError::Forbidden(m),
         ClientError::Invalid(m) => types::ClientError::Invalid(m),

@@ -33,6 +33,28 @@ mod bindings {
 }
 
 use bindings::wasmkube::plugin::controller_types as wit;
+use bindings::wasmkube::plugin::index;
+
+/// Link the imports only the controller world has (`index`).
+pub(super) fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> Result<(), LoadError> {
+    index::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |state| state)
+        .map_err(|e| LoadError::Runtime(format!("cannot link the controller world's imports: {e}")))
+}
+
+impl index::Host for HostState {
+    async fn owned_by(
+        &mut self,
+        resource: wit::GroupVersionResource,
+        namespace: Option<String>,
+        owner_uid: String,
+    ) -> Result<Vec<String>, super::admission::WitClientError> {
+        let client = self.granted(&resource, "list")?;
+        client
+            .owned_by(&resource.group, &resource.version, &resource.resource, namespace.as_deref(), &owner_uid)
+            .await
+            .map_err(super::admission::wit_error)
+    }
+}
 
 pub use wit::{
     Action, ObjectKey, PatchType, Propagation as ActionPropagation, ReconcileRequest, ReconcileResult, Registration,

@@ -59,4 +59,17 @@ pub trait Client: Send + Sync + 'static {
         namespace: Option<&str>,
         label_selector: &str,
     ) -> Result<Vec<String>, ClientError>;
+
+    /// The objects whose ownerReferences name `owner_uid` (an informer index lookup).
+    async fn owned_by(
+        &self,
+        group: &str,
+        version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<String>, ClientError> {
+        let _ = (group, version, resource, namespace, owner_uid);
+        Err(ClientError::Unavailable("this host has no owner index for plugins".into()))
+    }
 }

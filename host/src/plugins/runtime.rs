@@ -164,6 +164,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Runtime(format!("cannot link WASI: {e}")))?;
         super::admission::add_to_linker(&mut linker)?;
+        super::controller::add_to_linker(&mut linker)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());

@@ -180,8 +180,7 @@ impl Controller for Deployments {
 
         let mut actions = Vec::new();
         // The ReplicaSets it controls; orphans that match are adopted, like pods by a ReplicaSet.
-        let all = client::list("apps", "v1", "replicasets", namespace, "")
-            .map_err(|e| format!("cannot list replicasets: {e:?}"))?;
+        let all = client::selected_or_owned("apps", "v1", "replicasets", namespace, &selector, &uid)?;
         let mut owned: Vec<Value> = Vec::new();
         for rs in all {
             let matches = selects(&selector, rs.pointer("/metadata/labels"));
@@ -218,10 +217,22 @@ impl Controller for Deployments {
             Some(index) => Some(index),
             None if paused => None,
             None => {
-                // A new template: a new ReplicaSet, empty for now (the rollout below sizes it next time).
+                // A new template: a new ReplicaSet.
                 let collisions = number(&deployment, "/status/collisionCount");
                 let hash = template_hash(&without_hash(&template), collisions);
-                let rs = new_replicaset(&deployment, &template, &hash, max_revision + 1, desired, max_surge);
+                // Sized at once as far as the strategy allows (as Kubernetes does), so a new
+                // Deployment's pods start in this round.
+                let others: i64 = sets.iter().map(|s| s.replicas).sum();
+                let size = if recreate {
+                    if others == 0 {
+                        desired
+                    } else {
+                        0
+                    }
+                } else {
+                    (desired + max_surge - others).clamp(0, desired)
+                };
+                let rs = new_replicaset(&deployment, &template, &hash, max_revision + 1, size, desired, max_surge);
                 actions.push(Action::create(replicasets(), namespace, &rs));
                 new_rs_created = true;
                 None
@@ -443,12 +454,13 @@ fn owner_reference(deployment: &Value) -> Value {
     })
 }
 
-/// The ReplicaSet of a new template, empty (the next reconcile sizes it).
+/// The ReplicaSet of a new template, with `replicas` to start with.
 fn new_replicaset(
     deployment: &Value,
     template: &Value,
     hash: &str,
     revision: i64,
+    replicas: i64,
     desired: i64,
     max_surge: i64,
 ) -> Value {
@@ -475,7 +487,7 @@ fn new_replicaset(
             "ownerReferences": [owner_reference(deployment)],
         },
         "spec": {
-            "replicas": 0,
+            "replicas": replicas,
             "minReadySeconds": deployment.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0)),
             "selector": selector,
             "template": template,

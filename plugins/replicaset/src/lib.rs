@@ -10,8 +10,7 @@
 //! before scheduled, pending before running, not ready before ready, newest first.
 
 use wasmkube_controller_sdk::{
-    client, gvr, json, selector_string, selects, Action, Controller, GroupVersionResource, Reconciled, Registration,
-    Request, Value,
+    client, gvr, json, selects, Action, Controller, GroupVersionResource, Reconciled, Registration, Request, Value,
 };
 
 /// The most pods one reconcile creates or deletes (kube-controller-manager's burstReplicas),
@@ -113,10 +112,8 @@ impl Controller for ReplicaSets {
         let namespace = request.key.namespace.as_deref();
         let uid = text(&rs, "/metadata/uid");
         let selector = rs.pointer("/spec/selector").cloned().unwrap_or_else(|| json!({}));
-        // Checked like kube-apiserver would have: a selector selecting nothing is never empty here.
-        selector_string(&selector)?;
         let deleting = rs.pointer("/metadata/deletionTimestamp").is_some();
-        let all = client::list("", "v1", "pods", namespace, "").map_err(|e| format!("cannot list pods: {e:?}"))?;
+        let all = client::selected_or_owned("", "v1", "pods", namespace, &selector, uid)?;
         let mut actions = Vec::new();
         let mut mine = Vec::new();
         for pod in &all {

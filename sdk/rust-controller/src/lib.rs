@@ -245,6 +245,42 @@ pub mod client {
         let found = client::list(&gvr(group, version, resource), namespace, selector)?;
         Ok(found.iter().filter_map(|text| serde_json::from_str(text).ok()).collect())
     }
+
+    /// The objects whose ownerReferences name `owner_uid` (the host's owner index: no
+    /// scan, and only those objects cross into the plugin). Needs `list`.
+    pub fn owned_by(
+        group: &str,
+        version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<Value>, ClientError> {
+        let found =
+            super::bindings::wasmkube::plugin::index::owned_by(&gvr(group, version, resource), namespace, owner_uid)?;
+        Ok(found.iter().filter_map(|text| serde_json::from_str(text).ok()).collect())
+    }
+
+    /// What a controller of `owner` considers: the objects its `selector` (a
+    /// LabelSelector object) selects, and those that name `owner_uid` as an owner
+    /// although they no longer match (to release), each once.
+    pub fn selected_or_owned(
+        group: &str,
+        version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        selector: &Value,
+        owner_uid: &str,
+    ) -> Result<Vec<Value>, String> {
+        let text = super::selector_string(selector)?;
+        let mut found =
+            list(group, version, resource, namespace, &text).map_err(|e| format!("cannot list {resource}: {e:?}"))?;
+        let uid = |o: &Value| o.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let seen: std::collections::HashSet<String> = found.iter().map(uid).collect();
+        let owned = owned_by(group, version, resource, namespace, owner_uid)
+            .map_err(|e| format!("cannot list the {resource} {owner_uid} owns: {e:?}"))?;
+        found.extend(owned.into_iter().filter(|o| !seen.contains(&uid(o))));
+        Ok(found)
+    }
 }
 
 /// Log through the host (the line carries the plugin's name and version).

@@ -2,6 +2,7 @@
 //! baseline to compare against. Never timed assertions: the numbers are for people.
 
 mod api;
+mod controllers;
 mod plugins;
 mod storage;
 
@@ -11,6 +12,9 @@ pub enum BenchCommand {
     Api(api::ApiBenchOptions),
     /// Storage: both backends and raw etcd through etcd-client, side by side.
     Storage(storage::StorageBenchOptions),
+    /// Controllers: a 1,000-replica Deployment, 100 x 10, a no-op reconcile as WebAssembly
+    /// beside the same no-op native, informer memory per 10,000 pods.
+    Controllers(controllers::ControllerBenchOptions),
     /// Plugins: a policy as WebAssembly beside the same policy compiled in; instantiation;
     /// reloads with a cold and a warm artifact cache; API creates with 0 and 3 plugins.
     Plugins(plugins::PluginBenchOptions),
@@ -21,5 +25,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(options) => api::run(options).await,
         BenchCommand::Storage(options) => storage::run(options).await,
         BenchCommand::Plugins(options) => plugins::run(options).await,
+        BenchCommand::Controllers(options) => controllers::run(options).await,
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-const DEFAULTS: &[&str] = &["pod_security", "defaults", "replicaset", "deployment", "serviceaccount"];
+const DEFAULTS: &[&str] = &["pod_security", "defaults", "replicaset", "deployment", "namespace", "serviceaccount"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(wasmkube_default_plugins)");

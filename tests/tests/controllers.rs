@@ -153,6 +153,12 @@ async fn a_replicaset_keeps_its_replicas_adopts_and_releases() {
         "{metrics}"
     );
     assert!(metrics.lines().any(|l| l == "wasmkube_controller_manager_leading 1"), "{metrics}");
+    // Each controller has a health check.
+    let (code, health) = cluster.api.get("/healthz/controllers?verbose").await.expect("controller health");
+    assert_eq!(code, 200, "{health}");
+    for name in ["replicaset", "deployment", "serviceaccount", "gc"] {
+        assert!(health.contains(&format!("[+]{name} ok")), "{health}");
+    }
 }
 
 #[tokio::test]
@@ -413,4 +419,60 @@ async fn a_shadow_controller_records_what_it_would_do_and_changes_nothing() {
         "{metrics}"
     );
     assert!(cluster.log().contains("outcome=\"shadowed\""), "the shadow's actions are logged");
+}
+
+#[tokio::test]
+async fn the_garbage_collector_follows_custom_resources_served_after_it_started() {
+    let cluster = Cluster::start().await;
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    });
+    let (code, answer) =
+        cluster.request(Method::POST, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", Some(crd)).await;
+    assert_eq!(code, 201, "{answer}");
+    let widgets = "/apis/example.com/v1/namespaces/default/widgets";
+    wait_for("widgets to be served", DEADLINE, || async {
+        (cluster.request(Method::GET, widgets, None).await.0 == 200).then_some(())
+    })
+    .await;
+
+    // A custom resource owned by a ConfigMap goes with it (background).
+    let (_, owner) = cluster
+        .request(Method::POST, "/api/v1/namespaces/default/configmaps", Some(json!({"metadata": {"name": "owner"}})))
+        .await;
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]}});
+    let (code, answer) = cluster.request(Method::POST, widgets, Some(widget)).await;
+    assert_eq!(code, 201, "{answer}");
+    let (ok, _, err) = cluster.kubectl(KUBECTLS[0], &["delete", "configmap", "owner"]);
+    assert!(ok, "{err}");
+    wait_for("the owned widget to be collected", DEADLINE, || async {
+        (cluster.request(Method::GET, &format!("{widgets}/w1"), None).await.0 == 404).then_some(())
+    })
+    .await;
+
+    // A custom resource deleted in the foreground waits for its dependents, then goes.
+    let (_, parent) = cluster
+        .request(
+            Method::POST,
+            widgets,
+            Some(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "parent"}})),
+        )
+        .await;
+    let child = json!({"metadata": {"name": "child", "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Widget",
+        "name": "parent", "uid": parent["metadata"]["uid"], "blockOwnerDeletion": true}]}});
+    let (code, answer) = cluster.request(Method::POST, "/api/v1/namespaces/default/configmaps", Some(child)).await;
+    assert_eq!(code, 201, "{answer}");
+    let (ok, _, err) =
+        cluster.kubectl(KUBECTLS[0], &["delete", "widget", "parent", "--cascade=foreground", "--timeout=30s"]);
+    assert!(ok, "{err}");
+    let (code, _) = cluster.request(Method::GET, "/api/v1/namespaces/default/configmaps/child", None).await;
+    assert_eq!(code, 404, "the dependent went first");
 }

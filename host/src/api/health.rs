@@ -14,13 +14,18 @@ use super::AppState;
 /// serves HTTP; readiness also needs every check to pass.
 #[derive(Clone, Default)]
 pub struct Health {
-    checks: Arc<RwLock<BTreeMap<&'static str, Result<(), String>>>>,
+    checks: Arc<RwLock<BTreeMap<String, Result<(), String>>>>,
 }
 
 impl Health {
     /// Record the state of check `name`: `Ok(())`, or why it is not ready.
-    pub fn set(&self, name: &'static str, state: Result<(), String>) {
-        self.checks.write().insert(name, state);
+    pub fn set(&self, name: impl Into<String>, state: Result<(), String>) {
+        self.checks.write().insert(name.into(), state);
+    }
+
+    /// Drop check `name` (a component that stopped).
+    pub fn remove(&self, name: &str) {
+        self.checks.write().remove(name);
     }
 
     /// Every check passes.
@@ -66,6 +71,12 @@ pub(super) async fn livez(Query(q): Query<HealthQuery>) -> (StatusCode, String) 
     } else {
         (StatusCode::OK, "ok".into())
     }
+}
+
+/// `/healthz/controllers`: one check per controller this server runs (none while it does
+/// not lead), as kube-controller-manager's `/healthz` has.
+pub(super) async fn controllers(State(state): State<AppState>, Query(q): Query<HealthQuery>) -> (StatusCode, String) {
+    state.controller_health.report(q.verbose.is_some(), "controllers")
 }
 
 pub(super) async fn readyz(State(state): State<AppState>, Query(q): Query<HealthQuery>) -> (StatusCode, String) {

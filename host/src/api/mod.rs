@@ -36,6 +36,9 @@ use crate::registry::Registry;
 #[derive(Clone)]
 pub struct AppState {
     pub health: Health,
+    /// The controllers' health (`/healthz/controllers`), kept apart: a failing controller
+    /// never makes the API unready.
+    pub controller_health: Health,
     pub metrics: prometheus::Registry,
     /// Request latency by verb, path class and code (kube-apiserver's
     /// `apiserver_request_duration_seconds`, coarser).
@@ -110,6 +113,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/healthz/controllers", get(health::controllers))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics))
@@ -157,7 +161,7 @@ async fn observe(
     let verb = request.method().as_str().to_owned();
     let path = request.uri().path();
     let class = match path {
-        "/healthz" | "/livez" | "/readyz" => "health",
+        "/healthz" | "/livez" | "/readyz" | "/healthz/controllers" => "health",
         "/metrics" => "metrics",
         "/version" | "/version/" | "/api" | "/apis" | "/api/v1" => "discovery",
         p if p.starts_with("/openapi/") => "openapi",

@@ -81,4 +81,14 @@ impl crate::plugins::Client for RegistryClient {
             .map(|o| serde_json::to_string(o).map_err(|e| ClientError::Unavailable(e.to_string())))
             .collect()
     }
+
+    fn namespaced_resources(&self) -> Vec<(String, String, String)> {
+        let Ok(registry) = self.registry() else { return Vec::new() };
+        registry
+            .resources()
+            .into_iter()
+            .filter(|r| r.namespaced)
+            .map(|r| (r.group.to_string(), r.version.to_string(), r.plural.to_string()))
+            .collect()
+    }
 }

@@ -308,8 +308,10 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let api_registry = Arc::new(std::sync::OnceLock::new());
         let requests = api::request_metrics(&registry).context("registering API metrics")?;
+        let controller_health = Health::default();
         let app = api::router(AppState {
             health: health.clone(),
+            controller_health: controller_health.clone(),
             metrics: registry,
             requests,
             registry: api_registry.clone(),
@@ -352,7 +354,6 @@ impl Server {
                     .context("loading the default plugins")?;
             }
             step("seeding what a fresh cluster holds", STEP_DEADLINE, registry.seed(Some(advertise))).await?;
-            tokio::spawn(crate::controllers::namespace::run(registry.clone(), stopped.clone()));
             step(
                 "serving the custom resources of existing CRDs",
                 STEP_DEADLINE,
@@ -376,6 +377,7 @@ impl Server {
             }
             let identity = crate::controllers::leader::identity();
             let (leading, lead) = watch::channel(false);
+            let (idle, idle_now) = watch::channel(true);
             let controller_host = Arc::new(crate::controllers::manager::ControllerHost {
                 registry: registry.clone(),
                 plugins: plugins.clone(),
@@ -383,6 +385,8 @@ impl Server {
                 selection,
                 identity: identity.clone(),
                 metrics: controller_metrics,
+                health: controller_health,
+                idle,
             });
             tokio::spawn(controller_host.run(lead, stopped.clone()));
             let mut lease = crate::controllers::leader::ElectionConfig::new(
@@ -394,7 +398,13 @@ impl Server {
             lease.renew_deadline = election.renew_deadline;
             lease.retry_period = election.retry_period;
             let election = if election.enabled {
-                tokio::spawn(crate::controllers::leader::run(registry.clone(), lease, leading, stopped.clone()))
+                tokio::spawn(crate::controllers::leader::run(
+                    registry.clone(),
+                    lease,
+                    leading,
+                    idle_now,
+                    stopped.clone(),
+                ))
             } else {
                 tracing::info!("leader election is off (--leader-elect=false): controllers run at once");
                 leading.send_replace(true);

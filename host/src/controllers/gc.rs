@@ -44,56 +44,95 @@ struct Item {
 /// The garbage collector while it runs.
 pub struct GarbageCollector {
     host: Arc<ControllerHost>,
-    informers: HashMap<String, Arc<Informer>>,
     queue: Arc<WorkQueue<Item>>,
-    subscriptions: Vec<(Arc<Informer>, u64)>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    followed: Arc<Followed>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl GarbageCollector {
-    /// Follow every served resource and start the workers.
-    pub fn start(host: Arc<ControllerHost>) -> Self {
-        let mut informers = HashMap::new();
+/// The resources the GC follows: their informers (by qualified name) and its
+/// subscriptions on them. Grows as resources are served (CRDs).
+#[derive(Default)]
+struct Followed {
+    informers: parking_lot::RwLock<HashMap<String, Arc<Informer>>>,
+    subscriptions: parking_lot::Mutex<Vec<(Arc<Informer>, u64)>>,
+}
+
+impl Followed {
+    fn all(&self) -> Vec<Arc<Informer>> {
+        self.informers.read().values().cloned().collect()
+    }
+
+    /// Follow every served resource not followed yet; returns the new informers.
+    fn follow_new(self: &Arc<Self>, host: &ControllerHost, queue: &Arc<WorkQueue<Item>>) -> Vec<Arc<Informer>> {
+        let mut added = Vec::new();
         for resource in host.registry.resources() {
-            if let Some(informer) = host.informers.informer(resource.group, resource.version, resource.plural) {
-                informers.insert(resource.qualified(), informer);
+            let name = resource.qualified();
+            if self.informers.read().contains_key(&name) {
+                continue;
+            }
+            let Some(informer) = host.informers.informer(resource.group, resource.version, resource.plural) else {
+                continue;
+            };
+            self.informers.write().insert(name.clone(), informer.clone());
+            let (queue, followed) = (queue.clone(), Arc::downgrade(self));
+            let id = informer.subscribe(Arc::new(move |change: &Change| {
+                let Some(followed) = followed.upgrade() else { return };
+                enqueue(&queue, &followed.all(), &name, change);
+            }));
+            self.subscriptions.lock().push((informer.clone(), id));
+            added.push(informer);
+        }
+        added
+    }
+}
+
+/// What a change makes the GC look at.
+fn enqueue(queue: &WorkQueue<Item>, all: &[Arc<Informer>], resource: &str, change: &Change) {
+    let object = change.object();
+    if let Change::Deleted(gone) = change {
+        // Its dependents may have lost their last owner.
+        for informer in all {
+            for dependent in informer.owned_by(&gone.uid) {
+                queue.add(Item { resource: informer.resource.qualified(), at: dependent.at.clone() });
             }
         }
-        let queue: Arc<WorkQueue<Item>> = WorkQueue::new();
-        let mut subscriptions = Vec::new();
-        let all: Arc<Vec<Arc<Informer>>> = Arc::new(informers.values().cloned().collect());
-        for (name, informer) in &informers {
-            let (queue, name, all) = (queue.clone(), name.clone(), all.clone());
-            let id = informer.subscribe(Arc::new(move |change: &Change| {
-                let object = change.object();
-                let item = Item { resource: name.clone(), at: object.at.clone() };
-                if let Change::Deleted(gone) = change {
-                    // Its dependents may have lost their last owner.
-                    for informer in all.iter() {
-                        for dependent in informer.owned_by(&gone.uid) {
-                            queue.add(Item { resource: informer.resource.qualified(), at: dependent.at.clone() });
-                        }
-                    }
-                } else if !object.owners.is_empty() || (object.deleting && has_gc_finalizer(object)) {
-                    queue.add(item);
-                }
-                // A dependent that changed or went may unblock an owner deleted in the foreground
-                // (or one orphaning its dependents).
-                for owner in &object.owners {
-                    for informer in all.iter() {
-                        if let Some(o) = informer.by_uid(&owner.uid).filter(|o| o.deleting) {
-                            queue.add(Item { resource: informer.resource.qualified(), at: o.at.clone() });
-                        }
-                    }
-                }
-            }));
-            subscriptions.push((informer.clone(), id));
+    } else if !object.owners.is_empty() || (object.deleting && has_gc_finalizer(object)) {
+        queue.add(Item { resource: resource.to_string(), at: object.at.clone() });
+    }
+    // A dependent that changed or went may unblock an owner deleted in the foreground
+    // (or one orphaning its dependents): its owners now, and those it dropped.
+    let dropped = match change {
+        Change::Updated { old, .. } => old.owners.iter().filter(|o| !object.owners.contains(o)).collect(),
+        _ => Vec::new(),
+    };
+    for owner in object.owners.iter().chain(dropped) {
+        for informer in all {
+            if let Some(o) = informer.by_uid(&owner.uid).filter(|o| o.deleting) {
+                queue.add(Item { resource: informer.resource.qualified(), at: o.at.clone() });
+            }
         }
-        let gc = Arc::new(Worker { host: host.clone(), informers: informers.clone(), queue: queue.clone() });
-        let workers = (0..WORKERS)
+    }
+}
+
+/// How often the GC looks for resources served since it started (CRDs).
+const RESOURCES_EVERY: Duration = Duration::from_secs(1);
+
+impl GarbageCollector {
+    /// Follow every served resource (and those served later) and start the workers.
+    pub fn start(host: Arc<ControllerHost>) -> Self {
+        let queue: Arc<WorkQueue<Item>> = WorkQueue::new();
+        let followed: Arc<Followed> = Arc::default();
+        followed.follow_new(&host, &queue);
+        let gc = Arc::new(Worker { host: host.clone(), followed: followed.clone(), queue: queue.clone() });
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = (0..WORKERS)
             .map(|_| {
                 let gc = gc.clone();
                 tokio::spawn(async move {
+                    // Nothing is decided on a cache that has not listed: an empty one would
+                    // make owners look dependent-free and dependents look ownerless.
+                    for informer in gc.followed.all() {
+                        informer.wait_synced().await;
+                    }
                     while let Some(item) = gc.queue.next().await {
                         let done = gc.process(&item).await;
                         match done {
@@ -110,19 +149,42 @@ impl GarbageCollector {
                 })
             })
             .collect();
-        tracing::info!(controller = NAME, resources = informers.len(), identity = %host.identity, "controller started");
-        Self { host, informers, queue, subscriptions, workers }
+        // Resources served later (a CRD's) are followed as they come.
+        let (watching, generation) = (gc.clone(), host.registry.generation());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = generation;
+            loop {
+                tokio::time::sleep(RESOURCES_EVERY).await;
+                let now = watching.host.registry.generation();
+                if now != seen {
+                    seen = now;
+                    let added = watching.followed.follow_new(&watching.host, &watching.queue);
+                    if !added.is_empty() {
+                        let names: Vec<String> = added.iter().map(|i| i.resource.qualified()).collect();
+                        tracing::info!(controller = NAME, resources = ?names, "garbage collector follows newly served resources");
+                    }
+                }
+            }
+        }));
+        host.health.set(NAME, Ok(()));
+        let count = followed.informers.read().len();
+        tracing::info!(controller = NAME, resources = count, identity = %host.identity, "controller started");
+        Self { host, queue, followed, tasks }
     }
 
-    pub fn stop(self) {
+    pub async fn stop(self) {
         self.queue.shut_down();
-        for (informer, id) in self.subscriptions {
+        let subscriptions: Vec<(Arc<Informer>, u64)> = self.followed.subscriptions.lock().drain(..).collect();
+        for (informer, id) in subscriptions {
             informer.unsubscribe(id);
         }
-        for worker in self.workers {
-            worker.abort();
+        for task in &self.tasks {
+            task.abort();
         }
-        let _ = (&self.host, &self.informers);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.host.health.remove(NAME);
         tracing::info!(controller = NAME, "controller stopped");
     }
 }
@@ -133,13 +195,14 @@ fn has_gc_finalizer(object: &CachedObject) -> bool {
 
 struct Worker {
     host: Arc<ControllerHost>,
-    informers: HashMap<String, Arc<Informer>>,
+    followed: Arc<Followed>,
     queue: Arc<WorkQueue<Item>>,
 }
 
 impl Worker {
     async fn process(&self, item: &Item) -> Result<(), String> {
-        let Some(informer) = self.informers.get(&item.resource) else { return Ok(()) };
+        let Some(informer) = self.followed.informers.read().get(&item.resource).cloned() else { return Ok(()) };
+        let informer = &informer;
         let Some(object) = informer.get(&item.at) else { return Ok(()) };
         let started = Instant::now();
         let outcome = if object.deleting && object.finalizers.iter().any(|f| f == ORPHAN) {
@@ -157,9 +220,12 @@ impl Worker {
 
     /// Every cached object that names `uid` as an owner: (its resource's informer, it).
     fn dependents(&self, uid: &str) -> Vec<(Arc<Informer>, Arc<CachedObject>)> {
-        self.informers
-            .values()
-            .flat_map(|informer| informer.owned_by(uid).into_iter().map(move |d| (informer.clone(), d)))
+        self.followed
+            .all()
+            .into_iter()
+            .flat_map(|informer| {
+                informer.owned_by(uid).into_iter().map(move |d| (informer.clone(), d)).collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -182,9 +248,9 @@ impl Worker {
         reference: &super::informer::OwnerRef,
     ) -> Result<bool, String> {
         let Some(resource) = self.owner_resource(&reference.api_version, &reference.kind) else {
-            // A kind nobody serves cannot be read: treated as gone, as kube's GC does for an unknown kind
-            // only after discovery says so; here the registry is the discovery.
-            return Ok(false);
+            // A kind nobody serves (yet: its CRD may be on the way, or the reference is
+            // mistyped) is not proof the owner is gone: retried with backoff.
+            return Err(format!("the owner kind {} {} is not served", reference.api_version, reference.kind));
         };
         let namespace = resource.namespaced.then_some(dependent.at.namespace.as_str()).filter(|n| !n.is_empty());
         match self.host.registry.get(&resource, namespace, &reference.name).await {
@@ -270,6 +336,20 @@ impl Worker {
             if dependent.deleting {
                 continue;
             }
+            // A dependent with another owner that lives only loses its reference to this one.
+            let mut other_owner_lives = false;
+            for other in dependent.owners.iter().filter(|o| o.uid != owner.uid) {
+                if self.owner_exists(&dependent, other).await? {
+                    other_owner_lives = true;
+                    break;
+                }
+            }
+            if other_owner_lives {
+                let uid = owner.uid.clone();
+                self.drop_references(&dependent_informer, &dependent, move |u| u == uid, "another owner of it lives")
+                    .await?;
+                continue;
+            }
             let resource = &dependent_informer.resource;
             let namespace = resource.namespaced.then_some(dependent.at.namespace.as_str());
             let propagation = if self.dependents(&dependent.uid).is_empty() {
@@ -297,7 +377,7 @@ impl Worker {
             }
         }
         if blocking > 0 {
-            // Their deletions enqueue the owner again.
+            // Their deletions (or unlinking) enqueue the owner again.
             return Ok(());
         }
         self.remove_finalizer(informer, owner, FOREGROUND).await

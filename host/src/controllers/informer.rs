@@ -60,43 +60,49 @@ pub struct CachedObject {
 }
 
 impl CachedObject {
-    /// Read the metadata of an object's JSON.
+    /// Read the metadata of an object's JSON. Lenient: a field of an unexpected type is
+    /// left out rather than the object, so an odd object still leaves the cache when it
+    /// is deleted.
     pub fn parse(json: &str) -> Option<Self> {
         #[derive(Deserialize)]
         struct Only {
-            metadata: Metadata,
+            #[serde(default)]
+            metadata: serde_json::Map<String, serde_json::Value>,
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Metadata {
-            #[serde(default)]
-            name: String,
-            #[serde(default)]
-            namespace: Option<String>,
-            #[serde(default)]
-            uid: String,
-            #[serde(default)]
-            labels: std::collections::BTreeMap<String, String>,
-            #[serde(default)]
-            owner_references: Vec<OwnerRef>,
-            #[serde(default)]
-            resource_version: String,
-            #[serde(default)]
-            deletion_timestamp: Option<String>,
-            #[serde(default)]
-            finalizers: Vec<String>,
-        }
-        let only: Only = serde_json::from_str(json).ok()?;
-        let metadata = only.metadata;
+        let metadata = serde_json::from_str::<Only>(json).ok()?.metadata;
+        let text = |key: &str| metadata.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+        let strings = |key: &str| -> Vec<String> {
+            metadata
+                .get(key)
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        let labels = metadata
+            .get("labels")
+            .and_then(serde_json::Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+        let owners = metadata
+            .get("ownerReferences")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| serde_json::from_value::<OwnerRef>(o.clone()).ok())
+            .collect();
         Some(Self {
             json: json.into(),
-            at: ObjectRef { namespace: metadata.namespace.unwrap_or_default(), name: metadata.name },
-            uid: metadata.uid,
-            labels: metadata.labels,
-            owners: metadata.owner_references,
-            revision: metadata.resource_version.parse().unwrap_or(0),
-            deleting: metadata.deletion_timestamp.is_some(),
-            finalizers: metadata.finalizers,
+            at: ObjectRef { namespace: text("namespace"), name: text("name") },
+            uid: text("uid"),
+            labels,
+            owners,
+            revision: text("resourceVersion").parse().unwrap_or(0),
+            deleting: metadata.get("deletionTimestamp").is_some_and(|t| !t.is_null()),
+            finalizers: strings("finalizers"),
         })
     }
 
@@ -568,5 +574,9 @@ impl crate::plugins::Client for InformerClient {
         owned.retain(|o| namespace.is_none_or(|ns| o.at.namespace == ns));
         owned.sort_by(|a, b| a.at.cmp(&b.at));
         Ok(owned.iter().map(|o| o.json.to_string()).collect())
+    }
+
+    fn namespaced_resources(&self) -> Vec<(String, String, String)> {
+        self.fallback.namespaced_resources()
     }
 }

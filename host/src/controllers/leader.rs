@@ -62,10 +62,13 @@ struct Observed {
 
 /// Take part in the election until `stop`: `leading` is true exactly while this process
 /// holds the Lease.
+/// `idle` is true once the work guarded by the Lease has stopped: a leader that shuts down
+/// releases the Lease only then (within a bound), so its successor never overlaps it.
 pub async fn run(
     registry: Arc<Registry>,
     config: ElectionConfig,
     leading: watch::Sender<bool>,
+    mut idle: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let Some(leases) = registry.resource("coordination.k8s.io", "v1", "leases") else {
@@ -104,6 +107,9 @@ pub async fn run(
             }
             if *stop.borrow() || stop.has_changed().is_err() {
                 leading.send_replace(false);
+                if tokio::time::timeout(config.renew_deadline, idle.wait_for(|i| *i)).await.is_err() {
+                    tracing::warn!(lease = %config.name, "the controllers did not stop in time; releasing the lease anyway");
+                }
                 release(&registry, &leases, &config).await;
                 return;
             }
@@ -143,7 +149,9 @@ async fn try_acquire_or_renew(
 ) -> Result<bool, Error> {
     let options = WriteOptions { field_manager: Some("wasmkube-leader-election".into()), ..WriteOptions::default() };
     let now = micro_time();
-    let duration = config.lease_duration.as_secs().max(1);
+    // Whole seconds, rounded up: a lease that others see as shorter than the leader's
+    // renew deadline could be taken while it still acts.
+    let duration = (config.lease_duration.as_secs_f64().ceil() as u64).max(1);
     let current = match registry.get(leases, Some(&config.namespace), &config.name).await {
         Ok(lease) => lease,
         Err(Error::NotFound { .. }) => {

@@ -153,7 +153,14 @@ pub struct ControllerHost {
     /// Who acts (this server's election identity), in every action's log line.
     pub identity: String,
     pub metrics: ControllerMetrics,
+    /// One check per running controller (`/healthz/controllers`).
+    pub health: crate::api::Health,
+    /// True while no controller runs (so the Lease may be released).
+    pub idle: watch::Sender<bool>,
 }
+
+/// Reconciles failing in a row before a controller's health check fails.
+const UNHEALTHY_AFTER: u32 = 5;
 
 impl ControllerHost {
     /// Run the enabled controller plugins while `leading` is true, until `stop`.
@@ -165,18 +172,22 @@ impl ControllerHost {
             let lead = *leading.borrow_and_update();
             self.metrics.leading.set(i64::from(lead));
             if lead {
-                self.reconcile_set(&mut running);
+                self.idle.send_replace(false);
+                self.reconcile_set(&mut running).await;
                 if gc.is_none() && self.selection.runs(super::gc::NAME) {
                     gc = Some(super::gc::GarbageCollector::start(self.clone()));
                 }
-            } else if !running.is_empty() || gc.is_some() {
-                tracing::info!(count = running.len(), "not leading: stopping every controller");
+            } else {
+                if !running.is_empty() || gc.is_some() {
+                    tracing::info!(count = running.len(), "not leading: stopping every controller");
+                }
                 for (_, controller) in running.drain() {
-                    controller.stop();
+                    controller.stop().await;
                 }
                 if let Some(gc) = gc.take() {
-                    gc.stop();
+                    gc.stop().await;
                 }
+                self.idle.send_replace(true);
             }
             tokio::select! {
                 changed = leading.changed() => if changed.is_err() { break },
@@ -188,15 +199,16 @@ impl ControllerHost {
             }
         }
         for (_, controller) in running.drain() {
-            controller.stop();
+            controller.stop().await;
         }
         if let Some(gc) = gc.take() {
-            gc.stop();
+            gc.stop().await;
         }
+        self.idle.send_replace(true);
     }
 
     /// Make the running controllers match the loaded, enabled ones.
-    fn reconcile_set(self: &Arc<Self>, running: &mut HashMap<String, Running>) {
+    async fn reconcile_set(self: &Arc<Self>, running: &mut HashMap<String, Running>) {
         let enabled: Vec<Arc<LoadedController>> = self
             .plugins
             .controllers()
@@ -219,7 +231,7 @@ impl ControllerHost {
         for name in gone {
             if let Some(controller) = running.remove(&name) {
                 tracing::info!(controller = %name, "controller unloaded or disabled: stopping it");
-                controller.stop();
+                controller.stop().await;
             }
         }
         for plugin in loaded {
@@ -234,13 +246,16 @@ impl ControllerHost {
                 }
                 _ => {
                     if let Some(old) = running.remove(&name) {
-                        old.stop();
+                        old.stop().await;
                     }
                     match Running::start(self.clone(), plugin) {
                         Ok(started) => {
                             running.insert(name, started);
                         }
-                        Err(e) => tracing::error!(controller = %name, error = %e, "cannot start the controller"),
+                        Err(e) => {
+                            self.health.set(name.clone(), Err(format!("cannot start: {e}")));
+                            tracing::error!(controller = %name, error = %e, "cannot start the controller");
+                        }
                     }
                 }
             }
@@ -279,6 +294,9 @@ struct Controller {
     queue: Arc<WorkQueue<ObjectRef>>,
     primary: Arc<Informer>,
     subscriptions: Mutex<Vec<(Arc<Informer>, u64)>>,
+    /// Reconciles that failed in a row (any key), for the health check; the check is set
+    /// under this lock so that concurrent workers cannot leave it stale.
+    failing: Mutex<u32>,
     /// Per key: the revision each informer must reach before the key is reconciled again.
     expectations: Mutex<HashMap<ObjectRef, Vec<(Arc<Informer>, Revision)>>>,
 }
@@ -304,6 +322,7 @@ impl Running {
             queue: WorkQueue::new(),
             primary: primary.clone(),
             subscriptions: Mutex::default(),
+            failing: Default::default(),
             expectations: Mutex::default(),
         });
         // Primary objects: their own key.
@@ -356,7 +375,13 @@ impl Running {
                                 controller.queue.add(object_ref(&key));
                             }
                         }
-                        Err(e) => tracing::warn!(controller = %controller.name, error = %e, "map failed"),
+                        Err(e) => {
+                            // The change must not be lost: every key is reconciled instead.
+                            tracing::warn!(controller = %controller.name, error = %e, "map failed; reconciling every key");
+                            for key in controller.primary.keys() {
+                                controller.queue.add(key);
+                            }
+                        }
                     }
                 }
             });
@@ -367,6 +392,7 @@ impl Running {
                 tokio::spawn(async move { controller.work().await })
             })
             .collect();
+        host.health.set(name.clone(), Ok(()));
         tracing::info!(controller = %name, concurrency, identity = %host.identity, "controller started");
         Ok(Self { inner: controller, workers })
     }
@@ -384,14 +410,20 @@ impl Running {
         }
     }
 
-    fn stop(self) {
+    /// Stop handing out keys, cancel the reconciles under way and wait until they ended.
+    async fn stop(self) {
         self.inner.queue.shut_down();
-        for (informer, id) in self.inner.subscriptions.lock().drain(..) {
+        let subscriptions: Vec<(Arc<Informer>, u64)> = self.inner.subscriptions.lock().drain(..).collect();
+        for (informer, id) in subscriptions {
             informer.unsubscribe(id);
         }
-        for worker in self.workers {
+        for worker in &self.workers {
             worker.abort();
         }
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        self.inner.host.health.remove(&self.inner.name);
         tracing::info!(controller = %self.inner.name, "controller stopped");
     }
 }
@@ -516,6 +548,13 @@ impl Controller {
             return self.failed(key);
         }
         self.queue.forget(key);
+        {
+            let mut failing = self.failing.lock();
+            if *failing >= UNHEALTHY_AFTER {
+                self.host.health.set(self.name.clone(), Ok(()));
+            }
+            *failing = 0;
+        }
         if let Some(after) = result.requeue_after_ms {
             self.queue.add_after(key.clone(), Duration::from_millis(after));
         }
@@ -586,6 +625,15 @@ impl Controller {
 
     fn failed(&self, key: &ObjectRef) {
         self.host.metrics.errors.with_label_values(&[&self.name]).inc();
+        let mut failing = self.failing.lock();
+        *failing += 1;
+        if *failing == UNHEALTHY_AFTER {
+            self.host.health.set(
+                self.name.clone(),
+                Err(format!("its last {} reconciles failed (the last: {}); see the log", *failing, display_key(key))),
+            );
+        }
+        drop(failing);
         self.queue.add_rate_limited(key.clone());
     }
 

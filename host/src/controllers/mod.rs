@@ -1,14 +1,16 @@
-//! Controllers that run inside the server. Until the controller host (informers, work
-//! queues, leader election, controllers as plugins) exists, the namespace finalizer lives
-//! here, so that deleting a namespace works the way kubectl users expect; and the CRD
-//! controller, which is part of the API server itself (every server runs it).
+//! Controllers that run inside the server:
+//!
+//! - the controller host (kube-controller-manager): shared informers (`informer`), work
+//!   queues (`queue`), leader election on a Lease (`leader`), the controller plugins run
+//!   while this server leads (`manager`) and the garbage collector (`gc`);
+//! - the API server's own controllers, which every server runs: CRDs (`crd`) and Plugin
+//!   objects (`plugins`).
 
 pub mod crd;
 pub mod gc;
 pub mod informer;
 pub mod leader;
 pub mod manager;
-pub mod namespace;
 pub mod plugins;
 pub mod queue;
 

@@ -54,6 +54,15 @@ impl index::Host for HostState {
             .await
             .map_err(super::admission::wit_error)
     }
+
+    async fn namespaced_resources(&mut self) -> Vec<wit::GroupVersionResource> {
+        let Some(client) = self.client.clone() else { return Vec::new() };
+        client
+            .namespaced_resources()
+            .into_iter()
+            .map(|(group, version, resource)| wit::GroupVersionResource { group, version, resource })
+            .collect()
+    }
 }
 
 pub use wit::{

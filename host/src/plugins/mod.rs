@@ -72,4 +72,9 @@ pub trait Client: Send + Sync + 'static {
         let _ = (group, version, resource, namespace, owner_uid);
         Err(ClientError::Unavailable("this host has no owner index for plugins".into()))
     }
+
+    /// Every namespaced resource served: (group, version, plural).
+    fn namespaced_resources(&self) -> Vec<(String, String, String)> {
+        Vec::new()
+    }
 }

@@ -165,7 +165,16 @@ impl Controller for Deployments {
         let uid = text(&deployment, "/metadata/uid").to_string();
         let name = text(&deployment, "/metadata/name").to_string();
         let selector = deployment.pointer("/spec/selector").cloned().unwrap_or_else(|| json!({}));
-        let desired = deployment.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let empty = |key: &str| {
+            selector.get(key).is_none_or(|v| {
+                v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty())
+            })
+        };
+        if empty("matchLabels") && empty("matchExpressions") {
+            // apps/v1 requires one; an empty selector would adopt every ReplicaSet around.
+            return Ok(Reconciled::done("spec.selector is empty: it selects nothing"));
+        }
+        let desired = deployment.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0);
         let template = deployment.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
         let paused = deployment.pointer("/spec/paused").and_then(Value::as_bool).unwrap_or(false);
         let recreate = text(&deployment, "/spec/strategy/type") == "Recreate";
@@ -200,6 +209,10 @@ impl Controller for Deployments {
                 _ => {}
             }
         }
+        if !actions.is_empty() {
+            // Adopted sets count from the next round, once they are ours.
+            return Ok(Reconciled::with(actions, "adopting ReplicaSets that match"));
+        }
         owned.sort_by(|a, b| {
             text(a, "/metadata/creationTimestamp")
                 .cmp(text(b, "/metadata/creationTimestamp"))
@@ -223,8 +236,9 @@ impl Controller for Deployments {
                 // Sized at once as far as the strategy allows (as Kubernetes does), so a new
                 // Deployment's pods start in this round.
                 let others: i64 = sets.iter().map(|s| s.replicas).sum();
+                let old_pods: i64 = sets.iter().map(|s| number(&s.object, "/status/replicas")).sum();
                 let size = if recreate {
-                    if others == 0 {
+                    if others == 0 && old_pods == 0 {
                         desired
                     } else {
                         0

@@ -95,6 +95,16 @@ fn deletion_rank(pod: &Value) -> (bool, u8, bool, std::cmp::Reverse<String>) {
     (scheduled, phase, is_ready(pod), std::cmp::Reverse(created))
 }
 
+/// A selector with neither matchLabels nor matchExpressions.
+fn is_empty_selector(selector: &Value) -> bool {
+    let empty = |key: &str| {
+        selector.get(key).is_none_or(|v| {
+            v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty()) || v.is_null()
+        })
+    };
+    empty("matchLabels") && empty("matchExpressions")
+}
+
 struct ReplicaSets;
 
 impl Controller for ReplicaSets {
@@ -112,6 +122,10 @@ impl Controller for ReplicaSets {
         let namespace = request.key.namespace.as_deref();
         let uid = text(&rs, "/metadata/uid");
         let selector = rs.pointer("/spec/selector").cloned().unwrap_or_else(|| json!({}));
+        if is_empty_selector(&selector) {
+            // apps/v1 requires one; an empty selector would adopt every pod of the namespace.
+            return Ok(Reconciled::done("spec.selector is empty: it selects no pods"));
+        }
         let deleting = rs.pointer("/metadata/deletionTimestamp").is_some();
         let all = client::selected_or_owned("", "v1", "pods", namespace, &selector, uid)?;
         let mut actions = Vec::new();

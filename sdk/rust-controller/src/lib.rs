@@ -172,6 +172,12 @@ impl Action {
         self
     }
 
+    /// Write through a subresource (`status`, `finalize`, ...).
+    pub fn subresource(mut self, name: &str) -> Self {
+        self.0.subresource = Some(name.to_string());
+        self
+    }
+
     /// Drop the resourceVersion condition (the write goes to whatever is stored).
     pub fn unconditional(mut self) -> Self {
         self.0.resource_version = None;
@@ -220,7 +226,7 @@ impl Reconciled {
 /// Reads through the host's informer caches, as the manifest's capabilities allow.
 pub mod client {
     use super::bindings::wasmkube::plugin::client;
-    use super::{gvr, ClientError, Value};
+    use super::{gvr, ClientError, GroupVersionResource, Value};
 
     /// The object, if it exists.
     pub fn get(
@@ -258,6 +264,11 @@ pub mod client {
         let found =
             super::bindings::wasmkube::plugin::index::owned_by(&gvr(group, version, resource), namespace, owner_uid)?;
         Ok(found.iter().filter_map(|text| serde_json::from_str(text).ok()).collect())
+    }
+
+    /// Every namespaced resource the API serves now (custom ones included).
+    pub fn namespaced_resources() -> Vec<GroupVersionResource> {
+        super::bindings::wasmkube::plugin::index::namespaced_resources()
     }
 
     /// What a controller of `owner` considers: the objects its `selector` (a

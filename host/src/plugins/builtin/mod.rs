@@ -1,6 +1,6 @@
 //! The default plugins compiled into the binary (when build.rs found them built): the
-//! pod-security validator, the resource defaulter, and the ReplicaSet, Deployment and
-//! ServiceAccount controllers, with their manifests.
+//! pod-security validator, the resource defaulter, and the ReplicaSet, Deployment,
+//! Namespace and ServiceAccount controllers, with their manifests.
 
 use super::Builtin;
 
@@ -26,6 +26,10 @@ pub fn defaults() -> Vec<Builtin> {
                 module: include_bytes!(env!("WASMKUBE_PLUGIN_DEPLOYMENT")),
             },
             Builtin {
+                manifest: include_str!("namespace.yaml"),
+                module: include_bytes!(env!("WASMKUBE_PLUGIN_NAMESPACE")),
+            },
+            Builtin {
                 manifest: include_str!("serviceaccount.yaml"),
                 module: include_bytes!(env!("WASMKUBE_PLUGIN_SERVICEACCOUNT")),
             },
@@ -47,6 +51,7 @@ pub fn module(file: &str) -> Option<&'static [u8]> {
             "defaults.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_DEFAULTS"))),
             "replicaset.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_REPLICASET"))),
             "deployment.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_DEPLOYMENT"))),
+            "namespace.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_NAMESPACE"))),
             "serviceaccount.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_SERVICEACCOUNT"))),
             _ => None,
         }

@@ -379,31 +379,53 @@ impl Cluster {
     }
 
     async fn launch(etcd: Option<Etcd>, endpoint: Option<&str>, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
-        // The data dir is a directory of its own: serve refuses one holding anything else
-        // (the log, the files tests write for kubectl).
-        let data_dir = dir.path().join("data").to_str().unwrap().to_string();
-        let mut args = vec!["serve", "--listen", &listen, "--data-dir", &data_dir];
-        if let Some(endpoint) = endpoint {
-            args.extend(["--storage", "etcd", "--etcd-endpoints", endpoint]);
+        // A port picked free can be taken by another test's process before the server binds
+        // it: then the server exits at once, and it is started again on another port.
+        for attempt in 1..=3 {
+            let dir = tempfile::tempdir().unwrap();
+            let listen = format!("127.0.0.1:{}", free_port());
+            // The data dir is a directory of its own: serve refuses one holding anything else
+            // (the log, the files tests write for kubectl).
+            let data_dir = dir.path().join("data").to_str().unwrap().to_string();
+            let mut args = vec!["serve", "--listen", &listen, "--data-dir", &data_dir];
+            if let Some(endpoint) = endpoint {
+                args.extend(["--storage", "etcd", "--etcd-endpoints", endpoint]);
+            }
+            args.extend_from_slice(extra);
+            let log = dir.path().join("serve.log");
+            let mut serve = Process::start_logged(&args, &log);
+            let api = Api::connect(std::path::Path::new(&data_dir), &listen).await;
+            // Generous: a plugin folder may hold a large component (a Python plugin is ~18 MB) to compile first.
+            let exited = async {
+                loop {
+                    if let Ok(Some(status)) = serve.child.try_wait() {
+                        return status;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let outcome = tokio::select! {
+                ready = tokio::time::timeout(Duration::from_secs(180), api.wait_ready_quietly()) => ready.map_err(|_| None),
+                status = exited => Err(Some(status)),
+            };
+            let said = || std::fs::read_to_string(&log).unwrap_or_default();
+            match outcome {
+                Ok(()) => {
+                    return Cluster { _serve: serve, dir, api, _etcd: etcd, etcd_endpoint: endpoint.map(str::to_owned) }
+                }
+                Err(Some(_)) if attempt < 3 && said().contains("Address already in use") => continue,
+                Err(status) => {
+                    let said = said();
+                    let tail: Vec<&str> = said.lines().rev().take(40).collect();
+                    let readyz = api.get("/readyz?verbose").await;
+                    panic!(
+                        "the server was not ready (exited: {status:?}); /readyz?verbose answered {readyz:?}; the end of its log:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+            }
         }
-        args.extend_from_slice(extra);
-        let log = dir.path().join("serve.log");
-        let serve = Process::start_logged(&args, &log);
-        let api = Api::connect(std::path::Path::new(&data_dir), &listen).await;
-        // Generous: a plugin folder may hold a large component (a Python plugin is ~18 MB) to compile first.
-        let ready = tokio::time::timeout(Duration::from_secs(180), api.wait_ready_quietly()).await;
-        if ready.is_err() {
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = said.lines().rev().take(40).collect();
-            let readyz = api.get("/readyz?verbose").await;
-            panic!(
-                "the server was not ready within 180 s; /readyz?verbose answered {readyz:?}; the end of its log:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        Cluster { _serve: serve, dir, api, _etcd: etcd, etcd_endpoint: endpoint.map(str::to_owned) }
+        unreachable!("the loop returns or panics")
     }
 
     /// Run kubectl against the cluster; (success, stdout, stderr).

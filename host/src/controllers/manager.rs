@@ -674,6 +674,30 @@ impl Controller {
             ..WriteOptions::default()
         };
         let namespace = action.namespace.as_deref().filter(|_| resource.namespaced);
+        // A uid precondition on an update or patch: the object must still be the one the
+        // reconcile saw (the registry keeps uids its own, so it is checked here).
+        if let (Some(uid), Verb::Update | Verb::Patch) = (&action.uid, action.verb) {
+            match registry.get(&resource, namespace, &action.name).await {
+                Ok(current)
+                    if current.get("metadata").and_then(|m| m.get("uid")) == Some(&Value::from(uid.as_str())) => {}
+                Ok(_) => {
+                    return Outcome::Conflict(format!("{} {:?} has another uid than {uid}", gvr.resource, action.name))
+                }
+                Err(e) => return Outcome::Conflict(e.to_string()),
+            }
+        }
+        // A delete's precondition is a revision: one that is not a number is refused, never dropped.
+        let delete_revision = action.resource_version.as_deref().filter(|_| action.verb == Verb::Delete);
+        let resource_version = match delete_revision.map(str::parse::<crate::registry::Revision>) {
+            None => None,
+            Some(Ok(rv)) => Some(rv),
+            Some(Err(_)) => {
+                return Outcome::Failed(format!(
+                    "resourceVersion {:?} is not one this server wrote",
+                    action.resource_version
+                ))
+            }
+        };
         let body = || -> Result<Value, Outcome> {
             let text =
                 action.body.as_deref().ok_or_else(|| Outcome::Failed(format!("a {verb} action needs a body")))?;
@@ -708,7 +732,7 @@ impl Controller {
             },
             Verb::Delete => {
                 let delete = DeleteOptions {
-                    resource_version: action.resource_version.as_deref().and_then(|rv| rv.parse().ok()),
+                    resource_version,
                     uid: action.uid.clone(),
                     propagation: action.propagation.map(|p| match p {
                         ActionPropagation::Background => Propagation::Background,

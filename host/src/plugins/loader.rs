@@ -177,14 +177,7 @@ impl PluginSet {
             return self.load_controller(manifest, bytes, source).await;
         }
         let name = manifest.name.clone();
-        let settings = ModuleSettings {
-            name: name.clone(),
-            config: manifest.config.clone(),
-            timeout: manifest.timeout,
-            memory_limit: manifest.memory_limit.unwrap_or(64 << 20).min(self.runtime.max_memory()),
-            capabilities: manifest.capabilities.clone(),
-            client: self.client.get().cloned(),
-        };
+        let settings = self.settings(&manifest, self.client.get().cloned());
         let baseline = self.baseline.clone().filter(|_| !self.runtime.is_cached(&super::runtime::digest(&bytes)));
         // The optimized compile still to do, once the baseline module serves.
         let mut optimize = None;
@@ -234,18 +227,23 @@ impl PluginSet {
         }
     }
 
-    /// Load (or replace) a controller plugin. Controllers are compiled by Cranelift only:
-    /// a reconcile is not on a request's path, so there is nothing to gain from Winch.
-    async fn load_controller(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
-        let name = manifest.name.clone();
-        let settings = ModuleSettings {
-            name: name.clone(),
+    /// How a module of `manifest` runs (its memory capped by the runtime's).
+    fn settings(&self, manifest: &Manifest, client: Option<Arc<dyn Client>>) -> ModuleSettings {
+        ModuleSettings {
+            name: manifest.name.clone(),
             config: manifest.config.clone(),
             timeout: manifest.timeout,
             memory_limit: manifest.memory_limit.unwrap_or(64 << 20).min(self.runtime.max_memory()),
             capabilities: manifest.capabilities.clone(),
-            client: self.controller_client.get().or(self.client.get()).cloned(),
-        };
+            client,
+        }
+    }
+
+    /// Load (or replace) a controller plugin. Controllers are compiled by Cranelift only:
+    /// a reconcile is not on a request's path, so there is nothing to gain from Winch.
+    async fn load_controller(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
+        let name = manifest.name.clone();
+        let settings = self.settings(&manifest, self.controller_client.get().or(self.client.get()).cloned());
         match ControllerModule::load(self.runtime.clone(), bytes, settings).await {
             Ok(module) => {
                 let digest = module.digest.clone();

@@ -17,6 +17,7 @@
 //! status` reads: replicas, updatedReplicas, readyReplicas, availableReplicas,
 //! unavailableReplicas, observedGeneration, and the Available and Progressing conditions.
 
+use wasmkube_controller_sdk::meta::{controller_reference, controller_uid, is_empty_selector, text};
 use wasmkube_controller_sdk::{
     client, gvr, json, selects, Action, Controller, GroupVersionResource, Map, Reconciled, Registration, Request, Value,
 };
@@ -34,10 +35,6 @@ fn replicasets() -> GroupVersionResource {
     gvr("apps", "v1", "replicasets")
 }
 
-fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
-}
-
 fn number(object: &Value, pointer: &str) -> i64 {
     object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
@@ -48,15 +45,6 @@ fn revision(rs: &Value) -> i64 {
         .and_then(Value::as_str)
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)
-}
-
-fn controller_uid(object: &Value) -> Option<&str> {
-    object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|o| o["controller"] == true)
-        .and_then(|o| o["uid"].as_str())
 }
 
 /// FNV-1a, 32 bits.
@@ -165,12 +153,7 @@ impl Controller for Deployments {
         let uid = text(&deployment, "/metadata/uid").to_string();
         let name = text(&deployment, "/metadata/name").to_string();
         let selector = deployment.pointer("/spec/selector").cloned().unwrap_or_else(|| json!({}));
-        let empty = |key: &str| {
-            selector.get(key).is_none_or(|v| {
-                v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty())
-            })
-        };
-        if empty("matchLabels") && empty("matchExpressions") {
+        if is_empty_selector(&selector) {
             // apps/v1 requires one; an empty selector would adopt every ReplicaSet around.
             return Ok(Reconciled::done("spec.selector is empty: it selects nothing"));
         }
@@ -198,7 +181,7 @@ impl Controller for Deployments {
                 None if matches && rs.pointer("/metadata/deletionTimestamp").is_none() => {
                     let mut owners =
                         rs.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-                    owners.push(owner_reference(&deployment));
+                    owners.push(controller_reference("apps/v1", "Deployment", &deployment));
                     actions.push(Action::patch_of(
                         replicasets(),
                         &rs,
@@ -460,14 +443,6 @@ fn rolling_update(sets: &mut [Set], new: usize, desired: i64, max_surge: i64, ma
     }
 }
 
-fn owner_reference(deployment: &Value) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "name": text(deployment, "/metadata/name"), "uid": text(deployment, "/metadata/uid"),
-        "controller": true, "blockOwnerDeletion": true,
-    })
-}
-
 /// The ReplicaSet of a new template, with `replicas` to start with.
 fn new_replicaset(
     deployment: &Value,
@@ -498,7 +473,7 @@ fn new_replicaset(
             "namespace": text(deployment, "/metadata/namespace"),
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [owner_reference(deployment)],
+            "ownerReferences": [controller_reference("apps/v1", "Deployment", deployment)],
         },
         "spec": {
             "replicas": replicas,

@@ -9,6 +9,7 @@
 //! ReplicaSet again. Pods to delete are chosen as Kubernetes chooses them: unscheduled
 //! before scheduled, pending before running, not ready before ready, newest first.
 
+use wasmkube_controller_sdk::meta::{controller_reference, controller_uid, is_empty_selector, text};
 use wasmkube_controller_sdk::{
     client, gvr, json, selects, Action, Controller, GroupVersionResource, Reconciled, Registration, Request, Value,
 };
@@ -31,10 +32,6 @@ fn pods() -> GroupVersionResource {
     gvr("", "v1", "pods")
 }
 
-fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
-}
-
 fn is_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
@@ -49,30 +46,13 @@ fn is_active(pod: &Value) -> bool {
         && !matches!(text(pod, "/status/phase"), "Succeeded" | "Failed")
 }
 
-/// The uid of the pod's controlling owner, if any.
-fn controller_uid(pod: &Value) -> Option<&str> {
-    pod.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|o| o["controller"] == true)
-        .and_then(|o| o["uid"].as_str())
-}
-
-fn owner_reference(rs: &Value) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "name": text(rs, "/metadata/name"), "uid": text(rs, "/metadata/uid"),
-        "controller": true, "blockOwnerDeletion": true,
-    })
-}
-
 /// A new pod from the ReplicaSet's template.
 fn new_pod(rs: &Value) -> Value {
     let template = rs.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
     let mut metadata = json!({
         "generateName": format!("{}-", text(rs, "/metadata/name")),
         "namespace": text(rs, "/metadata/namespace"),
-        "ownerReferences": [owner_reference(rs)],
+        "ownerReferences": [controller_reference("apps/v1", "ReplicaSet", rs)],
     });
     for field in ["labels", "annotations", "finalizers"] {
         if let Some(value) = template.pointer(&format!("/metadata/{field}")) {
@@ -93,16 +73,6 @@ fn deletion_rank(pod: &Value) -> (bool, u8, bool, std::cmp::Reverse<String>) {
     };
     let created = text(pod, "/metadata/creationTimestamp").to_string();
     (scheduled, phase, is_ready(pod), std::cmp::Reverse(created))
-}
-
-/// A selector with neither matchLabels nor matchExpressions.
-fn is_empty_selector(selector: &Value) -> bool {
-    let empty = |key: &str| {
-        selector.get(key).is_none_or(|v| {
-            v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty()) || v.is_null()
-        })
-    };
-    empty("matchLabels") && empty("matchExpressions")
 }
 
 struct ReplicaSets;
@@ -154,7 +124,7 @@ impl Controller for ReplicaSets {
                     // Adopt it.
                     let mut owners =
                         pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-                    owners.push(owner_reference(&rs));
+                    owners.push(controller_reference("apps/v1", "ReplicaSet", &rs));
                     actions.push(Action::patch_of(pods(), pod, json!({"metadata": {"ownerReferences": owners}})));
                     mine.push(pod);
                 }

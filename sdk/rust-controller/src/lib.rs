@@ -312,6 +312,46 @@ pub mod log {
     }
 }
 
+/// Reading objects: the small lookups every controller makes.
+pub mod meta {
+    use super::{json, Value};
+
+    /// The string at a JSON pointer (`/metadata/name`), or "".
+    pub fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
+        object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    }
+
+    /// The uid of the object's controlling owner (the ownerReference with `controller: true`).
+    pub fn controller_uid(object: &Value) -> Option<&str> {
+        object
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|o| o["controller"] == true)
+            .and_then(|o| o["uid"].as_str())
+    }
+
+    /// An ownerReference naming `owner` (of `api_version` and `kind`) as the controller.
+    pub fn controller_reference(api_version: &str, kind: &str, owner: &Value) -> Value {
+        json!({
+            "apiVersion": api_version, "kind": kind,
+            "name": text(owner, "/metadata/name"), "uid": text(owner, "/metadata/uid"),
+            "controller": true, "blockOwnerDeletion": true,
+        })
+    }
+
+    /// A LabelSelector with neither matchLabels nor matchExpressions (apps/v1 requires one;
+    /// a controller must not take it to select everything).
+    pub fn is_empty_selector(selector: &Value) -> bool {
+        let empty = |key: &str| {
+            selector.get(key).is_none_or(|v| {
+                v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty())
+            })
+        };
+        empty("matchLabels") && empty("matchExpressions")
+    }
+}
+
 /// A `LabelSelector` object (`matchLabels`, `matchExpressions`) in the string form
 /// `client::list` takes; an error names what is wrong.
 pub fn selector_string(selector: &Value) -> Result<String, String> {

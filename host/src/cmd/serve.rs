@@ -57,6 +57,22 @@ pub struct ServeOptions {
     /// kube-system/wasmkube-controller-manager); false: run them at once, for a single server.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    /// Register this many simulated nodes (sim-node-000, ...) that run the pods bound to
+    /// them on paper: Running and Ready after --sim-pod-start-delay.
+    #[arg(long, default_value_t = 0)]
+    sim_nodes: usize,
+    /// Each simulated node's cpu capacity.
+    #[arg(long, default_value = "4")]
+    sim_node_cpu: String,
+    /// Each simulated node's memory capacity.
+    #[arg(long, default_value = "16Gi")]
+    sim_node_memory: String,
+    /// How many pods each simulated node takes.
+    #[arg(long, default_value_t = 110)]
+    sim_node_pods: u32,
+    /// How long a pod bound to a simulated node takes to be Running and Ready.
+    #[arg(long, default_value = "500ms")]
+    sim_pod_start_delay: String,
     /// How long a leader's Lease holds without renewal (candidates wait this long).
     #[arg(long, default_value = "15s")]
     leader_elect_lease_duration: String,
@@ -103,6 +119,7 @@ pub struct ValidServeOptions {
     default_plugins: bool,
     controllers: crate::controllers::manager::Selection,
     election: ElectionTimings,
+    sim_nodes: Option<crate::node::sim::SimNodes>,
 }
 
 impl ValidServeOptions {
@@ -116,6 +133,7 @@ impl ValidServeOptions {
             default_plugins: true,
             controllers: Default::default(),
             election: Default::default(),
+            sim_nodes: None,
         }
     }
 
@@ -136,6 +154,7 @@ impl ValidServeOptions {
             default_plugins: true,
             controllers: Default::default(),
             election: Default::default(),
+            sim_nodes: None,
         }
     }
 }
@@ -219,6 +238,24 @@ impl CompletedServeOptions {
                 election.renew_deadline, election.lease_duration
             ));
         }
+        let start_delay = humantime::parse_duration(&o.sim_pod_start_delay)
+            .map_err(|e| {
+                problems.push(format!(
+                    "--sim-pod-start-delay {:?} is not a duration such as 500ms: {e}",
+                    o.sim_pod_start_delay
+                ))
+            })
+            .unwrap_or_default();
+        if o.sim_nodes > 10_000 {
+            problems.push(format!("--sim-nodes {} is more than 10000", o.sim_nodes));
+        }
+        let sim_nodes = (o.sim_nodes > 0).then(|| crate::node::sim::SimNodes {
+            count: o.sim_nodes,
+            cpu: o.sim_node_cpu.clone(),
+            memory: o.sim_node_memory.clone(),
+            pods: o.sim_node_pods,
+            start_delay,
+        });
         if !election.retry_period.is_zero() && election.retry_period >= election.renew_deadline {
             problems.push(format!(
                 "--leader-elect-retry-period ({:?}) must be shorter than --leader-elect-renew-deadline ({:?})",
@@ -243,6 +280,7 @@ impl CompletedServeOptions {
             #[allow(clippy::expect_used)] // a parse failure was reported above
             controllers: controllers.expect("controllers validated"),
             election,
+            sim_nodes,
         })
     }
 }
@@ -332,6 +370,7 @@ impl Server {
         let ready = api_registry.clone();
         let (plugin_dir, default_plugins) = (options.plugin_dir.clone(), options.default_plugins);
         let (selection, election) = (options.controllers.clone(), options.election.clone());
+        let sim_nodes = options.sim_nodes.clone();
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
@@ -378,6 +417,14 @@ impl Server {
             let identity = crate::controllers::leader::identity();
             let (leading, lead) = watch::channel(false);
             let (idle, idle_now) = watch::channel(true);
+            if let Some(sim) = sim_nodes {
+                step(
+                    "registering the simulated nodes",
+                    STEP_DEADLINE,
+                    crate::node::sim::run(registry.clone(), informers.clone(), sim, stopped.clone()),
+                )
+                .await?;
+            }
             let controller_host = Arc::new(crate::controllers::manager::ControllerHost {
                 registry: registry.clone(),
                 plugins: plugins.clone(),

@@ -1,0 +1,239 @@
+//! Simulated nodes (in the spirit of KWOK), standing in for the node agent: `serve
+//! --sim-nodes N` registers N Nodes with the configured capacity and labels, keeps them
+//! Ready (a heartbeat in their status and their Lease in `kube-node-lease`, as the kubelet
+//! does), and moves every pod bound to one of them to Running and Ready, with its
+//! containers' statuses, after `start_delay`, so controllers and `kubectl rollout status`
+//! see real-looking progress.
+//!
+//! It reads pods through a shared informer and writes through the registry (the status
+//! subresource), never storage. Every server started with the flag runs it for its nodes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::controllers::informer::{Change, Informers};
+use crate::registry::{Error, Patch, Registry, Subresource, WriteOptions};
+
+/// What the simulated nodes are like.
+#[derive(Clone, Debug)]
+pub struct SimNodes {
+    pub count: usize,
+    /// Capacity of each node (Kubernetes quantities).
+    pub cpu: String,
+    pub memory: String,
+    pub pods: u32,
+    /// How long a bound pod takes to be Running and Ready.
+    pub start_delay: Duration,
+}
+
+impl SimNodes {
+    /// The name of node `i`.
+    pub fn name(i: usize) -> String {
+        format!("sim-node-{i:03}")
+    }
+}
+
+/// How often a node's Lease is renewed and its Ready condition's heartbeat written
+/// (the kubelet's defaults: 10 s, and a status update at most every minute).
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+const LEASE_SECONDS: u64 = 40;
+const STATUS_EVERY: Duration = Duration::from_secs(60);
+/// Who writes (managedFields).
+const MANAGER: &str = "wasmkube-sim-node";
+
+fn options() -> WriteOptions {
+    WriteOptions { field_manager: Some(MANAGER.into()), ..WriteOptions::default() }
+}
+
+fn now() -> String {
+    crate::registry::now()
+}
+
+fn micro_now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// Register the nodes, then keep them alive and run their pods until `stop`.
+pub async fn run(
+    registry: Arc<Registry>,
+    informers: Arc<Informers>,
+    config: SimNodes,
+    stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let names: Arc<HashSet<String>> = Arc::new((0..config.count).map(SimNodes::name).collect());
+    for i in 0..config.count {
+        register(&registry, &config, i).await?;
+    }
+    tracing::info!(nodes = config.count, cpu = %config.cpu, memory = %config.memory, pods = config.pods, "simulated nodes registered");
+    tokio::spawn(heartbeat(registry.clone(), config.clone(), stop.clone()));
+    let Some(pods) = informers.informer("", "v1", "pods") else {
+        return Err(Error::Internal("pods are not served".into()));
+    };
+    // Pods already started (or being started): each is started once.
+    let starting: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (registry, delay) = (registry.clone(), config.start_delay);
+    let id = pods.subscribe(Arc::new(move |change: &Change| {
+        let (Change::Added(pod) | Change::Updated { new: pod, .. }) = change else { return };
+        if pod.deleting {
+            return;
+        }
+        let Ok(object) = serde_json::from_str::<Value>(&pod.json) else { return };
+        let node = object.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+        if !names.contains(node) || is_running(&object) {
+            return;
+        }
+        if !starting.lock().insert(pod.uid.clone()) {
+            return;
+        }
+        let (registry, starting, uid) = (registry.clone(), starting.clone(), pod.uid.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = start(&registry, &object).await {
+                let name = object.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default();
+                tracing::debug!(pod = %name, error = %e, "simulated node: cannot start the pod yet");
+                // Looked at again on its next change.
+                starting.lock().remove(&uid);
+            }
+        });
+    }));
+    let mut stop = stop;
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        pods.unsubscribe(id);
+    });
+    Ok(())
+}
+
+fn is_running(pod: &Value) -> bool {
+    pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
+        || pod.pointer("/status/phase").and_then(Value::as_str) == Some("Succeeded")
+        || pod.pointer("/status/phase").and_then(Value::as_str) == Some("Failed")
+}
+
+/// Create (or refresh) node `i`: capacity, labels, Ready, and its Lease.
+async fn register(registry: &Registry, config: &SimNodes, i: usize) -> Result<(), Error> {
+    let nodes = registry.resource("", "v1", "nodes").ok_or_else(|| Error::Internal("nodes are not served".into()))?;
+    let name = SimNodes::name(i);
+    let capacity = json!({"cpu": config.cpu, "memory": config.memory, "pods": config.pods.to_string(), "ephemeral-storage": "100Gi"});
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "node.kubernetes.io/instance-type": "wasmkube-sim",
+            "topology.kubernetes.io/zone": format!("zone-{}", ["a", "b", "c"][i % 3]),
+            "type": "sim",
+        }},
+        "spec": {},
+    });
+    match registry.create(&nodes, None, node, &options()).await {
+        Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let status = json!({"status": {
+        "capacity": capacity, "allocatable": capacity,
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "the simulated node is ready",
+            "lastHeartbeatTime": now(), "lastTransitionTime": now(),
+        }],
+        "addresses": [{"type": "InternalIP", "address": format!("10.240.{}.{}", i / 250, i % 250 + 1)}, {"type": "Hostname", "address": name}],
+        "nodeInfo": {
+            "kubeletVersion": "v1.33.0-wasmkube-sim", "kubeProxyVersion": "v1.33.0-wasmkube-sim",
+            "containerRuntimeVersion": "wasmkube-sim://0.1", "operatingSystem": "linux", "architecture": "amd64",
+            "osImage": "wasmkube simulated node", "kernelVersion": "sim", "machineID": name, "systemUUID": name, "bootID": name,
+        },
+    }});
+    registry.patch(&nodes, None, &name, Patch::Merge(status), Some(Subresource::Status), &options()).await?;
+    renew_lease(registry, &name).await
+}
+
+async fn renew_lease(registry: &Registry, node: &str) -> Result<(), Error> {
+    let leases = registry
+        .resource("coordination.k8s.io", "v1", "leases")
+        .ok_or_else(|| Error::Internal("leases are not served".into()))?;
+    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()});
+    let patch = Patch::Merge(json!({"spec": spec}));
+    match registry.patch(&leases, Some("kube-node-lease"), node, patch, None, &options()).await {
+        Ok(_) => Ok(()),
+        Err(Error::NotFound { .. }) => {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": node, "namespace": "kube-node-lease"}, "spec": spec});
+            match registry.create(&leases, Some("kube-node-lease"), lease, &options()).await {
+                Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renew every node's Lease every 10 s, and its Ready heartbeat every minute.
+async fn heartbeat(registry: Arc<Registry>, config: SimNodes, mut stop: watch::Receiver<bool>) {
+    let mut since_status = Duration::ZERO;
+    loop {
+        tokio::select! { _ = tokio::time::sleep(LEASE_RENEW) => {}, _ = stop.changed() => return }
+        if *stop.borrow() {
+            return;
+        }
+        since_status += LEASE_RENEW;
+        let refresh = since_status >= STATUS_EVERY;
+        if refresh {
+            since_status = Duration::ZERO;
+        }
+        for i in 0..config.count {
+            let outcome = if refresh {
+                register(&registry, &config, i).await
+            } else {
+                renew_lease(&registry, &SimNodes::name(i)).await
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(node = %SimNodes::name(i), error = %e, "simulated node: cannot renew");
+            }
+        }
+    }
+}
+
+/// Move a pod bound to a simulated node to Running and Ready.
+async fn start(registry: &Registry, pod: &Value) -> Result<(), Error> {
+    let pods = registry.resource("", "v1", "pods").ok_or_else(|| Error::Internal("pods are not served".into()))?;
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str);
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+    let started = now();
+    let statuses: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({
+                "name": c["name"], "image": c["image"], "imageID": format!("sim://{}", c["image"].as_str().unwrap_or_default()),
+                "containerID": format!("sim://{name}/{}", c["name"].as_str().unwrap_or_default()),
+                "ready": true, "started": true, "restartCount": 0,
+                "state": {"running": {"startedAt": started}},
+            })
+        })
+        .collect();
+    let condition =
+        |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": null, "lastTransitionTime": started});
+    let digits: u32 =
+        pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().bytes().map(u32::from).sum();
+    let status = json!({"status": {
+        "phase": "Running",
+        "conditions": [condition("PodReadyToStartContainers"), condition("Initialized"), condition("Ready"), condition("ContainersReady"), condition("PodScheduled")],
+        "hostIP": format!("10.240.0.{}", node.bytes().map(u32::from).sum::<u32>() % 250 + 1),
+        "podIP": format!("10.244.{}.{}", digits / 250 % 250, digits % 250 + 1),
+        "startTime": started,
+        "containerStatuses": statuses,
+    }});
+    registry
+        .patch(&pods, namespace, name, Patch::Merge(status), Some(Subresource::Status), &options())
+        .await
+        .map(|_| ())
+}

@@ -397,3 +397,25 @@ async fn a_controller_replaced_during_a_rollout_finishes_it() {
     }
     assert_eq!(replicasets_of(&cluster, "web").await.len(), 2, "no ReplicaSet made twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_makes_no_progress_exceeds_its_deadline() {
+    // No kubelet here: the pods never become ready.
+    let cluster = Arc::new(Cluster::start().await);
+    kubectl(&cluster, &["create", "deployment", "stuck", "--image=nginx:1.27", "--replicas=2"]);
+    kubectl(
+        &cluster,
+        &["patch", "deployment", "stuck", "--type=merge", "-p", r#"{"spec":{"progressDeadlineSeconds":2}}"#],
+    );
+    let (ok, out, err) = cluster.kubectl(KUBECTL, &["rollout", "status", "deployment/stuck", "--timeout=30s"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("exceeded its progress deadline"), "{out} {err}");
+    let d = deployment(&cluster, "stuck").await;
+    let progressing =
+        d["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Progressing").unwrap().clone();
+    assert_eq!(
+        (progressing["status"].as_str(), progressing["reason"].as_str()),
+        (Some("False"), Some("ProgressDeadlineExceeded")),
+        "{d}"
+    );
+}

@@ -353,7 +353,26 @@ impl Controller for Deployments {
                 "Deployment does not have minimum availability."
             },
         );
-        let (progress, progress_reason, message) = if paused {
+        // Progress: a new or resized ReplicaSet, or more pods updated, ready or available.
+        let resized = sets.iter().any(|s| s.replicas != s.stored_replicas());
+        let grew = ["updatedReplicas", "readyReplicas", "availableReplicas"]
+            .iter()
+            .any(|f| status[*f].as_i64().unwrap_or(0) > before[*f].as_i64().unwrap_or(0));
+        let progressed = new_rs_created || resized || grew;
+        let deadline = deployment.pointer("/spec/progressDeadlineSeconds").and_then(Value::as_i64).unwrap_or(600);
+        let progressing = before["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Progressing"));
+        let last_progress = progressing.and_then(|c| c["lastUpdateTime"].as_str()).and_then(epoch_seconds);
+        let waited = last_progress.map(|t| now_seconds() - t);
+        // Once past its deadline, a rollout stays there until it makes progress again.
+        let was_timed_out = progressing.is_some_and(|c| c["reason"] == "ProgressDeadlineExceeded");
+        let timed_out = !paused && !complete && !progressed && (was_timed_out || waited.is_some_and(|w| w >= deadline));
+        let (progress, progress_reason, message) = if timed_out {
+            (
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{}\" has timed out progressing.", new_name.clone().unwrap_or_default()),
+            )
+        } else if paused {
             ("Unknown", "DeploymentPaused", "Deployment is paused".to_string())
         } else if complete {
             (
@@ -378,6 +397,9 @@ impl Controller for Deployments {
             )
         };
         set_condition(&mut status, "Progressing", progress, progress_reason, &message);
+        if progressed && !complete {
+            touch_condition(&mut status, "Progressing");
+        }
         if status != before {
             actions.push(Action::patch_status_of(deployments(), &deployment, status).unconditional());
         }
@@ -390,7 +412,13 @@ impl Controller for Deployments {
                 actions.push(Action::patch_of(deployments(), &deployment, patch).unconditional());
             }
         }
-        Ok(Reconciled::with(actions, reason))
+        let mut reconciled = Reconciled::with(actions, reason);
+        if !paused && !complete && !timed_out {
+            // Looked at again when the deadline would pass, whether or not anything changes.
+            let left = deadline - if progressed { 0 } else { waited.unwrap_or(0) };
+            reconciled = reconciled.requeue_after(std::time::Duration::from_secs(left.max(1) as u64));
+        }
+        Ok(reconciled)
     }
 }
 
@@ -503,6 +531,35 @@ fn set_condition(status: &mut Value, kind: &str, value: &str, reason: &str, mess
         None => conditions.push(json!({"type": kind, "status": value, "reason": reason, "message": message, "lastTransitionTime": now, "lastUpdateTime": now})),
     }
     status["conditions"] = Value::Array(conditions);
+}
+
+/// Mark condition `kind` as updated now (progress was made).
+fn touch_condition(status: &mut Value, kind: &str) {
+    if let Some(condition) = status["conditions"].as_array_mut().and_then(|c| c.iter_mut().find(|c| c["type"] == kind))
+    {
+        condition["lastUpdateTime"] = json!(now());
+    }
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2026-12-02T03:04:05Z`, fractions and
+/// offsets other than Z not expected: Kubernetes writes conditions so).
+fn epoch_seconds(text: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 fn now() -> String {

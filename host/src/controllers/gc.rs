@@ -312,17 +312,7 @@ impl Worker {
             .cloned()
             .collect();
         let patch = json!({"metadata": {"ownerReferences": kept, "uid": object.uid}});
-        let resource = &informer.resource;
-        let namespace = resource.namespaced.then_some(object.at.namespace.as_str());
-        let options =
-            WriteOptions { field_manager: Some("wasmkube-garbage-collector".into()), ..WriteOptions::default() };
-        let outcome =
-            self.host.registry.patch(resource, namespace, &object.at.name, Patch::Merge(patch), None, &options).await;
-        self.log("patch", resource, object, why, outcome.as_ref().map(|_| ()));
-        match outcome {
-            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
+        self.merge_patch(informer, object, patch, why).await
     }
 
     /// Foreground: delete the dependents; once none that blocks is left, remove the finalizer.
@@ -414,13 +404,24 @@ impl Worker {
     ) -> Result<(), String> {
         let kept: Vec<&String> = object.finalizers.iter().filter(|f| *f != finalizer).collect();
         let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": object.revision.to_string()}});
+        self.merge_patch(informer, object, patch, &format!("remove the {finalizer} finalizer")).await
+    }
+
+    /// Merge-patch `object` as the garbage collector, and log it; gone is done.
+    async fn merge_patch(
+        &self,
+        informer: &Informer,
+        object: &CachedObject,
+        patch: Value,
+        why: &str,
+    ) -> Result<(), String> {
         let resource = &informer.resource;
         let namespace = resource.namespaced.then_some(object.at.namespace.as_str());
         let options =
             WriteOptions { field_manager: Some("wasmkube-garbage-collector".into()), ..WriteOptions::default() };
         let outcome =
             self.host.registry.patch(resource, namespace, &object.at.name, Patch::Merge(patch), None, &options).await;
-        self.log("patch", resource, object, &format!("remove the {finalizer} finalizer"), outcome.as_ref().map(|_| ()));
+        self.log("patch", resource, object, why, outcome.as_ref().map(|_| ()));
         match outcome {
             Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.to_string()),

@@ -508,12 +508,7 @@ impl Controller {
         let mut expected: HashMap<String, (Arc<Informer>, Revision)> = HashMap::new();
         for (action, outcome) in result.actions.iter().zip(&outcomes) {
             let verb = verb_name(action.verb);
-            let target = format!(
-                "{}{}/{}",
-                action.resource.resource,
-                action.subresource.as_deref().map(|s| format!("/{s}")).unwrap_or_default(),
-                if action.name.is_empty() { "<generated>" } else { &action.name }
-            );
+            let (target, _) = describe(action);
             let (label, detail) = match outcome {
                 Outcome::Done(revision) => {
                     let informer = self.host.informers.running(
@@ -536,7 +531,7 @@ impl Controller {
             tracing::info!(
                 target: "wasmkube::controllers::actions",
                 controller = %self.name, identity = %self.host.identity, key = %display_key(key),
-                verb, object = %target, namespace = action.namespace.as_deref().unwrap_or(""),
+                verb, action = %target,
                 outcome = label, detail, reason = %result.reason, "action"
             );
         }

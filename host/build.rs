@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 
-const DEFAULTS: &[&str] = &["pod_security", "defaults", "replicaset", "deployment", "namespace", "serviceaccount"];
+const DEFAULTS: &[&str] =
+    &["pod_security", "defaults", "replicaset", "deployment", "namespace", "serviceaccount", "default_policy"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(wasmkube_default_plugins)");

@@ -17,5 +17,6 @@ pub mod datadir;
 pub mod node;
 pub mod plugins;
 pub mod registry;
+pub mod scheduler;
 pub mod storage;
 pub mod testing;

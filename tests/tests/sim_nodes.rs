@@ -60,8 +60,11 @@ async fn simulated_nodes_are_ready_and_run_the_pods_bound_to_them() {
         assert!(pod["status"]["podIP"].is_string(), "{pod}");
     }
 
-    // A pod bound to no node stays Pending.
-    let (ok, _, err) = cluster.kubectl(kubectl, &["run", "loose", "--image=nginx:1.27"]);
+    // A pod no scheduler binds (it names a scheduler that does not run) stays Pending.
+    let (ok, _, err) = cluster.kubectl(
+        kubectl,
+        &["run", "loose", "--image=nginx:1.27", "--overrides", r#"{"spec":{"schedulerName":"nobody"}}"#],
+    );
     assert!(ok, "{err}");
     // Bind another to a simulated node: it starts.
     let (ok, _, err) = cluster.kubectl(
@@ -82,4 +85,48 @@ async fn simulated_nodes_are_ready_and_run_the_pods_bound_to_them() {
     let (code, err) = serve.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--sim-pod-start-delay \"soon\""), "{err}");
+    let mut serve = wasmkube_tests::Process::start(&[
+        "serve",
+        "--sim-nodes",
+        "3",
+        "--sim-node-taints",
+        "dedicated=gpu:Sometimes",
+        "--sim-node-labels",
+        "pool",
+    ]);
+    let (code, err) = serve.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the effect must be NoSchedule, PreferNoSchedule or NoExecute"), "{err}");
+    assert!(err.contains("--sim-node-labels: \"pool\" is not key=value"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_nodes_take_the_labels_and_taints_they_are_given() {
+    let cluster = Cluster::start_with(
+        Backend::Embedded,
+        &["--sim-nodes", "2", "--sim-node-labels", "pool=gpu,tier=a", "--sim-node-taints", "dedicated=gpu:NoSchedule"],
+    )
+    .await;
+    let (_, node) = cluster.request(Method::GET, "/api/v1/nodes/sim-node-001", None).await;
+    assert_eq!(node["metadata"]["labels"]["pool"], "gpu", "{node}");
+    assert_eq!(node["metadata"]["labels"]["tier"], "a", "{node}");
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "sim-node-001", "{node}");
+    assert_eq!(
+        node["spec"]["taints"][0],
+        serde_json::json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"})
+    );
+    // The taint keeps a pod that does not tolerate it away: kubectl shows why.
+    let (ok, _, err) = cluster.kubectl(KUBECTLS[0], &["run", "plain", "--image=nginx:1.27"]);
+    assert!(ok, "{err}");
+    let message = wait_for("the pod to be reported unschedulable", Duration::from_secs(30), || async {
+        let (_, pod) = cluster.request(Method::GET, "/api/v1/namespaces/default/pods/plain", None).await;
+        pod["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "PodScheduled")?["message"]
+            .as_str()
+            .map(String::from)
+    })
+    .await;
+    assert_eq!(message, "0/2 nodes are available: 2 node(s) had untolerated taint {dedicated: gpu}.");
+    let (ok, out, err) = cluster.kubectl(KUBECTLS[0], &["describe", "pod", "plain"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("FailedScheduling") && out.contains("untolerated taint {dedicated: gpu}"), "{out}");
 }

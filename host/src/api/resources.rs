@@ -169,7 +169,7 @@ impl Params {
         }
     }
 
-    fn list_options(&self) -> Result<ListOptions, ApiError> {
+    fn list_options(&self, kind: &str) -> Result<ListOptions, ApiError> {
         let resource_version = self.resource_version()?;
         let exact = match (self.resource_version_match.as_deref(), resource_version) {
             (None | Some(""), _) => false,
@@ -196,7 +196,7 @@ impl Params {
             resource_version,
             limit: self.limit.unwrap_or(0),
             continue_token: self.continue_token.clone().filter(|t| !t.is_empty()),
-            selectors: self.selectors()?,
+            selectors: self.selectors(kind)?,
         })
     }
 
@@ -236,11 +236,11 @@ impl Params {
         })
     }
 
-    fn selectors(&self) -> Result<Selectors, ApiError> {
+    fn selectors(&self, kind: &str) -> Result<Selectors, ApiError> {
         let labels = LabelSelector::parse(self.label_selector.as_deref().unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-        let fields =
-            FieldSelector::parse(self.field_selector.as_deref().unwrap_or_default()).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse_for(kind, self.field_selector.as_deref().unwrap_or_default())
+            .map_err(ApiError::bad_request)?;
         Ok(Selectors { labels, fields })
     }
 
@@ -339,7 +339,7 @@ async fn serve(
             watch(&registry, resource, namespace, &params, shape, printer, version).await
         }
         (Method::GET, None) => {
-            let mut list = registry.list(resource, namespace, params.list_options()?).await?;
+            let mut list = registry.list(resource, namespace, params.list_options(resource.kind)?).await?;
             list.items.iter_mut().for_each(|o| version.set(o));
             if table::wanted(&headers) {
                 return Ok(Json(table::table(resource, printer.as_deref(), &list.items, list.resource_version))
@@ -398,7 +398,8 @@ async fn serve(
         }
         (Method::DELETE, None) => {
             let options = delete_options(&body, &params)?;
-            let list = registry.delete_collection(resource, namespace, params.list_options()?, &options).await?;
+            let list =
+                registry.delete_collection(resource, namespace, params.list_options(resource.kind)?, &options).await?;
             Ok(Json(list_body(resource, list)).into_response())
         }
         (method, _) => Err(ApiError::method_not_allowed(format!(
@@ -752,8 +753,11 @@ async fn watch(
     }
     let mut initial = Vec::new();
     let since = if send_initial {
-        let options =
-            ListOptions { resource_version: requested, selectors: params.selectors()?, ..ListOptions::default() };
+        let options = ListOptions {
+            resource_version: requested,
+            selectors: params.selectors(resource.kind)?,
+            ..ListOptions::default()
+        };
         let list = registry.list(resource, namespace, options).await?;
         for item in list.items {
             let mut line = serde_json::to_vec(&json!({"type": "ADDED", "object": item}))
@@ -782,7 +786,7 @@ async fn watch(
             }
         }
     };
-    let events = match registry.watch(resource, namespace, since, bookmarks, params.selectors()?).await {
+    let events = match registry.watch(resource, namespace, since, bookmarks, params.selectors(resource.kind)?).await {
         Ok(events) => events.boxed(),
         // A watch from a revision too old to replay is an ERROR event in the stream, not a failed request.
         Err(crate::registry::Error::Gone(message)) => {

@@ -57,6 +57,15 @@ pub struct ServeOptions {
     /// kube-system/wasmkube-controller-manager); false: run them at once, for a single server.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    /// Run the scheduler (on the leader of the Lease kube-system/wasmkube-scheduler); false:
+    /// pods stay unscheduled unless something else binds them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    scheduler: bool,
+    /// What decides where pods go: the scheduler-policy plugins loaded (the default one,
+    /// and any Plugin of kind scheduler-policy), or `native`, the default policy compiled
+    /// into the binary (the baseline the plugin is measured against).
+    #[arg(long, value_enum, default_value_t = SchedulerPolicyKind::Plugins)]
+    scheduler_policy: SchedulerPolicyKind,
     /// Register this many simulated nodes (sim-node-000, ...) that run the pods bound to
     /// them on paper: Running and Ready after --sim-pod-start-delay.
     #[arg(long, default_value_t = 0)]
@@ -67,6 +76,14 @@ pub struct ServeOptions {
     /// Each simulated node's memory capacity.
     #[arg(long, default_value = "16Gi")]
     sim_node_memory: String,
+    /// Labels every simulated node gets besides its own (hostname, zone, ...), e.g.
+    /// `pool=sim,tier=a`.
+    #[arg(long, value_delimiter = ',')]
+    sim_node_labels: Vec<String>,
+    /// Taints every simulated node gets, as kubectl taint writes them, e.g.
+    /// `dedicated=sim:NoSchedule`.
+    #[arg(long, value_delimiter = ',')]
+    sim_node_taints: Vec<String>,
     /// How many pods each simulated node takes.
     #[arg(long, default_value_t = 110)]
     sim_node_pods: u32,
@@ -82,6 +99,13 @@ pub struct ServeOptions {
     /// How often candidates try to take the Lease and the leader renews it.
     #[arg(long, default_value = "2s")]
     leader_elect_retry_period: String,
+}
+
+/// What decides where pods go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedulerPolicyKind {
+    Plugins,
+    Native,
 }
 
 /// How the controller manager's Lease is held.
@@ -120,6 +144,8 @@ pub struct ValidServeOptions {
     controllers: crate::controllers::manager::Selection,
     election: ElectionTimings,
     sim_nodes: Option<crate::node::sim::SimNodes>,
+    /// None: no scheduler.
+    scheduler: Option<crate::scheduler::SchedulerConfig>,
 }
 
 impl ValidServeOptions {
@@ -134,7 +160,24 @@ impl ValidServeOptions {
             controllers: Default::default(),
             election: Default::default(),
             sim_nodes: None,
+            scheduler: Some(Default::default()),
         }
+    }
+
+    /// The same, with `count` simulated nodes of `cpu` each, and the scheduler deciding with
+    /// its policy plugins or (`native`) the default policy compiled in.
+    pub(crate) fn with_sim_nodes(mut self, count: usize, cpu: &str, native: bool) -> Self {
+        self.sim_nodes = Some(crate::node::sim::SimNodes {
+            count,
+            cpu: cpu.into(),
+            memory: "64Gi".into(),
+            pods: 110,
+            labels: Vec::new(),
+            taints: Vec::new(),
+            start_delay: Duration::from_secs(3600),
+        });
+        self.scheduler = Some(crate::scheduler::SchedulerConfig { native_policy: native, ..Default::default() });
+        self
     }
 
     /// The same, with plugins from `dir` and (or not) the default plugins.
@@ -155,6 +198,7 @@ impl ValidServeOptions {
             controllers: Default::default(),
             election: Default::default(),
             sim_nodes: None,
+            scheduler: Some(Default::default()),
         }
     }
 }
@@ -249,12 +293,40 @@ impl CompletedServeOptions {
         if o.sim_nodes > 10_000 {
             problems.push(format!("--sim-nodes {} is more than 10000", o.sim_nodes));
         }
+        let labels: Vec<(String, String)> = o
+            .sim_node_labels
+            .iter()
+            .filter_map(|l| match l.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
+                _ => {
+                    problems.push(format!("--sim-node-labels: {l:?} is not key=value"));
+                    None
+                }
+            })
+            .collect();
+        let taints: Vec<serde_json::Value> = o
+            .sim_node_taints
+            .iter()
+            .filter_map(|t| match crate::node::sim::parse_taint(t) {
+                Ok(taint) => Some(taint),
+                Err(e) => {
+                    problems.push(format!("--sim-node-taints: {e}"));
+                    None
+                }
+            })
+            .collect();
         let sim_nodes = (o.sim_nodes > 0).then(|| crate::node::sim::SimNodes {
             count: o.sim_nodes,
             cpu: o.sim_node_cpu.clone(),
             memory: o.sim_node_memory.clone(),
             pods: o.sim_node_pods,
+            labels,
+            taints,
             start_delay,
+        });
+        let scheduler = o.scheduler.then(|| crate::scheduler::SchedulerConfig {
+            native_policy: o.scheduler_policy == SchedulerPolicyKind::Native,
+            ..Default::default()
         });
         if !election.retry_period.is_zero() && election.retry_period >= election.renew_deadline {
             problems.push(format!(
@@ -281,6 +353,7 @@ impl CompletedServeOptions {
             controllers: controllers.expect("controllers validated"),
             election,
             sim_nodes,
+            scheduler,
         })
     }
 }
@@ -304,11 +377,40 @@ pub(crate) struct Server {
     registry: Arc<std::sync::OnceLock<Arc<Registry>>>,
 }
 
-/// What the start-up task hands over: the store, and the election task, which releases
-/// the Lease on shutdown and must finish before the store closes.
+/// What the start-up task hands over: the store, and the election tasks (the controller
+/// manager's, the scheduler's), which release their Leases on shutdown and must finish
+/// before the store closes.
 pub(crate) struct Opened {
     store: Arc<dyn Store>,
-    election: tokio::task::JoinHandle<()>,
+    elections: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Take part in the election for the Lease `kube-system/<name>` (or, with election off,
+/// lead at once until the stop): `leading` says when this server leads.
+fn elect(
+    registry: &Arc<Registry>,
+    name: &str,
+    identity: &str,
+    election: &ElectionTimings,
+    leading: watch::Sender<bool>,
+    idle: watch::Receiver<bool>,
+    stopped: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    if !election.enabled {
+        tracing::info!(lease = name, "leader election is off (--leader-elect=false): leading at once");
+        leading.send_replace(true);
+        // Held until the server stops, so the followers' view of it stays open.
+        let mut stopping = stopped.clone();
+        return tokio::spawn(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+            drop(leading);
+        });
+    }
+    let mut lease = crate::controllers::leader::ElectionConfig::new("kube-system", name, identity);
+    lease.lease_duration = election.lease_duration;
+    lease.renew_deadline = election.renew_deadline;
+    lease.retry_period = election.retry_period;
+    tokio::spawn(crate::controllers::leader::run(registry.clone(), lease, leading, idle, stopped.clone()))
 }
 
 /// What `serve` writes the admin kubeconfig as, in the data dir.
@@ -323,6 +425,8 @@ impl Server {
         let plugin_metrics = crate::plugins::PluginMetrics::new(&registry).context("registering plugin metrics")?;
         let controller_metrics =
             crate::controllers::manager::ControllerMetrics::new(&registry).context("registering controller metrics")?;
+        let scheduler_metrics =
+            crate::scheduler::SchedulerMetrics::new(&registry).context("registering scheduler metrics")?;
         let runtime_config = crate::plugins::RuntimeConfig::default();
         let runtime = crate::plugins::Runtime::new(runtime_config.clone()).context("starting the plugin runtime")?;
         // New modules serve from Winch while Cranelift compiles them; without it they wait.
@@ -371,6 +475,7 @@ impl Server {
         let (plugin_dir, default_plugins) = (options.plugin_dir.clone(), options.default_plugins);
         let (selection, election) = (options.controllers.clone(), options.election.clone());
         let sim_nodes = options.sim_nodes.clone();
+        let scheduler_config = options.scheduler.clone();
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
@@ -428,7 +533,7 @@ impl Server {
             let controller_host = Arc::new(crate::controllers::manager::ControllerHost {
                 registry: registry.clone(),
                 plugins: plugins.clone(),
-                informers,
+                informers: informers.clone(),
                 selection,
                 identity: identity.clone(),
                 metrics: controller_metrics,
@@ -436,36 +541,42 @@ impl Server {
                 idle,
             });
             tokio::spawn(controller_host.run(lead, stopped.clone()));
-            let mut lease = crate::controllers::leader::ElectionConfig::new(
-                "kube-system",
+            let mut elections = vec![elect(
+                &registry,
                 "wasmkube-controller-manager",
                 &identity,
-            );
-            lease.lease_duration = election.lease_duration;
-            lease.renew_deadline = election.renew_deadline;
-            lease.retry_period = election.retry_period;
-            let election = if election.enabled {
-                tokio::spawn(crate::controllers::leader::run(
-                    registry.clone(),
-                    lease,
+                &election,
+                leading,
+                idle_now,
+                &stopped,
+            )];
+            if let Some(config) = scheduler_config {
+                let (leading, lead) = watch::channel(false);
+                let (idle, idle_now) = watch::channel(true);
+                let scheduler = Arc::new(crate::scheduler::Scheduler {
+                    registry: registry.clone(),
+                    informers,
+                    plugins: plugins.clone(),
+                    config,
+                    metrics: scheduler_metrics,
+                    identity: identity.clone(),
+                    idle,
+                });
+                tokio::spawn(scheduler.run(lead, stopped.clone()));
+                elections.push(elect(
+                    &registry,
+                    "wasmkube-scheduler",
+                    &identity,
+                    &election,
                     leading,
                     idle_now,
-                    stopped.clone(),
-                ))
-            } else {
-                tracing::info!("leader election is off (--leader-elect=false): controllers run at once");
-                leading.send_replace(true);
-                // Held until the server stops, so the controllers' view of it stays open.
-                let mut stopping = stopped.clone();
-                tokio::spawn(async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                    drop(leading);
-                })
-            };
+                    &stopped,
+                ));
+            }
             let _ = api_registry.set(registry);
             health.set("registry", Ok(()));
             tracing::info!(%identity, "ready");
-            Ok(Opened { store, election })
+            Ok(Opened { store, elections })
         });
         Ok(Self { http, storage, stop, data_dir: options.data_dir, advertise, kubeconfig, registry: ready })
     }
@@ -504,8 +615,9 @@ impl Server {
     async fn finish(self, opened: Option<Opened>) -> anyhow::Result<()> {
         // The leader releases its Lease while the store is still open.
         let store = match opened {
-            Some(Opened { store, election }) => {
-                if tokio::time::timeout(Duration::from_secs(5), election).await.is_err() {
+            Some(Opened { store, elections }) => {
+                let all = futures::future::join_all(elections);
+                if tokio::time::timeout(Duration::from_secs(5), all).await.is_err() {
                     tracing::warn!("leader election did not finish within 5 s of the stop");
                 }
                 Some(store)

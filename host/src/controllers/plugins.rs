@@ -80,7 +80,12 @@ async fn report(
             .iter()
             .map(|c| (c.source.clone(), c.activity.clone(), c.manifest.mode.clone()))
             .collect::<Vec<_>>();
-        for (source, activity, mode) in admission.into_iter().chain(controllers) {
+        let policies = plugins
+            .policies()
+            .iter()
+            .map(|p| (p.source.clone(), p.activity.clone(), p.manifest.mode.clone()))
+            .collect::<Vec<_>>();
+        for (source, activity, mode) in admission.into_iter().chain(controllers).chain(policies) {
             let Some(name) = source.strip_prefix("plugin/") else { continue };
             let version = activity.version();
             if reported.get(name) == Some(&version) {

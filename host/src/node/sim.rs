@@ -27,8 +27,26 @@ pub struct SimNodes {
     pub cpu: String,
     pub memory: String,
     pub pods: u32,
+    /// Labels besides each node's own (hostname, zone, os, arch).
+    pub labels: Vec<(String, String)>,
+    /// Taints (as the API writes them: key, value, effect).
+    pub taints: Vec<Value>,
     /// How long a bound pod takes to be Running and Ready.
     pub start_delay: Duration,
+}
+
+/// A taint as `kubectl taint` writes it: `key=value:Effect` or `key:Effect`.
+pub fn parse_taint(text: &str) -> Result<Value, String> {
+    let (key_value, effect) =
+        text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not key=value:Effect (the effect is missing)"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!("{text:?}: the effect must be NoSchedule, PreferNoSchedule or NoExecute, not {effect:?}"));
+    }
+    let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
+    if key.is_empty() {
+        return Err(format!("{text:?} has no key"));
+    }
+    Ok(json!({"key": key, "value": value, "effect": effect}))
 }
 
 impl SimNodes {
@@ -120,17 +138,22 @@ async fn register(registry: &Registry, config: &SimNodes, i: usize) -> Result<()
     let nodes = registry.resource("", "v1", "nodes").ok_or_else(|| Error::Internal("nodes are not served".into()))?;
     let name = SimNodes::name(i);
     let capacity = json!({"cpu": config.cpu, "memory": config.memory, "pods": config.pods.to_string(), "ephemeral-storage": "100Gi"});
+    let mut labels = json!({
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": "wasmkube-sim",
+        "topology.kubernetes.io/zone": format!("zone-{}", ["a", "b", "c"][i % 3]),
+        "type": "sim",
+    });
+    for (key, value) in &config.labels {
+        labels[key] = json!(value);
+    }
+    let spec = if config.taints.is_empty() { json!({}) } else { json!({"taints": config.taints}) };
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "node.kubernetes.io/instance-type": "wasmkube-sim",
-            "topology.kubernetes.io/zone": format!("zone-{}", ["a", "b", "c"][i % 3]),
-            "type": "sim",
-        }},
-        "spec": {},
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
     });
     match registry.create(&nodes, None, node, &options()).await {
         Ok(_) | Err(Error::AlreadyExists { .. }) => {}

@@ -34,6 +34,11 @@ pub enum Verdict {
     /// A controller's reconcile: the writes it answered, each described (verb, resource,
     /// object) with its body.
     Actions(Vec<(String, Value)>),
+    /// A scheduling decision: the node picked (none: the pod fits nowhere) and its score.
+    Placement {
+        node: Option<String>,
+        score: i64,
+    },
 }
 
 impl Verdict {
@@ -44,6 +49,7 @@ impl Verdict {
             (Verdict::Allowed { patch: a }, Verdict::Allowed { patch: b }) => same_patch(a.as_deref(), b.as_deref()),
             (Verdict::Denied { code: a, .. }, Verdict::Denied { code: b, .. }) => a == b,
             (Verdict::Failed(_), Verdict::Failed(_)) => true,
+            (Verdict::Placement { node: a, .. }, Verdict::Placement { node: b, .. }) => a == b,
             // The same writes, in any order (bodies compared as JSON, key order aside).
             (Verdict::Actions(a), Verdict::Actions(b)) => {
                 let mut unmatched: Vec<&(String, Value)> = b.iter().collect();
@@ -66,6 +72,7 @@ impl Verdict {
             Verdict::Allowed { patch: Some(patch) } => json!({"allowed": true, "patch": patch}),
             Verdict::Denied { code, message } => json!({"allowed": false, "code": code, "message": message}),
             Verdict::Failed(why) => json!({"failed": why}),
+            Verdict::Placement { node, score } => json!({"node": node, "score": score}),
             Verdict::Actions(actions) => json!({
                 "actions": actions.iter().map(|(what, body)| json!({"action": what, "body": body})).collect::<Vec<_>>()
             }),

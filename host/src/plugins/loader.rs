@@ -24,6 +24,7 @@ use super::admission::{AdmissionModule, ModuleSettings};
 use super::controller::ControllerModule;
 use super::manifest::Manifest;
 use super::metrics::{PluginMetrics, PluginSeries};
+use super::policy::PolicyModule;
 use super::runtime::{digest, LoadError, Runtime};
 use super::Client;
 
@@ -43,6 +44,16 @@ pub struct LoadedPlugin {
 pub struct LoadedController {
     pub manifest: Manifest,
     pub module: Arc<ControllerModule>,
+    /// "builtin", or the manifest's path.
+    pub source: String,
+    /// What it has done (shared by every version of this name).
+    pub activity: Arc<Activity>,
+}
+
+/// A scheduler policy plugin serving (the scheduler asks it while it leads).
+pub struct LoadedPolicy {
+    pub manifest: Manifest,
+    pub module: Arc<PolicyModule>,
     /// "builtin", or the manifest's path.
     pub source: String,
     /// What it has done (shared by every version of this name).
@@ -69,6 +80,8 @@ pub struct PluginSet {
     plugins: RwLock<Arc<Vec<Arc<LoadedPlugin>>>>,
     /// The controller plugins, by name.
     controllers: RwLock<Arc<Vec<Arc<LoadedController>>>>,
+    /// The scheduler policy plugins, by name.
+    policies: RwLock<Arc<Vec<Arc<LoadedPolicy>>>>,
     /// Bumped on every load and unload, for whoever follows the set.
     changes: tokio::sync::watch::Sender<u64>,
     /// Name -> why its last load failed (cleared by a load that works).
@@ -97,6 +110,7 @@ impl PluginSet {
             controller_client: OnceLock::new(),
             plugins: RwLock::default(),
             controllers: RwLock::default(),
+            policies: RwLock::default(),
             changes: tokio::sync::watch::Sender::new(0),
             errors: Mutex::default(),
             seen: Mutex::default(),
@@ -129,6 +143,11 @@ impl PluginSet {
         self.controllers.read().clone()
     }
 
+    /// The scheduler policy plugins serving now.
+    pub fn policies(&self) -> Arc<Vec<Arc<LoadedPolicy>>> {
+        self.policies.read().clone()
+    }
+
     pub fn metrics(&self) -> &PluginMetrics {
         &self.metrics
     }
@@ -148,6 +167,7 @@ impl PluginSet {
         let admission = self.snapshot().iter().find(|p| p.manifest.name == name).map(|p| p.module.digest.clone());
         admission
             .or_else(|| self.controllers().iter().find(|c| c.manifest.name == name).map(|c| c.module.digest.clone()))
+            .or_else(|| self.policies().iter().find(|p| p.manifest.name == name).map(|p| p.module.digest.clone()))
     }
 
     /// Every plugin serving: (name, source, digest), admission and controllers.
@@ -162,7 +182,12 @@ impl PluginSet {
             .iter()
             .map(|c| (c.manifest.name.clone(), c.source.clone(), c.module.digest.clone()))
             .collect::<Vec<_>>();
-        admission.into_iter().chain(controllers).collect()
+        let policies = self
+            .policies()
+            .iter()
+            .map(|p| (p.manifest.name.clone(), p.source.clone(), p.module.digest.clone()))
+            .collect::<Vec<_>>();
+        admission.into_iter().chain(controllers).chain(policies).collect()
     }
 
     /// Why the last load of `name` failed, if it did.
@@ -175,6 +200,9 @@ impl PluginSet {
     pub async fn load(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
         if manifest.world == "controller" {
             return self.load_controller(manifest, bytes, source).await;
+        }
+        if manifest.world == "scheduler-policy" {
+            return self.load_policy(manifest, bytes, source).await;
         }
         let name = manifest.name.clone();
         let settings = self.settings(&manifest, self.client.get().cloned());
@@ -271,6 +299,38 @@ impl PluginSet {
         }
     }
 
+    /// Load (or replace) a scheduler policy plugin (Cranelift only: a policy is on every
+    /// pod's path, so it runs optimized from the start).
+    async fn load_policy(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
+        let name = manifest.name.clone();
+        let settings = self.settings(&manifest, None);
+        match PolicyModule::load(self.runtime.clone(), bytes, settings).await {
+            Ok(module) => {
+                let digest = module.digest.clone();
+                let activity = self.activity(&name);
+                let loaded = Arc::new(LoadedPolicy { manifest, module, source: source.to_string(), activity });
+                let mut policies = self.policies.write();
+                let mut next: Vec<Arc<LoadedPolicy>> =
+                    policies.iter().filter(|p| p.manifest.name != name).cloned().collect();
+                next.push(loaded);
+                next.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+                *policies = Arc::new(next);
+                drop(policies);
+                self.errors.lock().remove(&name);
+                self.metrics.loads.with_label_values(&[name.as_str(), "loaded"]).inc();
+                tracing::info!(plugin = %name, %digest, source, "scheduler policy plugin loaded");
+                self.changed();
+                Ok(digest)
+            }
+            Err(e) => {
+                self.errors.lock().insert(name.clone(), e.to_string());
+                self.metrics.loads.with_label_values(&[name.as_str(), "failed"]).inc();
+                tracing::error!(plugin = %name, source, error = %e, "scheduler policy plugin not loaded; the version serving (if any) stays");
+                Err(e)
+            }
+        }
+    }
+
     /// Compile `bytes` with Cranelift in the background, then put the optimized module in
     /// the place of `baseline` (if that version still serves: a newer load wins).
     fn optimize_later(&self, baseline: Arc<AdmissionModule>, bytes: Vec<u8>, settings: ModuleSettings) {
@@ -322,6 +382,13 @@ impl PluginSet {
             let mut controllers = self.controllers.write();
             if controllers.iter().any(|c| c.manifest.name == name) {
                 *controllers = Arc::new(controllers.iter().filter(|c| c.manifest.name != name).cloned().collect());
+                unloaded = true;
+            }
+        }
+        {
+            let mut policies = self.policies.write();
+            if policies.iter().any(|p| p.manifest.name == name) {
+                *policies = Arc::new(policies.iter().filter(|p| p.manifest.name != name).cloned().collect());
                 unloaded = true;
             }
         }

@@ -24,6 +24,9 @@
 //! A controller (`kind: controller`) has no phases or rules: what it follows it answers
 //! itself (`configure`), and its capabilities must grant `watch` on that and every verb
 //! its actions use. `concurrency` (default 5) is how many keys it reconciles at once.
+//!
+//! A scheduler policy (`kind: scheduler-policy`) has a `weight` (default 1, at most 100):
+//! its scores, normalized onto 0..=100, count that many times in the sum over policies.
 
 use std::time::Duration;
 
@@ -108,7 +111,7 @@ impl Capability {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
     pub name: String,
-    /// The world: `admission` or `controller`.
+    /// The world: `admission`, `controller` or `scheduler-policy`.
     pub world: String,
     /// Where the module is (as written; the loader resolves it against the manifest's folder).
     pub module: String,
@@ -124,6 +127,8 @@ pub struct Manifest {
     pub order: i64,
     /// A controller's reconciles at once.
     pub concurrency: usize,
+    /// A scheduler policy's weight in the sum of scores.
+    pub weight: i64,
 }
 
 impl Manifest {
@@ -150,8 +155,10 @@ impl Manifest {
         let spec = value.get("spec").cloned().unwrap_or_default();
         let text = |key: &str| spec.get(key).and_then(Value::as_str).map(str::to_owned);
         let world = text("kind").unwrap_or_default();
-        if world != "admission" && world != "controller" {
-            problems.push(format!("spec.kind must name a plugin world (admission or controller), not {world:?}"));
+        if !matches!(world.as_str(), "admission" | "controller" | "scheduler-policy") {
+            problems.push(format!(
+                "spec.kind must name a plugin world (admission, controller or scheduler-policy), not {world:?}"
+            ));
         }
         let module = text("module").unwrap_or_default();
         if module.is_empty() {
@@ -279,6 +286,16 @@ impl Manifest {
                 }
             },
         };
+        let weight = match spec.get("weight") {
+            None => 1,
+            Some(n) => match n.as_i64().filter(|n| (1..=100).contains(n)) {
+                Some(n) => n,
+                None => {
+                    problems.push(format!("spec.weight must be a number from 1 to 100, not {n}"));
+                    1
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(ManifestError { problems });
         }
@@ -296,6 +313,7 @@ impl Manifest {
             mode,
             order,
             concurrency,
+            weight,
         })
     }
 

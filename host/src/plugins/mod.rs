@@ -10,6 +10,7 @@
 //! - `runtime`: the engine, the epoch ticker, the artifact cache, the per-call store state;
 //! - `admission`: the `admission` world's bindings and an instance pool per loaded module;
 //! - `controller`: the `controller` world's bindings, the same for controller plugins;
+//! - `policy`: the `scheduler-policy` world's bindings, one stateful instance per module;
 //! - `manifest`: what a plugin's manifest (a `Plugin` object) says;
 //! - `activity`: per-plugin counts and a shadow's disagreements, for status;
 //! - `loader`: the plugin set and the watched `--plugin-dir` folder.
@@ -21,6 +22,7 @@ mod controller;
 mod loader;
 mod manifest;
 mod metrics;
+mod policy;
 mod runtime;
 
 pub use self::activity::{Activity, Disagreement, Verdict};
@@ -32,9 +34,10 @@ pub use self::controller::{
     Action, ActionPropagation, ControllerModule, ObjectKey, PatchType, ReconcileRequest, ReconcileResult, Registration,
     Verb,
 };
-pub use self::loader::{Builtin, LoadedController, LoadedPlugin, PluginSet};
+pub use self::loader::{Builtin, LoadedController, LoadedPlugin, LoadedPolicy, PluginSet};
 pub use self::manifest::{Capability, FailurePolicy, Manifest, ManifestError, Mode, Phase, Rule};
 pub use self::metrics::{PluginMetrics, PluginSeries};
+pub use self::policy::{types as policy_types, PolicyModule, Session as PolicySession};
 pub use self::runtime::{digest, CallError, ClientError, Compiler, LoadError, Runtime, RuntimeConfig};
 
 /// What a plugin reads through its `client` import: the host's view of cluster objects

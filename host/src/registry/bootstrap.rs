@@ -9,19 +9,24 @@ use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 
-/// One object to create: group, plural, namespace, body; `refresh` objects are replaced
-/// when they differ (the API server's own address may change between runs).
+/// One object to create: group, plural, namespace, body. An object that exists is replaced
+/// when it differs from the body at one of the `refresh` JSON pointers (the API server's
+/// own address may change between runs; a newer binary may serve a newer Plugin schema).
 pub(super) struct Seed {
     pub group: &'static str,
     pub plural: &'static str,
     pub namespace: Option<&'static str>,
     pub body: Value,
-    pub refresh: bool,
+    pub refresh: &'static [&'static str],
 }
 
 fn seed(group: &'static str, plural: &'static str, namespace: Option<&'static str>, body: Value) -> Seed {
-    Seed { group, plural, namespace, body, refresh: false }
+    Seed { group, plural, namespace, body, refresh: &[] }
 }
+
+/// The annotation that holds the digest of a seeded CRD's spec, so a changed schema
+/// replaces the stored one at the next start.
+const SPEC_DIGEST: &str = "wasmkube.io/spec-digest";
 
 /// The `Plugin` kind (`wasmkube.io/v1alpha1`): a plugin's manifest as an API object.
 fn plugin_crd() -> Seed {
@@ -32,57 +37,60 @@ fn plugin_crd() -> Seed {
         json!({"type": "object", "properties": {"apiGroups": strings, "resources": strings, "verbs": strings}});
     let quantity = json!({"x-kubernetes-int-or-string": true});
     let concurrency = json!({"type": "integer", "minimum": 1, "maximum": 64, "description": "A controller's reconciles at once (never two of one key)."});
-    seed(
-        "apiextensions.k8s.io",
-        "customresourcedefinitions",
-        None,
-        json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "plugins.wasmkube.io"},
-            "spec": {
-                "group": "wasmkube.io",
-                "scope": "Cluster",
-                "names": {"plural": "plugins", "singular": "plugin", "kind": "Plugin", "shortNames": ["plg"]},
-                "versions": [{
-                    "name": "v1alpha1", "served": true, "storage": true,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Kind", "type": "string", "jsonPath": ".spec.kind"},
-                        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
-                        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
-                        {"name": "Digest", "type": "string", "priority": 1, "jsonPath": ".status.digest"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {"openAPIV3Schema": {
-                        "type": "object",
-                        "description": "A WebAssembly plugin: its world, module and how it is run.",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["kind", "module"],
-                                "properties": {
-                                    "kind": {"type": "string", "enum": ["admission", "controller"], "description": "The plugin world."},
-                                    "module": {"type": "string", "description": "An absolute path on the server, or builtin:<name>.wasm."},
-                                    "phases": {"type": "array", "items": {"type": "string", "enum": ["mutate", "validate"]}},
-                                    "rules": {"type": "array", "items": rule},
-                                    "capabilities": {"type": "array", "items": capability},
-                                    "config": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                                    "timeout": quantity,
-                                    "memoryLimit": quantity,
-                                    "failurePolicy": {"type": "string", "enum": ["Fail", "Ignore"]},
-                                    "mode": {"type": "string", "enum": ["Enforce", "Audit", "Shadow"]},
-                                    "shadowOf": {"type": "string"},
-                                    "order": {"type": "integer"},
-                                    "concurrency": concurrency,
-                                },
+    let weight = json!({"type": "integer", "minimum": 1, "maximum": 100, "description": "A scheduler policy's weight in the sum of scores."});
+    let mut crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "plugins.wasmkube.io"},
+        "spec": {
+            "group": "wasmkube.io",
+            "scope": "Cluster",
+            "names": {"plural": "plugins", "singular": "plugin", "kind": "Plugin", "shortNames": ["plg"]},
+            "versions": [{
+                "name": "v1alpha1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Kind", "type": "string", "jsonPath": ".spec.kind"},
+                    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+                    {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+                    {"name": "Digest", "type": "string", "priority": 1, "jsonPath": ".status.digest"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "A WebAssembly plugin: its world, module and how it is run.",
+                    "properties": {
+                        "spec": {
+                            "type": "object",
+                            "required": ["kind", "module"],
+                            "properties": {
+                                "kind": {"type": "string", "enum": ["admission", "controller", "scheduler-policy"], "description": "The plugin world."},
+                                "module": {"type": "string", "description": "An absolute path on the server, or builtin:<name>.wasm."},
+                                "phases": {"type": "array", "items": {"type": "string", "enum": ["mutate", "validate"]}},
+                                "rules": {"type": "array", "items": rule},
+                                "capabilities": {"type": "array", "items": capability},
+                                "config": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                                "timeout": quantity,
+                                "memoryLimit": quantity,
+                                "failurePolicy": {"type": "string", "enum": ["Fail", "Ignore"]},
+                                "mode": {"type": "string", "enum": ["Enforce", "Audit", "Shadow"]},
+                                "shadowOf": {"type": "string"},
+                                "order": {"type": "integer"},
+                                "concurrency": concurrency,
+                                "weight": weight,
                             },
-                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
                         },
-                    }},
-                }],
-            },
-        }),
-    )
+                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    },
+                }},
+            }],
+        },
+    });
+    let digest = crate::plugins::digest(crd["spec"].to_string().as_bytes());
+    crd["metadata"]["annotations"] = json!({ SPEC_DIGEST: digest });
+    Seed {
+        refresh: &["/metadata/annotations/wasmkube.io~1spec-digest"],
+        ..seed("apiextensions.k8s.io", "customresourcedefinitions", None, crd)
+    }
 }
 
 fn bootstrap_metadata(name: &str) -> Value {
@@ -181,7 +189,7 @@ pub(super) fn objects(advertise: Option<SocketAddr>) -> Vec<Seed> {
         let ip = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
         let port = address.port();
         seeds.push(Seed {
-            refresh: true,
+            refresh: &["/subsets"],
             ..seed("", "endpoints", Some("default"), json!({
                 "apiVersion": "v1", "kind": "Endpoints",
                 "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
@@ -189,7 +197,7 @@ pub(super) fn objects(advertise: Option<SocketAddr>) -> Vec<Seed> {
             }))
         });
         seeds.push(Seed {
-            refresh: true,
+            refresh: &["/endpoints", "/ports"],
             ..seed(
                 "discovery.k8s.io",
                 "endpointslices",

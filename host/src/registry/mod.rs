@@ -636,10 +636,9 @@ impl Registry {
             let name = seed.body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
             match self.create(&resource, seed.namespace, seed.body.clone(), &options).await {
                 Ok(_) => {}
-                Err(Error::AlreadyExists { .. }) if seed.refresh => {
-                    let current = self.get(&resource, seed.namespace, &name).await?;
-                    let differs =
-                        ["subsets", "endpoints", "ports"].iter().any(|f| current.get(*f) != seed.body.get(*f));
+                Err(Error::AlreadyExists { .. }) if !seed.refresh.is_empty() => {
+                    let current = Value::Object(self.get(&resource, seed.namespace, &name).await?);
+                    let differs = seed.refresh.iter().any(|at| current.pointer(at) != seed.body.pointer(at));
                     if differs {
                         self.update(&resource, seed.namespace, &name, seed.body, None, &options).await?;
                     }

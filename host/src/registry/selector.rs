@@ -67,6 +67,43 @@ impl LabelSelector {
 /// The fields every resource can be selected by.
 const SELECTABLE_FIELDS: [&str; 2] = ["metadata.name", "metadata.namespace"];
 
+/// The fields a kind can also be selected by, as kube-apiserver's strategies declare them
+/// (`GetAttrs`); `source` on an Event is `source.component`.
+fn kind_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        "Node" => &["spec.unschedulable"],
+        "Namespace" => &["status.phase"],
+        "Secret" => &["type"],
+        "ReplicaSet" | "ReplicationController" => &["status.replicas"],
+        "Job" => &["status.successful"],
+        "CertificateSigningRequest" => &["spec.signerName"],
+        _ => &[],
+    }
+}
+
 /// A parsed field selector: `field=value`, `field==value`, `field!=value`, comma separated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector {
@@ -75,7 +112,13 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
+    /// A selector over the fields every kind has (name, namespace).
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_for("", text)
+    }
+
+    /// A selector over the fields `kind` can be selected by.
+    pub fn parse_for(kind: &str, text: &str) -> Result<Self, String> {
         let mut terms = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, value, equal) = if let Some((f, v)) = part.split_once("!=") {
@@ -86,7 +129,9 @@ impl FieldSelector {
                 return Err(format!("invalid field selector {part:?}: expected field=value or field!=value"));
             };
             let field = SELECTABLE_FIELDS
-                .into_iter()
+                .iter()
+                .chain(kind_fields(kind))
+                .copied()
                 .find(|known| *known == field.trim())
                 .ok_or_else(|| format!("field label not supported: {}", field.trim()))?;
             terms.push((field, value.trim().to_string(), equal));
@@ -100,12 +145,19 @@ impl FieldSelector {
 
     pub fn matches_object(&self, object: &Map<String, Value>) -> bool {
         self.terms.iter().all(|(field, value, equal)| {
-            let actual = field
-                .strip_prefix("metadata.")
-                .and_then(|name| object.get("metadata").and_then(|m| m.get(name)))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            (actual == value) == *equal
+            let path = if *field == "source" { "source.component" } else { field };
+            let mut at = path.split('.');
+            let first = at.next().and_then(|key| object.get(key));
+            let found = at.try_fold(first, |v, key| Some(v.and_then(|v| v.get(key)))).flatten();
+            // Absent reads as "" (and false for a bool), as Kubernetes' field sets do.
+            let actual = match found {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ if path == "spec.unschedulable" || path == "spec.hostNetwork" => "false".into(),
+                _ => String::new(),
+            };
+            (actual == *value) == *equal
         })
     }
 }
@@ -230,6 +282,19 @@ mod tests {
         }
         assert!(FieldSelector::parse("spec.nodeName=x").unwrap_err().contains("not supported"));
         assert!(FieldSelector::parse("metadata.name").is_err());
+        let pod: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}))
+        .unwrap();
+        let pods = |s: &str| FieldSelector::parse_for("Pod", s).unwrap().matches_object(&pod);
+        assert!(pods("spec.nodeName=n1,status.phase!=Pending"));
+        assert!(!pods("spec.nodeName="), "unscheduled pods are selected by an empty nodeName");
+        assert!(pods("spec.hostNetwork=false"), "an absent bool is false");
+        assert!(FieldSelector::parse_for("ConfigMap", "spec.nodeName=n1").is_err());
+        let event: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "involvedObject": {"kind": "Pod", "name": "a"}, "reason": "Scheduled", "source": {"component": "default-scheduler"}}))
+        .unwrap();
+        let events = |s: &str| FieldSelector::parse_for("Event", s).unwrap().matches_object(&event);
+        assert!(events("involvedObject.name=a,involvedObject.kind=Pod,reason=Scheduled,source=default-scheduler"));
     }
 
     #[test]

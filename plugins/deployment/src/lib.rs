@@ -135,6 +135,11 @@ impl Set {
     fn stored_replicas(&self) -> i64 {
         number(&self.object, "/spec/replicas")
     }
+    /// How many pods this set may have right now: its target, or more while the
+    /// ReplicaSet controller has not yet removed what a scale-down asked it to.
+    fn pods_at_most(&self) -> i64 {
+        self.replicas.max(number(&self.object, "/status/replicas"))
+    }
 }
 
 struct Deployments;
@@ -425,7 +430,10 @@ impl Controller for Deployments {
 /// Kubernetes' rolling update step: grow the new set within the surge, then shrink old
 /// sets within the unavailability budget. Returns why.
 fn rolling_update(sets: &mut [Set], new: usize, desired: i64, max_surge: i64, max_unavailable: i64) -> String {
-    let total: i64 = sets.iter().map(|s| s.replicas).sum();
+    // Kubernetes sums the sets' spec.replicas here, so pods of a shrinking old set and
+    // of the growing new one can briefly exceed the surge together. Counting the pods an
+    // old set still reports keeps the surge true of the pods that exist.
+    let total: i64 = sets.iter().map(Set::pods_at_most).sum();
     // Grow (or shrink) the new ReplicaSet.
     if sets[new].replicas > desired {
         sets[new].replicas = desired;

@@ -4,6 +4,7 @@
 mod api;
 mod controllers;
 mod plugins;
+mod scheduler;
 mod storage;
 
 #[derive(clap::Subcommand, Debug)]
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     /// Plugins: a policy as WebAssembly beside the same policy compiled in; instantiation;
     /// reloads with a cold and a warm artifact cache; API creates with 0 and 3 plugins.
     Plugins(plugins::PluginBenchOptions),
+    /// Scheduler: 10,000 pods on 1,000 simulated nodes with the default policy as
+    /// WebAssembly and compiled natively; the policy's call alone, both ways.
+    Scheduler(scheduler::SchedulerBenchOptions),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -26,5 +30,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Storage(options) => storage::run(options).await,
         BenchCommand::Plugins(options) => plugins::run(options).await,
         BenchCommand::Controllers(options) => controllers::run(options).await,
+        BenchCommand::Scheduler(options) => scheduler::run(options).await,
     }
 }

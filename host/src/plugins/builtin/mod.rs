@@ -1,6 +1,7 @@
 //! The default plugins compiled into the binary (when build.rs found them built): the
-//! pod-security validator, the resource defaulter, and the ReplicaSet, Deployment,
-//! Namespace and ServiceAccount controllers, with their manifests.
+//! pod-security validator, the resource defaulter, the ReplicaSet, Deployment,
+//! Namespace and ServiceAccount controllers, and the default scheduler policy, with
+//! their manifests.
 
 use super::Builtin;
 
@@ -33,6 +34,10 @@ pub fn defaults() -> Vec<Builtin> {
                 manifest: include_str!("serviceaccount.yaml"),
                 module: include_bytes!(env!("WASMKUBE_PLUGIN_SERVICEACCOUNT")),
             },
+            Builtin {
+                manifest: include_str!("default-policy.yaml"),
+                module: include_bytes!(env!("WASMKUBE_PLUGIN_DEFAULT_POLICY")),
+            },
         ]
     }
     #[cfg(not(wasmkube_default_plugins))]
@@ -53,6 +58,7 @@ pub fn module(file: &str) -> Option<&'static [u8]> {
             "deployment.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_DEPLOYMENT"))),
             "namespace.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_NAMESPACE"))),
             "serviceaccount.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_SERVICEACCOUNT"))),
+            "default_policy.wasm" => Some(include_bytes!(env!("WASMKUBE_PLUGIN_DEFAULT_POLICY"))),
             _ => None,
         }
     }

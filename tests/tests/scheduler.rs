@@ -177,20 +177,7 @@ async fn a_pod_that_fits_nowhere_waits_then_takes_a_node_added_for_it() {
         "{out}"
     );
     // A node that fits: the pod goes there on the node's event, not on a timer.
-    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "big-node", "labels": {"kubernetes.io/hostname": "big-node"}}});
-    let (code, body) = cluster.request(Method::POST, "/api/v1/nodes", Some(node)).await;
-    assert_eq!(code, 201, "{body}");
-    let status = json!({"status": {"allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"}, "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"}}});
-    let response = cluster
-        .api
-        .client
-        .patch(format!("{}/api/v1/nodes/big-node/status", cluster.api.base))
-        .header("Content-Type", "application/merge-patch+json")
-        .body(status.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    add_node(&cluster, "big-node", json!({}), json!([]), "8").await;
     let started = std::time::Instant::now();
     assert_eq!(bound(&cluster, "big").await, "big-node");
     assert!(started.elapsed() < Duration::from_secs(5), "scheduled on the node's event, within its backoff");
@@ -377,6 +364,9 @@ async fn replacing_the_policy_while_pods_are_scheduled_loses_or_doubles_none() {
     assert_eq!((placed, pending), (total, 0));
     let log = cluster.log();
     assert!(!log.contains("binding refused"), "no pod was bound twice:\n{log}");
+    let versions =
+        log.lines().filter(|l| l.contains("scheduler policy in use") && l.contains("default-policy")).count();
+    assert!(versions >= 2, "the cycle moved to a replaced policy while pods were coming ({versions} versions used)");
     // Every pod got exactly one Scheduled event.
     let (_, events) =
         cluster.request(Method::GET, "/api/v1/namespaces/default/events?fieldSelector=reason%3DScheduled", None).await;

@@ -130,6 +130,29 @@ pub struct ModuleSettings {
     pub client: Option<Arc<dyn Client>>,
 }
 
+impl ModuleSettings {
+    /// A store for one instance of this module: its limits, its deadline set for a first
+    /// call, and what it may read.
+    pub(super) fn store(
+        &self,
+        runtime: &Runtime,
+        name: &Arc<str>,
+        digest: &Arc<str>,
+        capabilities: &Arc<[Capability]>,
+    ) -> wasmtime::Store<HostState> {
+        let state =
+            HostState::new(name.clone(), digest.clone(), self.memory_limit, capabilities.clone(), self.client.clone());
+        let mut store = runtime::store(runtime.engine(), state);
+        store.data_mut().deadline = Instant::now() + self.timeout;
+        store
+    }
+
+    /// What a failed call of this module was.
+    pub(super) fn classify(&self, error: wasmtime::Error) -> CallError {
+        runtime::classify(error, self.timeout, self.memory_limit)
+    }
+}
+
 /// One loaded version of an admission plugin.
 pub struct AdmissionModule {
     pub digest: String,
@@ -150,12 +173,7 @@ impl AdmissionModule {
     /// configure) a first instance, so a module that cannot serve is refused here rather
     /// than on a request. Blocking (compilation): call it off the executor.
     pub async fn load(runtime: Arc<Runtime>, bytes: Vec<u8>, settings: ModuleSettings) -> Result<Arc<Self>, LoadError> {
-        let compiling = runtime.clone();
-        let started = Instant::now();
-        let (component, digest) = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
-            .await
-            .map_err(|e| LoadError::Runtime(format!("the compile task failed: {e}")))??;
-        tracing::info!(plugin = %settings.name, %digest, elapsed = ?started.elapsed(), "plugin compiled (or read from the artifact cache)");
+        let (component, digest) = runtime.compile_off_executor(bytes, &settings.name).await?;
         let module = Self::from_component(runtime, component, digest, settings)?;
         let instance = module.instantiate().await.map_err(|e| match e {
             CallError::Instantiate(why) if why.starts_with("configure:") => {
@@ -195,15 +213,7 @@ impl AdmissionModule {
 
     /// A new instance, configured.
     async fn instantiate(&self) -> Result<Instance, CallError> {
-        let state = HostState::new(
-            self.name.clone(),
-            self.digest_arc.clone(),
-            self.settings.memory_limit,
-            self.capabilities.clone(),
-            self.settings.client.clone(),
-        );
-        let mut store = runtime::store(self.runtime.engine(), state);
-        store.data_mut().deadline = Instant::now() + self.settings.timeout;
+        let mut store = self.settings.store(&self.runtime, &self.name, &self.digest_arc, &self.capabilities);
         let bindings =
             self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         let configured = bindings
@@ -216,7 +226,7 @@ impl AdmissionModule {
     }
 
     fn classify(&self, error: wasmtime::Error) -> CallError {
-        runtime::classify(error, self.settings.timeout, self.settings.memory_limit)
+        self.settings.classify(error)
     }
 
     /// Run `function` on an instance; the instance goes back to the pool only if the call
@@ -250,15 +260,7 @@ impl AdmissionModule {
     pub async fn time_instantiation(&self, n: usize) -> Result<(Vec<Duration>, Vec<Duration>), CallError> {
         let (mut instantiating, mut configuring) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
-            let state = HostState::new(
-                self.name.clone(),
-                self.digest_arc.clone(),
-                self.settings.memory_limit,
-                self.capabilities.clone(),
-                self.settings.client.clone(),
-            );
-            let mut store = runtime::store(self.runtime.engine(), state);
-            store.data_mut().deadline = Instant::now() + self.settings.timeout;
+            let mut store = self.settings.store(&self.runtime, &self.name, &self.digest_arc, &self.capabilities);
             let started = Instant::now();
             let bindings =
                 self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;

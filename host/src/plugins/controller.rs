@@ -16,7 +16,7 @@ use wasmtime::component::Component;
 
 use super::admission::ModuleSettings;
 use super::manifest::Capability;
-use super::runtime::{self, CallError, HostState, LoadError, Runtime};
+use super::runtime::{CallError, HostState, LoadError, Runtime};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -99,12 +99,7 @@ impl ControllerModule {
     /// Compile `bytes`, check the world, configure a first instance and check that the
     /// capabilities grant what it follows. Compilation runs off the executor.
     pub async fn load(runtime: Arc<Runtime>, bytes: Vec<u8>, settings: ModuleSettings) -> Result<Arc<Self>, LoadError> {
-        let compiling = runtime.clone();
-        let started = Instant::now();
-        let (component, digest) = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
-            .await
-            .map_err(|e| LoadError::Runtime(format!("the compile task failed: {e}")))??;
-        tracing::info!(plugin = %settings.name, %digest, elapsed = ?started.elapsed(), "controller compiled (or read from the artifact cache)");
+        let (component, digest) = runtime.compile_off_executor(bytes, &settings.name).await?;
         let pre = Self::pre(&runtime, &component)?;
         let name: Arc<str> = settings.name.as_str().into();
         let digest_arc: Arc<str> = digest.as_str().into();
@@ -183,7 +178,7 @@ impl ControllerModule {
                 self.give_back(instance);
                 Ok(answer)
             }
-            Err(e) => Err(runtime::classify(e, self.settings.timeout, self.settings.memory_limit)),
+            Err(e) => Err(self.settings.classify(e)),
         }
     }
 
@@ -198,7 +193,7 @@ impl ControllerModule {
                 self.give_back(instance);
                 Ok(keys)
             }
-            Err(e) => Err(runtime::classify(e, self.settings.timeout, self.settings.memory_limit)),
+            Err(e) => Err(self.settings.classify(e)),
         }
     }
 }
@@ -212,21 +207,13 @@ async fn instantiate(
     digest: &Arc<str>,
     capabilities: &Arc<[Capability]>,
 ) -> Result<(Instance, Registration), CallError> {
-    let state = HostState::new(
-        name.clone(),
-        digest.clone(),
-        settings.memory_limit,
-        capabilities.clone(),
-        settings.client.clone(),
-    );
-    let mut store = runtime::store(runtime.engine(), state);
-    store.data_mut().deadline = Instant::now() + settings.timeout;
+    let mut store = settings.store(runtime, name, digest, capabilities);
     let bindings = pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
     let configured = bindings
         .wasmkube_plugin_reconciler()
         .call_configure(&mut store, &settings.config)
         .await
-        .map_err(|e| runtime::classify(e, settings.timeout, settings.memory_limit))?;
+        .map_err(|e| settings.classify(e))?;
     let registration = configured.map_err(|why| CallError::Instantiate(format!("configure: {why}")))?;
     Ok((Instance { store, bindings }, registration))
 }

@@ -272,60 +272,58 @@ impl PluginSet {
     async fn load_controller(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
         let name = manifest.name.clone();
         let settings = self.settings(&manifest, self.controller_client.get().or(self.client.get()).cloned());
-        match ControllerModule::load(self.runtime.clone(), bytes, settings).await {
-            Ok(module) => {
-                let digest = module.digest.clone();
-                let activity = self.activity(&name);
-                let loaded = Arc::new(LoadedController { manifest, module, source: source.to_string(), activity });
-                let mut controllers = self.controllers.write();
-                let mut next: Vec<Arc<LoadedController>> =
-                    controllers.iter().filter(|c| c.manifest.name != name).cloned().collect();
-                next.push(loaded);
-                next.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
-                *controllers = Arc::new(next);
-                drop(controllers);
-                self.errors.lock().remove(&name);
-                self.metrics.loads.with_label_values(&[name.as_str(), "loaded"]).inc();
-                tracing::info!(plugin = %name, %digest, source, "controller plugin loaded");
-                self.changed();
-                Ok(digest)
-            }
-            Err(e) => {
-                self.errors.lock().insert(name.clone(), e.to_string());
-                self.metrics.loads.with_label_values(&[name.as_str(), "failed"]).inc();
-                tracing::error!(plugin = %name, source, error = %e, "controller plugin not loaded; the version serving (if any) stays");
-                Err(e)
-            }
-        }
+        let loaded = ControllerModule::load(self.runtime.clone(), bytes, settings).await.map(|module| {
+            let activity = self.activity(&name);
+            LoadedController { manifest, module, source: source.to_string(), activity }
+        });
+        self.swap_in(&self.controllers, &name, source, "controller", loaded, |c| (&c.manifest.name, &c.module.digest))
     }
 
     /// Load (or replace) a scheduler policy plugin (Cranelift only: a policy is on every
-    /// pod's path, so it runs optimized from the start).
+    /// pod's path, so it runs optimized from the start). A policy reads nothing through
+    /// the host: it has no `client`.
     async fn load_policy(&self, manifest: Manifest, bytes: Vec<u8>, source: &str) -> Result<String, LoadError> {
         let name = manifest.name.clone();
         let settings = self.settings(&manifest, None);
-        match PolicyModule::load(self.runtime.clone(), bytes, settings).await {
-            Ok(module) => {
-                let digest = module.digest.clone();
-                let activity = self.activity(&name);
-                let loaded = Arc::new(LoadedPolicy { manifest, module, source: source.to_string(), activity });
-                let mut policies = self.policies.write();
-                let mut next: Vec<Arc<LoadedPolicy>> =
-                    policies.iter().filter(|p| p.manifest.name != name).cloned().collect();
-                next.push(loaded);
-                next.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
-                *policies = Arc::new(next);
-                drop(policies);
-                self.errors.lock().remove(&name);
-                self.metrics.loads.with_label_values(&[name.as_str(), "loaded"]).inc();
-                tracing::info!(plugin = %name, %digest, source, "scheduler policy plugin loaded");
+        let loaded = PolicyModule::load(self.runtime.clone(), bytes, settings).await.map(|module| {
+            let activity = self.activity(&name);
+            LoadedPolicy { manifest, module, source: source.to_string(), activity }
+        });
+        self.swap_in(&self.policies, &name, source, "scheduler policy", loaded, |p| {
+            (&p.manifest.name, &p.module.digest)
+        })
+    }
+
+    /// Put a loaded version in `list` in the place of the one of the same name (the list
+    /// sorted by name), or keep the reason it failed; either way counted and logged.
+    fn swap_in<T>(
+        &self,
+        list: &RwLock<Arc<Vec<Arc<T>>>>,
+        name: &str,
+        source: &str,
+        kind: &str,
+        loaded: Result<T, LoadError>,
+        identity: impl Fn(&T) -> (&String, &String),
+    ) -> Result<String, LoadError> {
+        match loaded {
+            Ok(loaded) => {
+                let digest = identity(&loaded).1.clone();
+                let mut serving = list.write();
+                let mut next: Vec<Arc<T>> = serving.iter().filter(|p| identity(p).0 != name).cloned().collect();
+                next.push(Arc::new(loaded));
+                next.sort_by(|a, b| identity(a).0.cmp(identity(b).0));
+                *serving = Arc::new(next);
+                drop(serving);
+                self.errors.lock().remove(name);
+                self.metrics.loads.with_label_values(&[name, "loaded"]).inc();
+                tracing::info!(plugin = %name, %digest, source, "{kind} plugin loaded");
                 self.changed();
                 Ok(digest)
             }
             Err(e) => {
-                self.errors.lock().insert(name.clone(), e.to_string());
-                self.metrics.loads.with_label_values(&[name.as_str(), "failed"]).inc();
-                tracing::error!(plugin = %name, source, error = %e, "scheduler policy plugin not loaded; the version serving (if any) stays");
+                self.errors.lock().insert(name.to_string(), e.to_string());
+                self.metrics.loads.with_label_values(&[name, "failed"]).inc();
+                tracing::error!(plugin = %name, source, error = %e, "{kind} plugin not loaded; the version serving (if any) stays");
                 Err(e)
             }
         }

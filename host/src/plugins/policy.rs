@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 
 use super::admission::ModuleSettings;
-use super::runtime::{self, CallError, HostState, LoadError, Runtime};
+use super::runtime::{CallError, HostState, LoadError, Runtime};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -53,12 +53,7 @@ pub struct PolicyModule {
 impl PolicyModule {
     /// Compile `bytes` (off the executor), check the world and configure a first instance.
     pub async fn load(runtime: Arc<Runtime>, bytes: Vec<u8>, settings: ModuleSettings) -> Result<Arc<Self>, LoadError> {
-        let compiling = runtime.clone();
-        let started = Instant::now();
-        let (component, digest) = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
-            .await
-            .map_err(|e| LoadError::Runtime(format!("the compile task failed: {e}")))??;
-        tracing::info!(plugin = %settings.name, %digest, elapsed = ?started.elapsed(), "scheduler policy compiled (or read from the artifact cache)");
+        let (component, digest) = runtime.compile_off_executor(bytes, &settings.name).await?;
         let pre = Self::pre(&runtime, &component)?;
         let name: Arc<str> = settings.name.as_str().into();
         let digest_arc: Arc<str> = digest.as_str().into();
@@ -86,15 +81,8 @@ impl PolicyModule {
     }
 
     async fn instantiate(&self) -> Result<Instance, CallError> {
-        let state = HostState::new(
-            self.name.clone(),
-            self.digest_arc.clone(),
-            self.settings.memory_limit,
-            Arc::from(Vec::new()),
-            None,
-        );
-        let mut store = runtime::store(self.runtime.engine(), state);
-        store.data_mut().deadline = Instant::now() + self.settings.timeout;
+        // A policy reads nothing through the host: no capabilities, no client.
+        let mut store = self.settings.store(&self.runtime, &self.name, &self.digest_arc, &Arc::from(Vec::new()));
         let bindings =
             self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         let configured = bindings
@@ -107,7 +95,7 @@ impl PolicyModule {
     }
 
     fn classify(&self, error: wasmtime::Error) -> CallError {
-        runtime::classify(error, self.settings.timeout, self.settings.memory_limit)
+        self.settings.classify(error)
     }
 
     /// The instance, for calls one at a time; a new one if the last call failed.

@@ -238,6 +238,24 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// [`Runtime::compile`] on a blocking thread (compiling takes seconds, never the
+    /// executor's), logged with the plugin's name and how long it took.
+    pub(super) async fn compile_off_executor(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+        plugin: &str,
+    ) -> Result<(Component, String), LoadError> {
+        let compiling = self.clone();
+        let started = Instant::now();
+        let (component, digest) = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
+            .await
+            .map_err(|e| LoadError::Runtime(format!("the compile task failed: {e}")))??;
+        tracing::info!(%plugin, %digest, elapsed = ?started.elapsed(), "plugin compiled (or read from the artifact cache)");
+        Ok((component, digest))
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticking.store(false, Ordering::Relaxed);

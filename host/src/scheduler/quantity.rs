@@ -91,7 +91,7 @@ fn amounts(resources: &Value) -> Resources {
 /// (they run one at a time, before), plus the pod's overhead; one pod.
 pub fn pod_requests(spec: &Value) -> Resources {
     let mut total = Resources { milli_cpu: 0, memory: 0, ephemeral_storage: 0, pods: 1 };
-    let containers = |key: &str| spec.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let containers = |key: &str| spec.get(key).and_then(Value::as_array).into_iter().flatten();
     for container in containers("containers") {
         let r = amounts(&container["resources"]);
         total.milli_cpu = total.milli_cpu.saturating_add(r.milli_cpu);
@@ -105,7 +105,7 @@ pub fn pod_requests(spec: &Value) -> Resources {
         total.ephemeral_storage = total.ephemeral_storage.max(r.ephemeral_storage);
     }
     if let Some(overhead) = spec.get("overhead") {
-        let r = amounts(&serde_json::json!({ "requests": overhead }));
+        let r = amounts(&serde_json::json!({ "requests": overhead.clone() }));
         total.milli_cpu = total.milli_cpu.saturating_add(r.milli_cpu);
         total.memory = total.memory.saturating_add(r.memory);
         total.ephemeral_storage = total.ephemeral_storage.saturating_add(r.ephemeral_storage);

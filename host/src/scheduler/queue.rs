@@ -51,6 +51,8 @@ struct Inner {
     /// (priority, oldest first, uid); stale rows (the pod moved on) are skipped when popped.
     active: BinaryHeap<(i32, Reverse<u64>, Uid)>,
     backoff: BinaryHeap<Reverse<(Instant, Uid)>>,
+    /// (since, uid) of unschedulable pods; stale rows skipped as in `active`.
+    unschedulable: BinaryHeap<Reverse<(Instant, Uid)>>,
     arrivals: u64,
     /// Cluster events so far (see the module's note on pods in flight).
     moves: u64,
@@ -143,14 +145,12 @@ impl SchedulingQueue {
             let Some(Reverse((at, uid))) = inner.backoff.pop() else { break };
             Self::activate(inner, &uid, |place| place == Place::Backoff(at));
         }
-        let stale: Vec<Uid> = inner
-            .pods
-            .iter()
-            .filter(|(_, e)| matches!(e.place, Place::Unschedulable(since) if now.duration_since(since) >= UNSCHEDULABLE_FLUSH))
-            .map(|(uid, _)| uid.clone())
-            .collect();
-        for uid in stale {
-            Self::activate(inner, &uid, |_| true);
+        while let Some(Reverse((since, _))) = inner.unschedulable.peek() {
+            if now.duration_since(*since) < UNSCHEDULABLE_FLUSH {
+                break;
+            }
+            let Some(Reverse((since, uid))) = inner.unschedulable.pop() else { break };
+            Self::activate(inner, &uid, |place| place == Place::Unschedulable(since));
         }
     }
 
@@ -166,14 +166,7 @@ impl SchedulingQueue {
 
     fn next_wake(inner: &Inner) -> Option<Instant> {
         let backoff = inner.backoff.peek().map(|Reverse((at, _))| *at);
-        let unschedulable = inner
-            .pods
-            .values()
-            .filter_map(|e| match e.place {
-                Place::Unschedulable(since) => Some(since + UNSCHEDULABLE_FLUSH),
-                _ => None,
-            })
-            .min();
+        let unschedulable = inner.unschedulable.peek().map(|Reverse((since, _))| *since + UNSCHEDULABLE_FLUSH);
         backoff.into_iter().chain(unschedulable).min()
     }
 
@@ -197,7 +190,9 @@ impl SchedulingQueue {
             drop(inner);
             self.ready.notify_one();
         } else {
-            entry.place = Place::Unschedulable(Instant::now());
+            let since = Instant::now();
+            entry.place = Place::Unschedulable(since);
+            inner.unschedulable.push(Reverse((since, uid.to_string())));
         }
     }
 
@@ -228,15 +223,19 @@ impl SchedulingQueue {
         let (initial, max) = (self.initial_backoff, self.max_backoff);
         let mut to_backoff = Vec::new();
         let mut to_active = Vec::new();
-        for (uid, entry) in inner.pods.iter_mut() {
-            let Place::Unschedulable(since) = entry.place else { continue };
+        let waiting = std::mem::take(&mut inner.unschedulable);
+        for Reverse((since, uid)) in waiting {
+            let Some(entry) = inner.pods.get_mut(&uid) else { continue };
+            if entry.place != Place::Unschedulable(since) {
+                continue;
+            }
             let until = since + backoff(initial, max, entry.attempts);
             if until > now {
                 entry.place = Place::Backoff(until);
-                to_backoff.push(Reverse((until, uid.clone())));
+                to_backoff.push(Reverse((until, uid)));
             } else {
                 entry.place = Place::Active;
-                to_active.push((entry.priority, Reverse(entry.arrival), uid.clone()));
+                to_active.push((entry.priority, Reverse(entry.arrival), uid));
             }
         }
         let woke = !to_active.is_empty() || !to_backoff.is_empty();

@@ -111,8 +111,8 @@ fn label_selector(s: Option<&Value>) -> LabelSelector {
 
 /// A pod's scheduling view.
 pub fn pod(object: &Value) -> Pod {
-    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
-    let metadata = object.get("metadata").cloned().unwrap_or(Value::Null);
+    let spec = object.get("spec").unwrap_or(&Value::Null);
+    let metadata = object.get("metadata").unwrap_or(&Value::Null);
     let affinity = spec.pointer("/affinity/nodeAffinity");
     let tolerations = array(spec.get("tolerations"))
         .map(|t| Toleration {
@@ -140,12 +140,12 @@ pub fn pod(object: &Value) -> Pod {
         })
         .collect();
     Pod {
-        namespace: text(&metadata, "namespace"),
-        name: text(&metadata, "name"),
-        uid: text(&metadata, "uid"),
+        namespace: text(metadata, "namespace"),
+        name: text(metadata, "name"),
+        uid: text(metadata, "uid"),
         labels: pairs(metadata.get("labels")),
         annotations: pairs(metadata.get("annotations")),
-        requests: quantity::pod_requests(&spec),
+        requests: quantity::pod_requests(spec),
         node_name: spec.get("nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(String::from),
         node_selector: pairs(spec.get("nodeSelector")),
         required_node_affinity: array(

@@ -431,3 +431,67 @@ async fn a_shadow_policy_records_where_it_would_pick_another_node_and_decides_no
     );
     assert!(metrics.contains(&line), "{line} in:\n{metrics}");
 }
+
+const FAST_ELECTION: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "3s",
+    "--leader-elect-renew-deadline",
+    "2s",
+    "--leader-elect-retry-period",
+    "500ms",
+];
+
+async fn scheduler_holder(cluster: &Cluster) -> Option<String> {
+    let (code, lease) = cluster
+        .request(Method::GET, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/wasmkube-scheduler", None)
+        .await;
+    (code == 200).then(|| lease["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string())
+}
+
+/// Who reported the Scheduled event of `pod` (the scheduling server's identity).
+async fn scheduled_by(cluster: &Cluster, pod: &str) -> String {
+    wait_for(&format!("the Scheduled event of {pod}"), DEADLINE, || async {
+        let path =
+            format!("/api/v1/namespaces/default/events?fieldSelector=reason%3DScheduled,involvedObject.name%3D{pod}");
+        let (_, events) = cluster.request(Method::GET, &path, None).await;
+        events["items"].as_array()?.first()?["reportingInstance"].as_str().map(String::from)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_of_the_scheduler_lease_schedules() {
+    let mut flags = FAST_ELECTION.to_vec();
+    flags.extend(["--sim-nodes", "2"]);
+    let first = Cluster::start_with(Backend::Etcd, &flags).await;
+    let second = first.another_server_with(&FAST_ELECTION).await;
+    let identities = [first.identity().await, second.identity().await];
+    let leader =
+        wait_for("a scheduler leader", DEADLINE, || async { scheduler_holder(&first).await.filter(|h| !h.is_empty()) })
+            .await;
+    let leading_index = identities.iter().position(|i| *i == leader).expect("the holder is one of the servers");
+    let mut leading = 0;
+    for server in [&first, &second] {
+        let (_, metrics) = server.api.get("/metrics").await.expect("metrics");
+        if metrics.lines().any(|l| l == "wasmkube_scheduler_leader 1") {
+            leading += 1;
+        }
+    }
+    assert_eq!(leading, 1, "exactly one server schedules");
+    create(&first, "default", pod("before", "10m", json!({}))).await;
+    bound(&first, "before").await;
+    assert_eq!(scheduled_by(&first, "before").await, leader);
+
+    // The leader stops: the other takes the Lease at once (it watches it) and schedules.
+    let servers = [&first, &second];
+    let survivor = servers[1 - leading_index];
+    servers[leading_index].signal(libc::SIGTERM);
+    let next = wait_for("the other server to lead", DEADLINE, || async {
+        scheduler_holder(survivor).await.filter(|h| !h.is_empty() && *h != leader)
+    })
+    .await;
+    assert_eq!(next, identities[1 - leading_index]);
+    create(survivor, "default", pod("after", "10m", json!({}))).await;
+    bound(survivor, "after").await;
+    assert_eq!(scheduled_by(survivor, "after").await, next);
+}

@@ -82,24 +82,46 @@ async fn end_to_end(options: &SchedulerBenchOptions, dir: &std::path::Path, nati
     let registry = server.registry().context("the registry after ready")?;
     wait_leading(&registry, "wasmkube-scheduler").await?;
     let pods = registry.resource("", "v1", "pods").context("pods are served")?;
-    // Follow bindings from now on.
-    let watch_from = registry.list(&pods, Some("default"), ListOptions::default()).await?.resource_version;
-    let mut events = registry.watch(&pods, Some("default"), watch_from, false, Default::default()).await?;
+    // Follow bindings from now on; a watch that ends (a slow watcher is expired under
+    // this load) is started again from the last revision seen, or from a fresh list.
     let total = options.pods;
     let bound: Arc<parking_lot::Mutex<HashMap<String, Instant>>> = Arc::default();
     let follower = {
-        let bound = bound.clone();
+        let (bound, registry, pods) = (bound.clone(), registry.clone(), pods.clone());
         tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                let WatchEvent::Change(line) = event else { continue };
-                let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                let object = &event["object"];
-                let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) else { continue };
-                if object.pointer("/spec/nodeName").and_then(Value::as_str).is_some() {
-                    let mut bound = bound.lock();
-                    bound.entry(name.to_string()).or_insert_with(Instant::now);
-                    if bound.len() >= total {
-                        return;
+            let mut since = registry.list(&pods, Some("default"), ListOptions::default()).await?.resource_version;
+            loop {
+                let mut events = match registry.watch(&pods, Some("default"), since, false, Default::default()).await {
+                    Ok(events) => events,
+                    Err(_) => {
+                        let list = registry.list(&pods, Some("default"), ListOptions::default()).await?;
+                        let now = Instant::now();
+                        let mut seen = bound.lock();
+                        for pod in &list.items {
+                            let name = pod.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str);
+                            let node = pod.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str);
+                            if let (Some(name), Some(_)) = (name, node) {
+                                seen.entry(name.to_string()).or_insert(now);
+                            }
+                        }
+                        since = list.resource_version;
+                        continue;
+                    }
+                };
+                while let Some(event) = events.next().await {
+                    let WatchEvent::Change(line) = event else { continue };
+                    let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
+                    let object = &event["object"];
+                    if let Some(rv) = object.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                        since = rv.parse().unwrap_or(since);
+                    }
+                    let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) else { continue };
+                    if object.pointer("/spec/nodeName").and_then(Value::as_str).is_some() {
+                        let mut bound = bound.lock();
+                        bound.entry(name.to_string()).or_insert_with(Instant::now);
+                        if bound.len() >= total {
+                            return anyhow::Ok(());
+                        }
                     }
                 }
             }
@@ -131,9 +153,13 @@ async fn end_to_end(options: &SchedulerBenchOptions, dir: &std::path::Path, nati
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()?;
     let created_in = started.elapsed();
-    if tokio::time::timeout(Duration::from_secs(600), follower).await.is_err() {
-        anyhow::bail!("not every pod was bound within 600 s ({} of {total})", bound.lock().len());
+    match tokio::time::timeout(Duration::from_secs(600), follower).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e.context("following the bindings")),
+        Ok(Err(e)) => anyhow::bail!("the binding follower failed: {e}"),
+        Err(_) => anyhow::bail!("not every pod was bound within 600 s ({} of {total})", bound.lock().len()),
     }
+    anyhow::ensure!(bound.lock().len() == total, "only {} of {total} pods were seen bound", bound.lock().len());
     let bound = bound.lock().clone();
     let last = bound.values().max().copied().unwrap_or(started);
     let span = last.duration_since(started);

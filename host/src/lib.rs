@@ -16,6 +16,7 @@ pub mod controllers;
 pub mod datadir;
 pub mod node;
 pub mod plugins;
+pub mod quantity;
 pub mod registry;
 pub mod scheduler;
 pub mod storage;

@@ -291,6 +291,10 @@ pub fn plugin_component(name: &str) -> PathBuf {
     path
 }
 
+/// Leader election fast enough for a test: a 3 s lease, 2 s renew deadline, 500 ms retries.
+pub const FAST_ELECTION: [&str; 6] =
+    ["--leader-elect-lease-duration", "3s", "--leader-elect-renew-deadline", "2s", "--leader-elect-retry-period", "500ms"];
+
 /// The real kubectl binaries the tests run (the dispatcher at /usr/bin/kubectl picks by
 /// the server's /version; these are named explicitly).
 pub const KUBECTLS: [&str; 2] =

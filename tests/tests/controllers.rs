@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use wasmkube_tests::{wait_for, Backend, Cluster, Process, KUBECTLS};
+use wasmkube_tests::{wait_for, Backend, Cluster, Process, FAST_ELECTION, KUBECTLS};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -236,14 +236,6 @@ fn actions(log: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-const FAST_ELECTION: [&str; 6] = [
-    "--leader-elect-lease-duration",
-    "3s",
-    "--leader-elect-renew-deadline",
-    "2s",
-    "--leader-elect-retry-period",
-    "500ms",
-];
 
 #[tokio::test]
 async fn one_of_two_servers_leads_and_the_other_takes_over() {

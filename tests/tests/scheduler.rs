@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use wasmkube_tests::{plugin_component, wait_for, Backend, Cluster, KUBECTLS};
+use wasmkube_tests::{plugin_component, wait_for, Backend, Cluster, FAST_ELECTION, KUBECTLS};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const KUBECTL: &str = KUBECTLS[0];
@@ -432,14 +432,6 @@ async fn a_shadow_policy_records_where_it_would_pick_another_node_and_decides_no
     assert!(metrics.contains(&line), "{line} in:\n{metrics}");
 }
 
-const FAST_ELECTION: [&str; 6] = [
-    "--leader-elect-lease-duration",
-    "3s",
-    "--leader-elect-renew-deadline",
-    "2s",
-    "--leader-elect-retry-period",
-    "500ms",
-];
 
 async fn scheduler_holder(cluster: &Cluster) -> Option<String> {
     let (code, lease) = cluster

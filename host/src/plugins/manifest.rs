@@ -226,7 +226,7 @@ impl Manifest {
         }
         let memory_limit = match spec.get("memoryLimit") {
             None => None,
-            Some(Value::String(q)) => match parse_bytes(q) {
+            Some(Value::String(q)) => match crate::quantity::whole(q).and_then(|b| usize::try_from(b).ok()) {
                 Some(bytes) => Some(bytes),
                 None => {
                     problems.push(format!("spec.memoryLimit {q:?} is not a quantity such as 64Mi"));
@@ -321,24 +321,6 @@ impl Manifest {
     pub fn applies_to(&self, group: &str, resource: &str, subresource: Option<&str>, operation: &str) -> bool {
         self.rules.iter().any(|r| r.matches(group, resource, subresource, operation))
     }
-}
-
-/// `64Mi`, `1Gi`, `500M`, `1048576`: a Kubernetes quantity of bytes.
-fn parse_bytes(text: &str) -> Option<usize> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let number: usize = text[..digits].parse().ok()?;
-    let factor: usize = match &text[digits..] {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "k" => 1000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        _ => return None,
-    };
-    number.checked_mul(factor)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //!   events), in flight;
 //! - `cache`: nodes and the pods bound or assumed on them, and each policy's pending
 //!   changes (policies keep their own copy of the table);
-//! - `records`, `quantity`: the API's JSON as the compact records policies read;
+//! - `records`, `requests`: the API's JSON as the compact records policies read;
 //! - `policies`: the policies serving (plugins, or the native default), normalize and
 //!   weighted sum;
 //! - `native`: the default policy compiled into the host (the benchmark's baseline);
@@ -27,7 +27,7 @@ mod cache;
 mod events;
 mod native;
 mod policies;
-mod quantity;
+mod requests;
 mod queue;
 mod records;
 
@@ -293,7 +293,7 @@ impl Shared {
             }
             let namespace = cached.at.namespace.as_str();
             let labels: Vec<(String, String)> = cached.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let requests = quantity::pod_requests(object.get("spec").unwrap_or(&Value::Null));
+            let requests = requests::pod_requests(object.get("spec").unwrap_or(&Value::Null));
             self.cache.lock().place(&cached.uid, node, namespace, labels, requests, false);
             return;
         }

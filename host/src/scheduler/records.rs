@@ -6,7 +6,8 @@
 use serde_json::Value;
 
 use super::cache::NodeSpec;
-use super::quantity;
+use super::requests;
+use crate::quantity;
 use crate::plugins::policy_types::{
     LabelSelector, NodeSelectorTerm, Pod, PreferredTerm, Resources, SelectorOperator, SelectorRequirement,
     SpreadConstraint, Taint, TaintEffect, Toleration, TolerationOperator, UnsatisfiableAction,
@@ -145,7 +146,7 @@ pub fn pod(object: &Value) -> Pod {
         uid: text(metadata, "uid"),
         labels: pairs(metadata.get("labels")),
         annotations: pairs(metadata.get("annotations")),
-        requests: quantity::pod_requests(spec),
+        requests: requests::pod_requests(spec),
         node_name: spec.get("nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).map(String::from),
         node_selector: pairs(spec.get("nodeSelector")),
         required_node_affinity: array(

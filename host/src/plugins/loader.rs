@@ -368,28 +368,10 @@ impl PluginSet {
 
     /// Stop serving `name` (calls under way finish on it).
     pub fn unload(&self, name: &str) {
-        let mut unloaded = false;
-        {
-            let mut plugins = self.plugins.write();
-            if plugins.iter().any(|p| p.manifest.name == name) {
-                *plugins = Arc::new(plugins.iter().filter(|p| p.manifest.name != name).cloned().collect());
-                unloaded = true;
-            }
-        }
-        {
-            let mut controllers = self.controllers.write();
-            if controllers.iter().any(|c| c.manifest.name == name) {
-                *controllers = Arc::new(controllers.iter().filter(|c| c.manifest.name != name).cloned().collect());
-                unloaded = true;
-            }
-        }
-        {
-            let mut policies = self.policies.write();
-            if policies.iter().any(|p| p.manifest.name == name) {
-                *policies = Arc::new(policies.iter().filter(|p| p.manifest.name != name).cloned().collect());
-                unloaded = true;
-            }
-        }
+        // Every world is asked (a name is in at most one, but `|` keeps all three calls).
+        let unloaded = remove_named(&self.plugins, name, |p| &p.manifest.name)
+            | remove_named(&self.controllers, name, |c| &c.manifest.name)
+            | remove_named(&self.policies, name, |p| &p.manifest.name);
         if unloaded {
             self.metrics.loads.with_label_values(&[name, "unloaded"]).inc();
             tracing::info!(plugin = %name, "plugin unloaded");
@@ -502,4 +484,14 @@ impl PluginSet {
             }
         }
     }
+}
+
+/// Drop `name` from one world's serving list; whether it was there.
+fn remove_named<T>(list: &RwLock<Arc<Vec<Arc<T>>>>, name: &str, name_of: impl Fn(&T) -> &String) -> bool {
+    let mut serving = list.write();
+    if !serving.iter().any(|p| name_of(p) == name) {
+        return false;
+    }
+    *serving = Arc::new(serving.iter().filter(|p| name_of(p) != name).cloned().collect());
+    true
 }

@@ -403,8 +403,8 @@ fn fit_score(scoring: Scoring, pod: &Pod, state: &NodeState) -> i64 {
         let requested = allocated.saturating_add(asked);
         match scoring {
             Scoring::LeastAllocated if requested > capacity => 0,
-            Scoring::LeastAllocated => ((capacity - requested) as u128 * MAX_SCORE as u128 / capacity as u128) as i64,
-            Scoring::MostAllocated => (requested.min(capacity) as u128 * MAX_SCORE as u128 / capacity as u128) as i64,
+            Scoring::LeastAllocated => percent_of(capacity - requested, capacity),
+            Scoring::MostAllocated => percent_of(requested.min(capacity), capacity),
         }
     };
     let a = &state.allocated;
@@ -412,6 +412,15 @@ fn fit_score(scoring: Scoring, pod: &Pod, state: &NodeState) -> i64 {
         one(a.nonzero_milli_cpu, nonzero(pod.requests.milli_cpu, DEFAULT_MILLI_CPU), state.node.allocatable.milli_cpu);
     let memory = one(a.nonzero_memory, nonzero(pod.requests.memory, DEFAULT_MEMORY), state.node.allocatable.memory);
     (cpu + memory) / 2
+}
+
+/// `part` × 100 / `whole` (`part` ≤ `whole`, `whole` > 0), rounded down. In u64 unless
+/// the product overflows: a u128 division is a slow library call, in WebAssembly most.
+fn percent_of(part: u64, whole: u64) -> i64 {
+    match part.checked_mul(MAX_SCORE as u64) {
+        Some(product) => (product / whole) as i64,
+        None => (part as u128 * MAX_SCORE as u128 / whole as u128) as i64,
+    }
 }
 
 /// kube-scheduler's PodTopologySpread score: per node the matching pods of its domains,
@@ -528,4 +537,253 @@ fn requirement_matches(r: &SelectorRequirement, value: Option<&str>) -> bool {
 fn selects(selector: &LabelSelector, labels: &[(String, String)]) -> bool {
     selector.match_labels.iter().all(|(k, v)| label(labels, k) == Some(v.as_str()))
         && selector.match_expressions.iter().all(|r| requirement_matches(r, label(labels, &r.key)))
+}
+
+/// Run natively in the host's unit tests (`host/src/scheduler/native.rs` includes this
+/// file): each filter and score against what Kubernetes documents.
+#[cfg(test)]
+mod tests {
+    use super::super::types::{
+        Change, LabelSelector, Node, NodeSelectorTerm, PlacedPod, Pod, PreferredTerm, Resources, SelectorOperator,
+        SelectorRequirement, SpreadConstraint, Taint, TaintEffect, Toleration, TolerationOperator, UnsatisfiableAction,
+    };
+    use super::DefaultPolicy;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn resources(milli_cpu: u64, pods: u32) -> Resources {
+        Resources { milli_cpu, memory: 8 << 30, ephemeral_storage: 0, pods }
+    }
+
+    fn node(index: u32, labels: &[(&str, &str)], taints: Vec<Taint>) -> Change {
+        Change::NodeSet(Node {
+            index,
+            name: format!("node-{index}"),
+            labels: pairs(labels),
+            allocatable: resources(1000, 10),
+            taints,
+            unschedulable: false,
+        })
+    }
+
+    fn taint(key: &str, value: &str, effect: TaintEffect) -> Taint {
+        Taint { key: key.into(), value: value.into(), effect }
+    }
+
+    fn placed(id: u64, node: u32, labels: &[(&str, &str)], milli_cpu: u64) -> Change {
+        Change::PodPlaced(PlacedPod {
+            id,
+            node,
+            namespace: "default".into(),
+            labels: pairs(labels),
+            requests: Resources { milli_cpu, memory: 0, ephemeral_storage: 0, pods: 1 },
+        })
+    }
+
+    fn pod(milli_cpu: u64) -> Pod {
+        Pod {
+            namespace: "default".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            labels: pairs(&[("app", "web")]),
+            annotations: Vec::new(),
+            requests: Resources { milli_cpu, memory: 0, ephemeral_storage: 0, pods: 1 },
+            node_name: None,
+            node_selector: Vec::new(),
+            required_node_affinity: Vec::new(),
+            preferred_node_affinity: Vec::new(),
+            tolerations: Vec::new(),
+            spread_constraints: Vec::new(),
+            priority: 0,
+        }
+    }
+
+    fn requirement(key: &str, operator: SelectorOperator, values: &[&str]) -> SelectorRequirement {
+        SelectorRequirement { key: key.into(), operator, values: values.iter().map(|v| v.to_string()).collect() }
+    }
+
+    fn term(expressions: Vec<SelectorRequirement>) -> NodeSelectorTerm {
+        NodeSelectorTerm { match_expressions: expressions, match_fields: Vec::new() }
+    }
+
+    fn policy(config: &str, changes: &[Change]) -> DefaultPolicy {
+        let mut policy = DefaultPolicy::new(config).expect("config");
+        policy.apply(changes);
+        policy
+    }
+
+    /// (feasible node indices, by score, best first; each rejected index with its reasons).
+    fn ask(policy: &DefaultPolicy, pod: &Pod, candidates: &[u32]) -> (Vec<u32>, Vec<(u32, String)>) {
+        let placement = policy.schedule(pod, candidates).expect("placement");
+        let mut scores = placement.scores.clone();
+        scores.sort_by(|a, b| b.score.cmp(&a.score).then(a.node.cmp(&b.node)));
+        let mut rejected: Vec<(u32, String)> =
+            placement.rejections.iter().map(|r| (r.node, placement.reasons[r.reason as usize].clone())).collect();
+        rejected.sort();
+        (scores.iter().map(|s| s.node).collect(), rejected)
+    }
+
+    #[test]
+    fn resources_fit_counts_what_is_placed_and_forgets_what_is_removed() {
+        let mut p = policy("{}", &[node(0, &[], vec![]), node(1, &[], vec![]), placed(1, 0, &[], 600)]);
+        let (feasible, rejected) = ask(&p, &pod(500), &[0, 1, 7]);
+        assert_eq!(feasible, vec![1]);
+        assert_eq!(
+            rejected,
+            vec![(0, "Insufficient cpu".into()), (7, "node(s) were not found".into())]
+        );
+        p.apply(&[Change::PodRemoved(1)]);
+        assert_eq!(ask(&p, &pod(500), &[0, 1]).0.len(), 2);
+        // LeastAllocated prefers the emptier node; MostAllocated the fuller one.
+        let changes = [node(0, &[], vec![]), node(1, &[], vec![]), placed(1, 0, &[], 300)];
+        assert_eq!(ask(&policy("{}", &changes), &pod(100), &[0, 1]).0, vec![1, 0]);
+        let most = policy(r#"{"scoringStrategy": "MostAllocated"}"#, &changes);
+        assert_eq!(ask(&most, &pod(100), &[0, 1]).0, vec![0, 1]);
+        // Ten pods fill a node's pod capacity.
+        let full: Vec<Change> = std::iter::once(node(0, &[], vec![])).chain((0..10).map(|i| placed(i, 0, &[], 0))).collect();
+        assert_eq!(ask(&policy("{}", &full), &pod(0), &[0]).1, vec![(0, "Too many pods".into())]);
+        assert!(DefaultPolicy::new(r#"{"scoringStrategy": "Random"}"#).is_err());
+    }
+
+    #[test]
+    fn taints_reject_unless_tolerated_and_prefer_no_schedule_only_scores() {
+        let p = policy(
+            "{}",
+            &[
+                node(0, &[], vec![taint("dedicated", "gpu", TaintEffect::NoSchedule)]),
+                node(1, &[], vec![taint("spot", "", TaintEffect::PreferNoSchedule)]),
+                node(2, &[], vec![]),
+            ],
+        );
+        let (feasible, rejected) = ask(&p, &pod(100), &[0, 1, 2]);
+        assert_eq!(feasible, vec![2, 1], "PreferNoSchedule scores lower, does not reject");
+        assert_eq!(rejected, vec![(0, "node(s) had untolerated taint {dedicated: gpu}".into())]);
+        let tolerate = |operator, value: &str, effect| Toleration {
+            key: "dedicated".into(),
+            operator,
+            value: value.into(),
+            effect,
+        };
+        for (toleration, tolerated) in [
+            (tolerate(TolerationOperator::Exists, "", None), true),
+            (tolerate(TolerationOperator::Equal, "gpu", Some(TaintEffect::NoSchedule)), true),
+            (tolerate(TolerationOperator::Equal, "cpu", None), false),
+            (tolerate(TolerationOperator::Exists, "", Some(TaintEffect::NoExecute)), false),
+        ] {
+            let mut asking = pod(100);
+            asking.tolerations = vec![toleration.clone()];
+            assert_eq!(ask(&p, &asking, &[0]).0.len() == 1, tolerated, "{toleration:?}");
+        }
+        let mut cordoned = policy("{}", &[node(0, &[], vec![])]);
+        if let Change::NodeSet(mut n) = node(0, &[], vec![]) {
+            n.unschedulable = true;
+            cordoned.apply(&[Change::NodeSet(n)]);
+        }
+        assert_eq!(ask(&cordoned, &pod(100), &[0]).1, vec![(0, "node(s) were unschedulable".into())]);
+    }
+
+    #[test]
+    fn node_selector_and_affinity_match_as_kubernetes_documents() {
+        let p = policy(
+            "{}",
+            &[
+                node(0, &[("zone", "a"), ("cores", "8")], vec![]),
+                node(1, &[("zone", "b"), ("cores", "32")], vec![]),
+                node(2, &[], vec![]),
+            ],
+        );
+        let with = |terms: Vec<NodeSelectorTerm>| {
+            let mut asking = pod(100);
+            asking.required_node_affinity = terms;
+            ask(&p, &asking, &[0, 1, 2]).0.into_iter().collect::<std::collections::BTreeSet<u32>>()
+        };
+        let set = |nodes: &[u32]| nodes.iter().copied().collect::<std::collections::BTreeSet<u32>>();
+        use SelectorOperator::*;
+        assert_eq!(with(vec![term(vec![requirement("zone", In, &["a", "c"])])]), set(&[0]));
+        assert_eq!(with(vec![term(vec![requirement("zone", NotIn, &["a"])])]), set(&[1, 2]));
+        assert_eq!(with(vec![term(vec![requirement("zone", Exists, &[])])]), set(&[0, 1]));
+        assert_eq!(with(vec![term(vec![requirement("zone", DoesNotExist, &[])])]), set(&[2]));
+        assert_eq!(with(vec![term(vec![requirement("cores", Gt, &["16"])])]), set(&[1]));
+        assert_eq!(with(vec![term(vec![requirement("cores", Lt, &["16"])])]), set(&[0]));
+        // Terms are ORed, a term's expressions ANDed; an empty term matches nothing.
+        assert_eq!(
+            with(vec![term(vec![requirement("zone", In, &["a"])]), term(vec![requirement("cores", In, &["32"])])]),
+            set(&[0, 1])
+        );
+        assert_eq!(
+            with(vec![term(vec![requirement("zone", In, &["a"]), requirement("cores", In, &["32"])])]),
+            set(&[])
+        );
+        assert_eq!(with(vec![term(vec![])]), set(&[]));
+        let by_name = NodeSelectorTerm {
+            match_expressions: Vec::new(),
+            match_fields: vec![requirement("metadata.name", In, &["node-2"])],
+        };
+        assert_eq!(with(vec![by_name]), set(&[2]));
+        let mut selecting = pod(100);
+        selecting.node_selector = pairs(&[("zone", "b")]);
+        let (feasible, rejected) = ask(&p, &selecting, &[0, 1]);
+        assert_eq!(feasible, vec![1]);
+        assert_eq!(rejected, vec![(0, "node(s) didn't match Pod's node affinity/selector".into())]);
+        let mut named = pod(100);
+        named.node_name = Some("node-1".into());
+        assert_eq!(ask(&p, &named, &[0, 1, 2]).0, vec![1]);
+        // Preferred terms: the heavier match scores higher.
+        let mut preferring = pod(100);
+        preferring.preferred_node_affinity = vec![
+            PreferredTerm { weight: 10, preference: term(vec![requirement("zone", In, &["a"])]) },
+            PreferredTerm { weight: 50, preference: term(vec![requirement("zone", In, &["b"])]) },
+        ];
+        assert_eq!(ask(&p, &preferring, &[0, 1, 2]).0, vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn topology_spread_keeps_the_skew_and_prefers_the_emptier_domain() {
+        let mut changes = vec![
+            node(0, &[("zone", "a")], vec![]),
+            node(1, &[("zone", "b")], vec![]),
+            node(2, &[("zone", "c")], vec![]),
+            node(3, &[], vec![]),
+        ];
+        // zone a: 2 matching pods, b: 1, c: 1 and one that does not match.
+        changes.extend([
+            placed(1, 0, &[("app", "web")], 0),
+            placed(2, 0, &[("app", "web")], 0),
+            placed(3, 1, &[("app", "web")], 0),
+            placed(4, 2, &[("app", "web")], 0),
+            placed(5, 2, &[("app", "db")], 0),
+        ]);
+        let p = policy("{}", &changes);
+        let spread = |action| SpreadConstraint {
+            max_skew: 1,
+            topology_key: "zone".into(),
+            when_unsatisfiable: action,
+            selector: LabelSelector { match_labels: pairs(&[("app", "web")]), match_expressions: Vec::new() },
+            min_domains: None,
+        };
+        let mut hard = pod(100);
+        hard.spread_constraints = vec![spread(UnsatisfiableAction::DoNotSchedule)];
+        let (feasible, rejected) = ask(&p, &hard, &[0, 1, 2, 3]);
+        assert_eq!(feasible.len(), 2);
+        assert_eq!(
+            rejected,
+            vec![
+                (0, "node(s) didn't match pod topology spread constraints".into()),
+                (3, "node(s) didn't match pod topology spread constraints (missing required label)".into()),
+            ]
+        );
+        // minDomains above the domains there are: the minimum counts as 0, so b and c
+        // (1 + 1 - 0 > 1) are rejected too.
+        let mut few = hard.clone();
+        few.spread_constraints[0].min_domains = Some(4);
+        assert_eq!(ask(&p, &few, &[0, 1, 2]).0, Vec::<u32>::new());
+        let mut soft = pod(100);
+        soft.spread_constraints = vec![spread(UnsatisfiableAction::ScheduleAnyway)];
+        let (feasible, rejected) = ask(&p, &soft, &[0, 1, 2, 3]);
+        assert!(rejected.is_empty());
+        assert_eq!(feasible.last(), Some(&3), "a node without the topology label scores lowest");
+        assert_eq!(feasible[2], 0, "the fuller zone scores below the emptier ones");
+    }
 }

@@ -11,16 +11,20 @@
 //! NodeResourcesFit ×1 (`LeastAllocated`, or `MostAllocated` by config), PodTopologySpread
 //! ×2 (`ScheduleAnyway` constraints).
 //!
+//! The table keeps labels as symbols (each distinct string once, as a number), and a
+//! pod's selectors are translated to symbols once per call, so the loops over nodes and
+//! placed pods compare integers, not strings.
+//!
 //! This file is compiled twice over the same WIT types: into the plugin (`lib.rs`, the
 //! guest bindings) and natively into the host (`host/src/scheduler/native.rs`, the host
 //! bindings), so the benchmark's native baseline is this very code. It may use only
-//! `std`, `serde_json` and the types of `super::types`.
+//! `std`, `serde_json`, `rustc_hash` and the types of `super::types`.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::FxHashMap;
 
 use super::types::{
     Change, LabelSelector, Node, NodeScore, NodeSelectorTerm, PlacedPod, Placement, Pod, Rejection, SelectorOperator,
-    SelectorRequirement, SpreadConstraint, TaintEffect, TolerationOperator, UnsatisfiableAction,
+    SelectorRequirement, SpreadConstraint, Taint, TaintEffect, Toleration, TolerationOperator, UnsatisfiableAction,
 };
 
 /// What kube-scheduler assumes a container asks for when it names nothing (for scores only).
@@ -73,12 +77,59 @@ impl Config {
     }
 }
 
-/// What is allocated on a node: the sum of its pods' requests.
+/// A string of the table, as a number.
+type Sym = u32;
+
+/// Strings the table has held, each once. Symbols are never freed: a set grows with the
+/// distinct strings a cluster has used, which is small.
+#[derive(Default)]
+struct Symbols {
+    ids: FxHashMap<String, Sym>,
+    /// By symbol: the text parsed as an integer (what `Gt` and `Lt` compare).
+    numbers: Vec<Option<i64>>,
+}
+
+impl Symbols {
+    fn intern(&mut self, text: &str) -> Sym {
+        if let Some(&sym) = self.ids.get(text) {
+            return sym;
+        }
+        let sym = self.numbers.len() as Sym;
+        self.numbers.push(text.parse().ok());
+        self.ids.insert(text.to_string(), sym);
+        sym
+    }
+
+    /// None: no node or placed pod has this string, so it equals none of theirs.
+    fn get(&self, text: &str) -> Option<Sym> {
+        self.ids.get(text).copied()
+    }
+
+    fn number(&self, sym: Sym) -> Option<i64> {
+        self.numbers.get(sym as usize).copied().flatten()
+    }
+
+    fn labels(&mut self, labels: &[(String, String)]) -> Vec<(Sym, Sym)> {
+        labels.iter().map(|(k, v)| (self.intern(k), self.intern(v))).collect()
+    }
+}
+
+fn label_of(labels: &[(Sym, Sym)], key: Sym) -> Option<Sym> {
+    labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// Amounts of cpu (millicores), memory and ephemeral storage (bytes).
 #[derive(Clone, Copy, Debug, Default)]
-struct Allocated {
+struct Amounts {
     milli_cpu: u64,
     memory: u64,
     ephemeral_storage: u64,
+}
+
+/// What is allocated on a node: the sum of its pods' requests.
+#[derive(Clone, Copy, Debug, Default)]
+struct Allocated {
+    amounts: Amounts,
     pods: u32,
     /// With kube-scheduler's defaults for pods that ask for nothing (for scores).
     nonzero_milli_cpu: u64,
@@ -86,14 +137,13 @@ struct Allocated {
 }
 
 impl Allocated {
-    fn add(&mut self, pod: &PlacedPod, sign: i64) {
+    fn add(&mut self, r: &Amounts, sign: i64) {
         let apply = |total: &mut u64, amount: u64| {
             *total = if sign > 0 { total.saturating_add(amount) } else { total.saturating_sub(amount) }
         };
-        let r = &pod.requests;
-        apply(&mut self.milli_cpu, r.milli_cpu);
-        apply(&mut self.memory, r.memory);
-        apply(&mut self.ephemeral_storage, r.ephemeral_storage);
+        apply(&mut self.amounts.milli_cpu, r.milli_cpu);
+        apply(&mut self.amounts.memory, r.memory);
+        apply(&mut self.amounts.ephemeral_storage, r.ephemeral_storage);
         apply(&mut self.nonzero_milli_cpu, nonzero(r.milli_cpu, DEFAULT_MILLI_CPU));
         apply(&mut self.nonzero_memory, nonzero(r.memory, DEFAULT_MEMORY));
         self.pods = if sign > 0 { self.pods.saturating_add(1) } else { self.pods.saturating_sub(1) };
@@ -108,37 +158,298 @@ fn nonzero(amount: u64, default: u64) -> u64 {
     }
 }
 
+/// A node of the table.
 struct NodeState {
-    node: Node,
+    index: u32,
+    name: String,
+    labels: Vec<(Sym, Sym)>,
+    allocatable: Amounts,
+    allocatable_pods: u32,
+    taints: Vec<Taint>,
+    /// Whether any taint is `NoSchedule` or `NoExecute` (filters), `PreferNoSchedule` (scores).
+    hard_taints: bool,
+    soft_taints: bool,
+    unschedulable: bool,
     allocated: Allocated,
+}
+
+impl NodeState {
+    fn new(node: &Node, symbols: &mut Symbols, allocated: Allocated) -> Self {
+        let a = &node.allocatable;
+        let soft = |t: &Taint| matches!(t.effect, TaintEffect::PreferNoSchedule);
+        Self {
+            index: node.index,
+            name: node.name.clone(),
+            labels: symbols.labels(&node.labels),
+            allocatable: Amounts { milli_cpu: a.milli_cpu, memory: a.memory, ephemeral_storage: a.ephemeral_storage },
+            allocatable_pods: a.pods,
+            taints: node.taints.clone(),
+            hard_taints: node.taints.iter().any(|t| !soft(t)),
+            soft_taints: node.taints.iter().any(soft),
+            unschedulable: node.unschedulable,
+            allocated,
+        }
+    }
+}
+
+/// A pod bound or assumed on a node.
+struct Placed {
+    id: u64,
+    node: u32,
+    labels: Vec<(Sym, Sym)>,
+    requests: Amounts,
 }
 
 /// The policy and its node table.
 pub struct DefaultPolicy {
     config: Config,
+    /// Nodes' label keys and values; placed pods' label keys and values and namespaces
+    /// (apart, so that a spread's counts by domain are as long as the nodes' strings).
+    node_symbols: Symbols,
+    pod_symbols: Symbols,
     /// By node index (the host's; indices of removed nodes stay empty).
     nodes: Vec<Option<NodeState>>,
-    pods: HashMap<u64, PlacedPod>,
-    /// Pod ids by namespace (topology spread counts pods of the pod's namespace).
-    by_namespace: HashMap<String, HashSet<u64>>,
+    /// Placed pods by namespace (topology spread counts pods of the pod's namespace).
+    by_namespace: FxHashMap<Sym, Vec<Placed>>,
+    /// Where each placed pod is: its namespace and position there.
+    placed: FxHashMap<u64, (Sym, usize)>,
 }
 
 /// Reasons, each once, as the placement names them.
 #[derive(Default)]
 struct Reasons {
     texts: Vec<String>,
-    index: HashMap<String, u32>,
+    /// The index of each fixed reason (by `Why::slot`) once it is in `texts`.
+    fixed: [Option<u32>; FIXED_REASONS],
 }
 
+const FIXED_REASONS: usize = 10;
+
 impl Reasons {
-    fn of(&mut self, text: &str) -> u32 {
-        if let Some(i) = self.index.get(text) {
-            return *i;
+    /// A reason that is always the same text: found by its slot, not by comparing text.
+    fn fixed(&mut self, slot: usize, text: &'static str) -> u32 {
+        if let Some(i) = self.fixed[slot] {
+            return i;
         }
-        let i = self.texts.len() as u32;
-        self.texts.push(text.to_string());
-        self.index.insert(text.to_string(), i);
+        let i = self.of(text);
+        self.fixed[slot] = Some(i);
         i
+    }
+
+    fn of(&mut self, text: &str) -> u32 {
+        if let Some(i) = self.texts.iter().position(|t| t == text) {
+            return i as u32;
+        }
+        self.texts.push(text.to_string());
+        (self.texts.len() - 1) as u32
+    }
+}
+
+/// Why a filter rejects a node.
+enum Why<'a> {
+    Unschedulable,
+    NodeName,
+    Taint(&'a Taint),
+    Affinity,
+    Resources { pods: bool, cpu: bool, memory: bool, ephemeral_storage: bool },
+    SpreadLabel,
+    Spread,
+}
+
+impl Why<'_> {
+    /// Its reasons, in Kubernetes' words, as indices into `reasons`.
+    fn record(&self, node: u32, reasons: &mut Reasons, rejections: &mut Vec<Rejection>) {
+        let mut reject = |slot: usize, text: &'static str| {
+            rejections.push(Rejection { node, reason: reasons.fixed(slot, text) })
+        };
+        match self {
+            Why::Unschedulable => reject(0, "node(s) were unschedulable"),
+            Why::NodeName => reject(1, "node(s) didn't match the requested node name"),
+            Why::Taint(t) => {
+                let text = format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value);
+                rejections.push(Rejection { node, reason: reasons.of(&text) });
+            }
+            Why::Affinity => reject(2, "node(s) didn't match Pod's node affinity/selector"),
+            Why::Resources { pods, cpu, memory, ephemeral_storage } => {
+                for (slot, short, text) in [
+                    (3, pods, "Too many pods"),
+                    (4, cpu, "Insufficient cpu"),
+                    (5, memory, "Insufficient memory"),
+                    (6, ephemeral_storage, "Insufficient ephemeral-storage"),
+                ] {
+                    if *short {
+                        reject(slot, text);
+                    }
+                }
+            }
+            Why::SpreadLabel => reject(7, "node(s) didn't match pod topology spread constraints (missing required label)"),
+            Why::Spread => reject(8, "node(s) didn't match pod topology spread constraints"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+    Gt,
+    Lt,
+}
+
+impl From<&SelectorOperator> for Operator {
+    fn from(operator: &SelectorOperator) -> Self {
+        match operator {
+            SelectorOperator::In => Operator::In,
+            SelectorOperator::NotIn => Operator::NotIn,
+            SelectorOperator::Exists => Operator::Exists,
+            SelectorOperator::DoesNotExist => Operator::DoesNotExist,
+            SelectorOperator::Gt => Operator::Gt,
+            SelectorOperator::Lt => Operator::Lt,
+        }
+    }
+}
+
+/// Whether a requirement holds for `value` (None: no such label): the one definition,
+/// over symbols or over text. `listed` says whether a value is among the requirement's
+/// values, `number` reads one as an integer, `bound` is the first value's integer.
+fn holds<V>(
+    operator: Operator,
+    value: Option<V>,
+    listed: impl Fn(&V) -> bool,
+    number: impl Fn(&V) -> Option<i64>,
+    bound: Option<i64>,
+) -> bool {
+    match operator {
+        Operator::In => value.is_some_and(|v| listed(&v)),
+        Operator::NotIn => value.is_none_or(|v| !listed(&v)),
+        Operator::Exists => value.is_some(),
+        Operator::DoesNotExist => value.is_none(),
+        Operator::Gt => matches!((value.and_then(|v| number(&v)), bound), (Some(v), Some(b)) if v > b),
+        Operator::Lt => matches!((value.and_then(|v| number(&v)), bound), (Some(v), Some(b)) if v < b),
+    }
+}
+
+/// A requirement over text (a node's name, the pod's own labels).
+fn text_holds(r: &SelectorRequirement, value: Option<&str>) -> bool {
+    let number = |text: &&str| text.parse::<i64>().ok();
+    let bound = r.values.first().and_then(|v| v.parse().ok());
+    holds(Operator::from(&r.operator), value, |v| r.values.iter().any(|x| x == v), number, bound)
+}
+
+/// A selector requirement over symbols. An unknown key or value is one no label has.
+struct Requirement {
+    key: Option<Sym>,
+    operator: Operator,
+    values: Vec<Sym>,
+    bound: Option<i64>,
+}
+
+impl Requirement {
+    fn new(r: &SelectorRequirement, symbols: &Symbols) -> Self {
+        Self {
+            key: symbols.get(&r.key),
+            operator: Operator::from(&r.operator),
+            values: r.values.iter().filter_map(|v| symbols.get(v)).collect(),
+            bound: r.values.first().and_then(|v| v.parse().ok()),
+        }
+    }
+
+    fn holds(&self, labels: &[(Sym, Sym)], symbols: &Symbols) -> bool {
+        let value = self.key.and_then(|k| label_of(labels, k));
+        holds(self.operator, value, |v| self.values.contains(v), |v| symbols.number(*v), self.bound)
+    }
+}
+
+/// `matchLabels` over symbols; None if a key or value is unknown (nothing has it).
+fn pairs_of(pairs: &[(String, String)], symbols: &Symbols) -> Option<Vec<(Sym, Sym)>> {
+    pairs.iter().map(|(k, v)| Some((symbols.get(k)?, symbols.get(v)?))).collect()
+}
+
+fn has_all(labels: &[(Sym, Sym)], pairs: &[(Sym, Sym)]) -> bool {
+    pairs.iter().all(|(k, v)| label_of(labels, *k) == Some(*v))
+}
+
+/// A node selector term over symbols: every expression and field requirement holds (an
+/// empty term matches nothing, as in Kubernetes; `match-fields` knows `metadata.name`).
+struct Term<'a> {
+    expressions: Vec<Requirement>,
+    fields: &'a [SelectorRequirement],
+}
+
+impl<'a> Term<'a> {
+    fn new(term: &'a NodeSelectorTerm, symbols: &Symbols) -> Self {
+        Self {
+            expressions: term.match_expressions.iter().map(|r| Requirement::new(r, symbols)).collect(),
+            fields: &term.match_fields,
+        }
+    }
+
+    fn matches(&self, node: &NodeState, symbols: &Symbols) -> bool {
+        if self.expressions.is_empty() && self.fields.is_empty() {
+            return false;
+        }
+        self.expressions.iter().all(|r| r.holds(&node.labels, symbols))
+            && self.fields.iter().all(|r| text_holds(r, (r.key == "metadata.name").then_some(node.name.as_str())))
+    }
+}
+
+/// A label selector over symbols, for placed pods.
+struct Selector {
+    /// None: a `matchLabels` pair no placed pod has.
+    labels: Option<Vec<(Sym, Sym)>>,
+    expressions: Vec<Requirement>,
+}
+
+impl Selector {
+    fn new(selector: &LabelSelector, symbols: &Symbols) -> Self {
+        Self {
+            labels: pairs_of(&selector.match_labels, symbols),
+            expressions: selector.match_expressions.iter().map(|r| Requirement::new(r, symbols)).collect(),
+        }
+    }
+
+    fn selects(&self, labels: &[(Sym, Sym)], symbols: &Symbols) -> bool {
+        self.labels.as_deref().is_some_and(|pairs| has_all(labels, pairs))
+            && self.expressions.iter().all(|r| r.holds(labels, symbols))
+    }
+}
+
+/// Whether a label selector selects the pod's own labels (text: they are not in the table).
+fn selects_text(selector: &LabelSelector, labels: &[(String, String)]) -> bool {
+    let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    selector.match_labels.iter().all(|(k, v)| label(k) == Some(v.as_str()))
+        && selector.match_expressions.iter().all(|r| text_holds(r, label(&r.key)))
+}
+
+/// What the pod asks of a node's labels, over symbols: `nodeSelector` and the required
+/// node affinity (terms ORed), and the preferred terms.
+struct Asked<'a> {
+    pod: &'a Pod,
+    /// None: a pair no node has, so no node matches.
+    node_selector: Option<Vec<(Sym, Sym)>>,
+    required: Vec<Term<'a>>,
+    preferred: Vec<(i64, Term<'a>)>,
+}
+
+impl<'a> Asked<'a> {
+    fn new(pod: &'a Pod, symbols: &Symbols) -> Self {
+        Self {
+            pod,
+            node_selector: pairs_of(&pod.node_selector, symbols),
+            required: pod.required_node_affinity.iter().map(|t| Term::new(t, symbols)).collect(),
+            preferred: pod
+                .preferred_node_affinity
+                .iter()
+                .map(|p| (i64::from(p.weight), Term::new(&p.preference, symbols)))
+                .collect(),
+        }
+    }
+
+    fn affinity_matches(&self, node: &NodeState, symbols: &Symbols) -> bool {
+        self.node_selector.as_deref().is_some_and(|pairs| has_all(&node.labels, pairs))
+            && (self.required.is_empty() || self.required.iter().any(|t| t.matches(node, symbols)))
     }
 }
 
@@ -146,19 +457,38 @@ impl Reasons {
 /// the nodes the pod could go to that have the topology label.
 struct Spread<'a> {
     constraint: &'a SpreadConstraint,
-    counts: HashMap<&'a str, i64>,
+    /// None: no node has the topology label.
+    key: Option<Sym>,
+    /// By domain (the topology label's value): its matching pods, or -1 where no node the
+    /// pod may go to is in it. Indexed by symbol, so the loops over nodes and pods hash nothing.
+    counts: Vec<i64>,
+    /// How many domains there are.
+    domains: usize,
     /// The fewest matching pods in a domain (0 if there are fewer domains than minDomains).
     min: i64,
     self_match: i64,
+}
+
+impl Spread<'_> {
+    fn domain(&self, node: &NodeState) -> Option<Sym> {
+        self.key.and_then(|k| label_of(&node.labels, k))
+    }
+
+    /// The matching pods in `domain` (0 if no node the pod may go to is in it).
+    fn count(&self, domain: Sym) -> i64 {
+        self.counts.get(domain as usize).copied().unwrap_or(0).max(0)
+    }
 }
 
 impl DefaultPolicy {
     pub fn new(config: &str) -> Result<Self, String> {
         Ok(Self {
             config: Config::parse(config)?,
+            node_symbols: Symbols::default(),
+            pod_symbols: Symbols::default(),
             nodes: Vec::new(),
-            pods: HashMap::new(),
-            by_namespace: HashMap::new(),
+            by_namespace: FxHashMap::default(),
+            placed: FxHashMap::default(),
         })
     }
 
@@ -172,71 +502,80 @@ impl DefaultPolicy {
                         self.nodes.resize_with(i + 1, || None);
                     }
                     let allocated = self.nodes[i].as_ref().map(|s| s.allocated).unwrap_or_default();
-                    self.nodes[i] = Some(NodeState { node: node.clone(), allocated });
+                    self.nodes[i] = Some(NodeState::new(node, &mut self.node_symbols, allocated));
                 }
                 Change::NodeRemoved(index) => {
                     if let Some(slot) = self.nodes.get_mut(*index as usize) {
                         *slot = None;
                     }
                 }
-                Change::PodPlaced(pod) => {
-                    self.remove_pod(pod.id);
-                    if let Some(Some(state)) = self.nodes.get_mut(pod.node as usize) {
-                        state.allocated.add(pod, 1);
-                    }
-                    self.by_namespace.entry(pod.namespace.clone()).or_default().insert(pod.id);
-                    self.pods.insert(pod.id, pod.clone());
-                }
+                Change::PodPlaced(pod) => self.place(pod),
                 Change::PodRemoved(id) => self.remove_pod(*id),
             }
         }
     }
 
-    fn remove_pod(&mut self, id: u64) {
-        let Some(old) = self.pods.remove(&id) else { return };
-        if let Some(Some(state)) = self.nodes.get_mut(old.node as usize) {
-            state.allocated.add(&old, -1);
+    fn place(&mut self, pod: &PlacedPod) {
+        self.remove_pod(pod.id);
+        let r = &pod.requests;
+        let requests = Amounts { milli_cpu: r.milli_cpu, memory: r.memory, ephemeral_storage: r.ephemeral_storage };
+        if let Some(Some(state)) = self.nodes.get_mut(pod.node as usize) {
+            state.allocated.add(&requests, 1);
         }
-        if let Some(ids) = self.by_namespace.get_mut(&old.namespace) {
-            ids.remove(&id);
-            if ids.is_empty() {
-                self.by_namespace.remove(&old.namespace);
-            }
+        let namespace = self.pod_symbols.intern(&pod.namespace);
+        let labels = self.pod_symbols.labels(&pod.labels);
+        let pods = self.by_namespace.entry(namespace).or_default();
+        self.placed.insert(pod.id, (namespace, pods.len()));
+        pods.push(Placed { id: pod.id, node: pod.node, labels, requests });
+    }
+
+    fn remove_pod(&mut self, id: u64) {
+        let Some((namespace, at)) = self.placed.remove(&id) else { return };
+        let Some(pods) = self.by_namespace.get_mut(&namespace) else { return };
+        if at >= pods.len() {
+            return;
+        }
+        let old = pods.swap_remove(at);
+        if let Some(moved) = pods.get(at) {
+            self.placed.insert(moved.id, (namespace, at));
+        }
+        if pods.is_empty() {
+            self.by_namespace.remove(&namespace);
+        }
+        if let Some(Some(state)) = self.nodes.get_mut(old.node as usize) {
+            state.allocated.add(&old.requests, -1);
         }
     }
 
     /// Filter and score `candidates` for `pod`.
     pub fn schedule(&self, pod: &Pod, candidates: &[u32]) -> Result<Placement, String> {
+        let asked = Asked::new(pod, &self.node_symbols);
         let mut reasons = Reasons::default();
         let mut rejections = Vec::new();
         let hard: Vec<Spread> = pod
             .spread_constraints
             .iter()
             .filter(|c| matches!(c.when_unsatisfiable, UnsatisfiableAction::DoNotSchedule))
-            .map(|c| self.spread(pod, c))
+            .map(|c| self.spread(&asked, c))
             .collect();
         let mut feasible: Vec<&NodeState> = Vec::with_capacity(candidates.len());
         for &index in candidates {
             let Some(Some(state)) = self.nodes.get(index as usize) else {
-                rejections.push(Rejection { node: index, reason: reasons.of("node(s) were not found") });
+                rejections.push(Rejection { node: index, reason: reasons.fixed(9, "node(s) were not found") });
                 continue;
             };
-            match self.filter(pod, state, &hard) {
+            match self.filter(&asked, state, &hard) {
                 Ok(()) => feasible.push(state),
-                Err(why) => {
-                    for text in why {
-                        rejections.push(Rejection { node: index, reason: reasons.of(&text) });
-                    }
-                }
+                Err(why) => why.record(index, &mut reasons, &mut rejections),
             }
         }
-        let scores = self.score(pod, &feasible);
+        let scores = self.score(&asked, &feasible);
         Ok(Placement { scores, rejections, reasons: reasons.texts })
     }
 
-    /// Why `state` cannot take `pod` (empty: it can).
-    fn filter(&self, pod: &Pod, state: &NodeState, spread: &[Spread]) -> Result<(), Vec<String>> {
-        let node = &state.node;
+    /// Why `node` cannot take the pod, if it cannot.
+    fn filter<'n>(&self, asked: &Asked, node: &'n NodeState, spread: &[Spread]) -> Result<(), Why<'n>> {
+        let pod = asked.pod;
         // NodeUnschedulable
         if node.unschedulable
             && !pod
@@ -244,150 +583,140 @@ impl DefaultPolicy {
                 .iter()
                 .any(|t| tolerates(t, "node.kubernetes.io/unschedulable", "", TaintEffect::NoSchedule))
         {
-            return Err(vec!["node(s) were unschedulable".into()]);
+            return Err(Why::Unschedulable);
         }
         // NodeName
         if let Some(name) = pod.node_name.as_deref().filter(|n| !n.is_empty()) {
             if name != node.name {
-                return Err(vec!["node(s) didn't match the requested node name".into()]);
+                return Err(Why::NodeName);
             }
         }
         // TaintToleration
-        for taint in &node.taints {
-            if matches!(taint.effect, TaintEffect::PreferNoSchedule) {
-                continue;
-            }
-            if !pod.tolerations.iter().any(|t| tolerates(t, &taint.key, &taint.value, taint.effect)) {
-                return Err(vec![format!("node(s) had untolerated taint {{{}: {}}}", taint.key, taint.value)]);
+        if node.hard_taints {
+            for taint in &node.taints {
+                if matches!(taint.effect, TaintEffect::PreferNoSchedule) {
+                    continue;
+                }
+                if !pod.tolerations.iter().any(|t| tolerates(t, &taint.key, &taint.value, taint.effect)) {
+                    return Err(Why::Taint(taint));
+                }
             }
         }
         // NodeAffinity
-        if !node_affinity_matches(pod, node) {
-            return Err(vec!["node(s) didn't match Pod's node affinity/selector".into()]);
+        if !asked.affinity_matches(node, &self.node_symbols) {
+            return Err(Why::Affinity);
         }
         // NodeResourcesFit
-        let (have, r) = (&state.allocated, &pod.requests);
-        let mut insufficient = Vec::new();
-        if have.pods.saturating_add(1) > node.allocatable.pods {
-            insufficient.push("Too many pods".to_string());
-        }
-        if r.milli_cpu > 0 && have.milli_cpu.saturating_add(r.milli_cpu) > node.allocatable.milli_cpu {
-            insufficient.push("Insufficient cpu".into());
-        }
-        if r.memory > 0 && have.memory.saturating_add(r.memory) > node.allocatable.memory {
-            insufficient.push("Insufficient memory".into());
-        }
-        if r.ephemeral_storage > 0
-            && have.ephemeral_storage.saturating_add(r.ephemeral_storage) > node.allocatable.ephemeral_storage
-        {
-            insufficient.push("Insufficient ephemeral-storage".into());
-        }
-        if !insufficient.is_empty() {
-            return Err(insufficient);
+        let (have, r, can) = (&node.allocated.amounts, &pod.requests, &node.allocatable);
+        let over = |asked: u64, have: u64, capacity: u64| asked > 0 && have.saturating_add(asked) > capacity;
+        let pods = node.allocated.pods.saturating_add(1) > node.allocatable_pods;
+        let cpu = over(r.milli_cpu, have.milli_cpu, can.milli_cpu);
+        let memory = over(r.memory, have.memory, can.memory);
+        let ephemeral_storage = over(r.ephemeral_storage, have.ephemeral_storage, can.ephemeral_storage);
+        if pods || cpu || memory || ephemeral_storage {
+            return Err(Why::Resources { pods, cpu, memory, ephemeral_storage });
         }
         // PodTopologySpread (DoNotSchedule)
         for s in spread {
-            let Some(domain) = label(&node.labels, &s.constraint.topology_key) else {
-                return Err(vec![
-                    "node(s) didn't match pod topology spread constraints (missing required label)".into()
-                ]);
-            };
-            let count = s.counts.get(domain).copied().unwrap_or(0);
-            if count + s.self_match - s.min > i64::from(s.constraint.max_skew) {
-                return Err(vec!["node(s) didn't match pod topology spread constraints".into()]);
+            let Some(domain) = s.domain(node) else { return Err(Why::SpreadLabel) };
+            if s.count(domain) + s.self_match - s.min > i64::from(s.constraint.max_skew) {
+                return Err(Why::Spread);
             }
         }
         Ok(())
     }
 
-    /// Matching pods per domain of `constraint`, over the nodes `pod` may go to.
-    fn spread<'a>(&'a self, pod: &'a Pod, constraint: &'a SpreadConstraint) -> Spread<'a> {
-        let key = constraint.topology_key.as_str();
-        let mut counts: HashMap<&str, i64> = HashMap::new();
-        let mut eligible = vec![false; self.nodes.len()];
-        for (i, state) in self.nodes.iter().enumerate() {
-            let Some(state) = state else { continue };
-            if !node_affinity_matches(pod, &state.node) {
-                continue;
+    /// Matching pods per domain of `constraint`, over the nodes the pod may go to.
+    fn spread<'a>(&self, asked: &Asked, constraint: &'a SpreadConstraint) -> Spread<'a> {
+        let key = self.node_symbols.get(&constraint.topology_key);
+        let mut counts: Vec<i64> = Vec::new();
+        let mut seen: Vec<Sym> = Vec::new();
+        if let Some(key) = key {
+            counts = vec![-1; self.node_symbols.numbers.len()];
+            // The domain of each node the pod may go to, by index.
+            let mut domains: Vec<Option<Sym>> = vec![None; self.nodes.len()];
+            for (i, state) in self.nodes.iter().enumerate() {
+                let Some(state) = state else { continue };
+                let Some(domain) = label_of(&state.labels, key) else { continue };
+                if asked.affinity_matches(state, &self.node_symbols) {
+                    let count = &mut counts[domain as usize];
+                    if *count < 0 {
+                        *count = 0;
+                        seen.push(domain);
+                    }
+                    domains[i] = Some(domain);
+                }
             }
-            if let Some(domain) = label(&state.node.labels, key) {
-                counts.entry(domain).or_insert(0);
-                eligible[i] = true;
-            }
-        }
-        for id in self.by_namespace.get(&pod.namespace).into_iter().flatten() {
-            let Some(placed) = self.pods.get(id) else { continue };
-            if !eligible.get(placed.node as usize).copied().unwrap_or(false)
-                || !selects(&constraint.selector, &placed.labels)
-            {
-                continue;
-            }
-            if let Some(Some(state)) = self.nodes.get(placed.node as usize) {
-                if let Some(domain) = label(&state.node.labels, key) {
-                    *counts.entry(domain).or_insert(0) += 1;
+            let selector = Selector::new(&constraint.selector, &self.pod_symbols);
+            let namespace = self.pod_symbols.get(&asked.pod.namespace);
+            for placed in namespace.and_then(|ns| self.by_namespace.get(&ns)).into_iter().flatten() {
+                let Some(domain) = domains.get(placed.node as usize).copied().flatten() else { continue };
+                if selector.selects(&placed.labels, &self.pod_symbols) {
+                    counts[domain as usize] += 1;
                 }
             }
         }
-        let domains = counts.len() as u32;
-        let min = if constraint.min_domains.is_some_and(|m| domains < m) {
+        let min = if constraint.min_domains.is_some_and(|m| (seen.len() as u32) < m) {
             0
         } else {
-            counts.values().copied().min().unwrap_or(0)
+            seen.iter().map(|&d| counts[d as usize]).min().unwrap_or(0)
         };
-        let self_match = i64::from(selects(&constraint.selector, &pod.labels));
-        Spread { constraint, counts, min, self_match }
+        let self_match = i64::from(selects_text(&constraint.selector, &asked.pod.labels));
+        Spread { constraint, key, counts, domains: seen.len(), min, self_match }
     }
 
     /// The weighted score of each feasible node.
-    fn score(&self, pod: &Pod, feasible: &[&NodeState]) -> Vec<NodeScore> {
+    fn score(&self, asked: &Asked, feasible: &[&NodeState]) -> Vec<NodeScore> {
         if feasible.is_empty() {
             return Vec::new();
         }
-        let c = &self.config;
-        // TaintToleration: untolerated PreferNoSchedule taints, fewer is better.
-        let taints: Vec<i64> = feasible
-            .iter()
-            .map(|s| {
-                s.node
-                    .taints
-                    .iter()
-                    .filter(|t| matches!(t.effect, TaintEffect::PreferNoSchedule))
-                    .filter(|t| !pod.tolerations.iter().any(|tol| tolerates(tol, &t.key, &t.value, t.effect)))
-                    .count() as i64
-            })
-            .collect();
-        let taints = normalize(&taints, true);
+        let (c, pod) = (&self.config, asked.pod);
+        // TaintToleration: untolerated PreferNoSchedule taints, fewer is better (all
+        // equal where no node has one).
+        let taints = feasible.iter().any(|s| s.soft_taints).then(|| {
+            let counts: Vec<i64> = feasible
+                .iter()
+                .map(|s| {
+                    s.taints
+                        .iter()
+                        .filter(|t| matches!(t.effect, TaintEffect::PreferNoSchedule))
+                        .filter(|t| !pod.tolerations.iter().any(|tol| tolerates(tol, &t.key, &t.value, t.effect)))
+                        .count() as i64
+                })
+                .collect();
+            normalize(&counts, true)
+        });
         // NodeAffinity: the weights of the preferred terms a node matches.
-        let affinity: Vec<i64> = feasible
-            .iter()
-            .map(|s| {
-                pod.preferred_node_affinity
-                    .iter()
-                    .filter(|p| term_matches(&p.preference, &s.node))
-                    .map(|p| i64::from(p.weight))
-                    .sum()
-            })
-            .collect();
-        let affinity = normalize(&affinity, false);
+        let affinity = (!asked.preferred.is_empty()).then(|| {
+            let weights: Vec<i64> = feasible
+                .iter()
+                .map(|s| asked.preferred.iter().filter(|(_, t)| t.matches(s, &self.node_symbols)).map(|(w, _)| w).sum())
+                .collect();
+            normalize(&weights, false)
+        });
         // PodTopologySpread (ScheduleAnyway): fewer matching pods in the node's domains is better.
         let soft: Vec<Spread> = pod
             .spread_constraints
             .iter()
             .filter(|c| matches!(c.when_unsatisfiable, UnsatisfiableAction::ScheduleAnyway))
-            .map(|c| self.spread(pod, c))
+            .map(|c| self.spread(asked, c))
             .collect();
-        let spread = if soft.is_empty() { vec![MAX_SCORE; feasible.len()] } else { spread_scores(&soft, feasible) };
+        let spread = (!soft.is_empty()).then(|| spread_scores(&soft, feasible));
+        let at = |scores: &Option<Vec<i64>>, i: usize, otherwise: i64| scores.as_ref().map_or(otherwise, |s| s[i]);
+        let requests = &pod.requests;
+        let asked_cpu = nonzero(requests.milli_cpu, DEFAULT_MILLI_CPU);
+        let asked_memory = nonzero(requests.memory, DEFAULT_MEMORY);
         feasible
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let fit = fit_score(c.scoring, pod, s);
+                let fit = fit_score(c.scoring, asked_cpu, asked_memory, s);
                 NodeScore {
-                    node: s.node.index,
+                    node: s.index,
                     score: fit * c.fit_weight
-                        + taints[i] * c.taint_weight
-                        + affinity[i] * c.affinity_weight
-                        + spread[i] * c.spread_weight,
+                        + at(&taints, i, MAX_SCORE) * c.taint_weight
+                        + at(&affinity, i, 0) * c.affinity_weight
+                        + at(&spread, i, MAX_SCORE) * c.spread_weight,
                 }
             })
             .collect()
@@ -395,7 +724,7 @@ impl DefaultPolicy {
 }
 
 /// NodeResourcesFit's score of cpu and memory (equal weights), 0..=100.
-fn fit_score(scoring: Scoring, pod: &Pod, state: &NodeState) -> i64 {
+fn fit_score(scoring: Scoring, asked_cpu: u64, asked_memory: u64, state: &NodeState) -> i64 {
     let one = |allocated: u64, asked: u64, capacity: u64| -> i64 {
         if capacity == 0 {
             return 0;
@@ -408,18 +737,19 @@ fn fit_score(scoring: Scoring, pod: &Pod, state: &NodeState) -> i64 {
         }
     };
     let a = &state.allocated;
-    let cpu =
-        one(a.nonzero_milli_cpu, nonzero(pod.requests.milli_cpu, DEFAULT_MILLI_CPU), state.node.allocatable.milli_cpu);
-    let memory = one(a.nonzero_memory, nonzero(pod.requests.memory, DEFAULT_MEMORY), state.node.allocatable.memory);
+    let cpu = one(a.nonzero_milli_cpu, asked_cpu, state.allocatable.milli_cpu);
+    let memory = one(a.nonzero_memory, asked_memory, state.allocatable.memory);
     (cpu + memory) / 2
 }
 
 /// `part` × 100 / `whole` (`part` ≤ `whole`, `whole` > 0), rounded down. In u64 unless
-/// the product overflows: a u128 division is a slow library call, in WebAssembly most.
+/// the product would overflow: u128 arithmetic is a slow library call, in WebAssembly most.
 fn percent_of(part: u64, whole: u64) -> i64 {
-    match part.checked_mul(MAX_SCORE as u64) {
-        Some(product) => (product / whole) as i64,
-        None => (part as u128 * MAX_SCORE as u128 / whole as u128) as i64,
+    // Not `checked_mul`: WebAssembly has no overflow flag, so that is a u128 multiply.
+    if part <= u64::MAX / MAX_SCORE as u64 {
+        (part * MAX_SCORE as u64 / whole) as i64
+    } else {
+        (part as u128 * MAX_SCORE as u128 / whole as u128) as i64
     }
 }
 
@@ -431,9 +761,9 @@ fn spread_scores(soft: &[Spread], feasible: &[&NodeState]) -> Vec<i64> {
         .map(|s| {
             let mut total = 0.0;
             for spread in soft {
-                let domain = label(&s.node.labels, &spread.constraint.topology_key)?;
-                let weight = ((spread.counts.len() + 2) as f64).ln();
-                total += spread.counts.get(domain).copied().unwrap_or(0) as f64 * weight;
+                let domain = spread.domain(s)?;
+                let weight = ((spread.domains + 2) as f64).ln();
+                total += spread.count(domain) as f64 * weight;
             }
             Some(total)
         })
@@ -456,30 +786,18 @@ fn normalize(scores: &[i64], reverse: bool) -> Vec<i64> {
     scores
         .iter()
         .map(|&s| {
-            if max == 0 {
-                if reverse {
-                    MAX_SCORE
-                } else {
-                    0
-                }
+            let n = if max == 0 { 0 } else { s * MAX_SCORE / max };
+            if reverse {
+                MAX_SCORE - n
             } else {
-                let n = s * MAX_SCORE / max;
-                if reverse {
-                    MAX_SCORE - n
-                } else {
-                    n
-                }
+                n
             }
         })
         .collect()
 }
 
-fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
 /// Whether toleration `t` tolerates the taint (key, value, effect), as Kubernetes decides.
-fn tolerates(t: &super::types::Toleration, key: &str, value: &str, effect: TaintEffect) -> bool {
+fn tolerates(t: &Toleration, key: &str, value: &str, effect: TaintEffect) -> bool {
     if let Some(e) = t.effect {
         if std::mem::discriminant(&e) != std::mem::discriminant(&effect) {
             return false;
@@ -492,51 +810,6 @@ fn tolerates(t: &super::types::Toleration, key: &str, value: &str, effect: Taint
         TolerationOperator::Exists => true,
         TolerationOperator::Equal => t.value == value,
     }
-}
-
-/// `nodeSelector` and the required node affinity (terms ORed).
-fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
-    if !pod.node_selector.iter().all(|(k, v)| label(&node.labels, k) == Some(v.as_str())) {
-        return false;
-    }
-    pod.required_node_affinity.is_empty() || pod.required_node_affinity.iter().any(|term| term_matches(term, node))
-}
-
-/// A node selector term: every expression and field requirement holds (an empty term
-/// matches nothing, as in Kubernetes).
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    if term.match_expressions.is_empty() && term.match_fields.is_empty() {
-        return false;
-    }
-    term.match_expressions.iter().all(|r| requirement_matches(r, label(&node.labels, &r.key)))
-        && term.match_fields.iter().all(|r| {
-            let field = (r.key == "metadata.name").then_some(node.name.as_str());
-            requirement_matches(r, field)
-        })
-}
-
-fn requirement_matches(r: &SelectorRequirement, value: Option<&str>) -> bool {
-    let number = |text: &str| text.parse::<i64>().ok();
-    match r.operator {
-        SelectorOperator::In => value.is_some_and(|v| r.values.iter().any(|x| x == v)),
-        SelectorOperator::NotIn => value.is_none_or(|v| !r.values.iter().any(|x| x == v)),
-        SelectorOperator::Exists => value.is_some(),
-        SelectorOperator::DoesNotExist => value.is_none(),
-        SelectorOperator::Gt => match (value.and_then(number), r.values.first().and_then(|x| number(x))) {
-            (Some(v), Some(bound)) => v > bound,
-            _ => false,
-        },
-        SelectorOperator::Lt => match (value.and_then(number), r.values.first().and_then(|x| number(x))) {
-            (Some(v), Some(bound)) => v < bound,
-            _ => false,
-        },
-    }
-}
-
-/// Whether a label selector selects `labels` (an empty selector selects everything).
-fn selects(selector: &LabelSelector, labels: &[(String, String)]) -> bool {
-    selector.match_labels.iter().all(|(k, v)| label(labels, k) == Some(v.as_str()))
-        && selector.match_expressions.iter().all(|r| requirement_matches(r, label(labels, &r.key)))
 }
 
 /// Run natively in the host's unit tests (`host/src/scheduler/native.rs` includes this

@@ -42,7 +42,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::controllers::informer::{Change, Informer, Informers};
 use crate::plugins::policy_types::Pod;
 use crate::plugins::{Disagreement, PluginSet, Verdict};
-use crate::registry::{Error, Patch, Registry, Subresource, WriteOptions};
+use crate::registry::{Error, Patch, Registry, Resource, Subresource, WriteOptions};
 use cache::Cache;
 use policies::{Policies, Policy, Role};
 use queue::SchedulingQueue;
@@ -197,12 +197,22 @@ impl Scheduler {
 struct Shared {
     scheduler: Arc<Scheduler>,
     pods: Arc<Informer>,
+    /// The pods resource, which bindings and status patches write.
+    pods_resource: Resource,
     cache: Mutex<Cache>,
     queue: SchedulingQueue,
     /// When each pod entered the queue (for the end-to-end latency).
     arrived: Mutex<std::collections::HashMap<String, Instant>>,
     writes: Arc<Semaphore>,
     events: events::Recorder,
+}
+
+/// The node the live policies chose for a pod, and its summed score.
+#[derive(Clone, Copy)]
+struct Chosen<'a> {
+    index: u32,
+    node: &'a str,
+    score: i64,
 }
 
 struct Running {
@@ -223,8 +233,13 @@ impl Running {
         nodes.wait_synced().await;
         pods.wait_synced().await;
         let config = &scheduler.config;
+        let pods_resource = scheduler
+            .registry
+            .resource("", "v1", "pods")
+            .ok_or_else(|| Error::Internal("pods are not served".into()))?;
         let shared = Arc::new(Shared {
             pods: pods.clone(),
+            pods_resource,
             cache: Mutex::default(),
             queue: SchedulingQueue::new(config.initial_backoff, config.max_backoff),
             arrived: Mutex::default(),
@@ -397,7 +412,7 @@ impl Shared {
         let node = self.cache.lock().node_name(chosen).map(String::from).unwrap_or_default();
         // Shadows, on the same table, before the pod is assumed.
         for shadow in set.iter().filter(|p| matches!(&p.role, Role::Shadow { .. })) {
-            self.compare(shadow, &live, &answers, &pod, &candidates, (&node, score)).await;
+            self.compare(shadow, &live, &answers, &pod, &candidates, Chosen { index: chosen, node: &node, score }).await;
         }
         // Reserve, then bind.
         let labels: Vec<(String, String)> = pod.labels.clone();
@@ -416,7 +431,7 @@ impl Shared {
         answers: &[(i64, crate::plugins::policy_types::Placement)],
         pod: &Pod,
         candidates: &[u32],
-        chosen: (&str, i64),
+        chosen: Chosen<'_>,
     ) {
         let Role::Shadow { of } = &shadow.role else { return };
         let Some(replaced) = live.iter().position(|p| &p.name == of) else { return };
@@ -441,12 +456,8 @@ impl Shared {
         let combined = policies::combine(candidates, &weighted);
         let best = combined.totals.iter().flatten().copied().max();
         let cache = self.cache.lock();
-        let chosen_index = candidates.iter().copied().find(|&c| cache.node_name(c) == Some(chosen.0));
         // Agreement: the live choice is among the shadow's best (ties are not disagreements).
-        let agrees = match (best, chosen_index) {
-            (Some(best), Some(i)) => combined.totals.get(i as usize).copied().flatten() == Some(best),
-            _ => false,
-        };
+        let agrees = best.is_some() && combined.totals.get(chosen.index as usize).copied().flatten() == best;
         if agrees {
             return;
         }
@@ -464,13 +475,13 @@ impl Shared {
         metrics.shadow_disagreements.with_label_values(&[shadow.name.as_str(), of.as_str()]).inc();
         self.scheduler.plugins.metrics().disagreements.with_label_values(&[shadow.name.as_str(), of.as_str()]).inc();
         let request = format!("SCHEDULE pods {}/{}", pod.namespace, pod.name);
-        tracing::info!(policy = %shadow.name, live = %of, pod = %format!("{}/{}", pod.namespace, pod.name), live_node = %chosen.0, shadow_node = ?pick, "shadow policy would pick another node");
+        tracing::info!(policy = %shadow.name, live = %of, pod = %format!("{}/{}", pod.namespace, pod.name), live_node = %chosen.node, shadow_node = ?pick, "shadow policy would pick another node");
         let live_digest = live[replaced].digest.clone();
         shadow.activity.disagreed(Disagreement {
             at: crate::registry::now(),
             request,
             function: "schedule",
-            live: Verdict::Placement { node: Some(chosen.0.to_string()), score: chosen.1 },
+            live: Verdict::Placement { node: Some(chosen.node.to_string()), score: chosen.score },
             live_digest,
             shadow: Verdict::Placement { node: pick, score: best.unwrap_or(0) },
             shadow_digest: shadow.digest.clone(),
@@ -511,10 +522,9 @@ impl Shared {
         tokio::spawn(async move {
             let Ok(_permit) = shared.writes.clone().acquire_owned().await else { return };
             let registry = &shared.scheduler.registry;
-            let Some(pods) = registry.resource("", "v1", "pods") else { return };
             let options = shared.write_options();
             let result = registry
-                .patch(&pods, Some(&namespace), &name, Patch::Strategic(patch), Some(Subresource::Status), &options)
+                .patch(&shared.pods_resource, Some(&namespace), &name, Patch::Strategic(patch), Some(Subresource::Status), &options)
                 .await;
             if let Err(e) = result {
                 tracing::debug!(pod = %format!("{namespace}/{name}"), error = %e, "cannot record why a pod is unschedulable");
@@ -532,10 +542,9 @@ impl Shared {
         tokio::spawn(async move {
             let Ok(_permit) = shared.writes.clone().acquire_owned().await else { return };
             let registry = &shared.scheduler.registry;
-            let Some(pods) = registry.resource("", "v1", "pods") else { return };
             let options = shared.write_options();
             let result =
-                registry.bind(&pods, Some(&pod.namespace), &pod.name, &node, serde_json::Map::new(), &options).await;
+                registry.bind(&shared.pods_resource, Some(&pod.namespace), &pod.name, &node, serde_json::Map::new(), &options).await;
             let metrics = &shared.scheduler.metrics;
             match result {
                 Ok(_) => {

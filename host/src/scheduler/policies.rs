@@ -74,6 +74,8 @@ impl Policy {
 /// The policies serving, kept in step with the plugin set.
 pub struct Policies {
     plugins: Arc<PluginSet>,
+    /// The plugin set's generation (bumped on every load and unload).
+    changes: tokio::sync::watch::Receiver<u64>,
     native: bool,
     generation: Option<u64>,
     current: Vec<(Option<Arc<LoadedPolicy>>, Arc<Policy>)>,
@@ -82,12 +84,13 @@ pub struct Policies {
 impl Policies {
     /// The loaded policy plugins, or (`native`) only the default policy compiled in.
     pub fn new(plugins: Arc<PluginSet>, native: bool) -> Self {
-        Self { plugins, native, generation: None, current: Vec::new() }
+        let changes = plugins.changes();
+        Self { plugins, changes, native, generation: None, current: Vec::new() }
     }
 
     /// The policies for the next cycle (sinks opened for new ones, closed for gone ones).
     pub fn refresh(&mut self, cache: &Mutex<Cache>) -> Result<Vec<Arc<Policy>>, String> {
-        let generation = *self.plugins.changes().borrow();
+        let generation = *self.changes.borrow_and_update();
         if self.generation == Some(generation) {
             return Ok(self.current.iter().map(|(_, p)| p.clone()).collect());
         }

@@ -44,7 +44,28 @@ pub struct Policy {
 
 impl Policy {
     /// Bring its table up to date, then ask it to filter and score `candidates` for `pod`.
+    /// An answer whose two score lists differ in length is the policy's error.
     pub async fn ask(
+        &self,
+        cache: &Mutex<Cache>,
+        pod: &Pod,
+        candidates: &[u32],
+    ) -> Result<Result<Placement, String>, CallError> {
+        let answer = self.call(cache, pod, candidates).await?;
+        Ok(answer.and_then(|placement| {
+            if placement.feasible.len() == placement.scores.len() {
+                Ok(placement)
+            } else {
+                Err(format!(
+                    "the policy answered {} feasible nodes with {} scores (placement.feasible and placement.scores must be as long)",
+                    placement.feasible.len(),
+                    placement.scores.len()
+                ))
+            }
+        }))
+    }
+
+    async fn call(
         &self,
         cache: &Mutex<Cache>,
         pod: &Pod,
@@ -170,15 +191,15 @@ pub fn combine(candidates: &[u32], answers: &[(i64, &Placement)]) -> Combined {
     }
     let mut rejected: std::collections::HashMap<&str, std::collections::HashSet<u32>> = Default::default();
     for (weight, placement) in answers {
-        let max = placement.scores.iter().map(|s| s.score).max().unwrap_or(0);
+        let max = placement.scores.iter().copied().max().unwrap_or(0);
         let mut scored = vec![false; size];
-        for s in &placement.scores {
-            let Some(slot) = totals.get_mut(s.node as usize) else { continue };
-            let normalized = if max > 100 { s.score.max(0) * 100 / max } else { s.score.clamp(0, 100) };
+        for (&node, &score) in placement.feasible.iter().zip(&placement.scores) {
+            let Some(slot) = totals.get_mut(node as usize) else { continue };
+            let normalized = if max > 100 { score.max(0) * 100 / max } else { score.clamp(0, 100) };
             if let Some(total) = slot {
                 *total += weight * normalized;
             }
-            scored[s.node as usize] = true;
+            scored[node as usize] = true;
         }
         for r in &placement.rejections {
             if let Some(text) = placement.reasons.get(r.reason as usize) {
@@ -213,17 +234,19 @@ pub fn unschedulable_message(nodes: usize, reasons: &[(String, usize)]) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::policy_types::{NodeScore, Rejection};
+    use crate::plugins::policy_types::Rejection;
 
     #[test]
     fn scores_normalize_per_policy_and_sum_by_weight_and_rejections_count_per_node() {
         let a = Placement {
-            scores: vec![NodeScore { node: 0, score: 800 }, NodeScore { node: 1, score: 400 }],
+            feasible: vec![0, 1],
+            scores: vec![800, 400],
             rejections: vec![Rejection { node: 2, reason: 0 }, Rejection { node: 2, reason: 1 }],
             reasons: vec!["Insufficient cpu".into(), "Insufficient memory".into()],
         };
         let b = Placement {
-            scores: vec![NodeScore { node: 0, score: 10 }, NodeScore { node: 1, score: 90 }],
+            feasible: vec![0, 1],
+            scores: vec![10, 90],
             rejections: vec![Rejection { node: 2, reason: 0 }],
             reasons: vec!["Insufficient cpu".into()],
         };

@@ -23,7 +23,7 @@
 use rustc_hash::FxHashMap;
 
 use super::types::{
-    Change, LabelSelector, Node, NodeScore, NodeSelectorTerm, PlacedPod, Placement, Pod, Rejection, SelectorOperator,
+    Change, LabelSelector, Node, NodeSelectorTerm, PlacedPod, Placement, Pod, Rejection, SelectorOperator,
     SelectorRequirement, SpreadConstraint, Taint, TaintEffect, Toleration, TolerationOperator, UnsatisfiableAction,
 };
 
@@ -570,7 +570,7 @@ impl DefaultPolicy {
             }
         }
         let scores = self.score(&asked, &feasible);
-        Ok(Placement { scores, rejections, reasons: reasons.texts })
+        Ok(Placement { feasible: feasible.iter().map(|s| s.index).collect(), scores, rejections, reasons: reasons.texts })
     }
 
     /// Why `node` cannot take the pod, if it cannot.
@@ -665,8 +665,8 @@ impl DefaultPolicy {
         Spread { constraint, key, counts, domains: seen.len(), min, self_match }
     }
 
-    /// The weighted score of each feasible node.
-    fn score(&self, asked: &Asked, feasible: &[&NodeState]) -> Vec<NodeScore> {
+    /// The weighted score of each feasible node, in order.
+    fn score(&self, asked: &Asked, feasible: &[&NodeState]) -> Vec<i64> {
         if feasible.is_empty() {
             return Vec::new();
         }
@@ -710,14 +710,10 @@ impl DefaultPolicy {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let fit = fit_score(c.scoring, asked_cpu, asked_memory, s);
-                NodeScore {
-                    node: s.index,
-                    score: fit * c.fit_weight
-                        + at(&taints, i, MAX_SCORE) * c.taint_weight
-                        + at(&affinity, i, 0) * c.affinity_weight
-                        + at(&spread, i, MAX_SCORE) * c.spread_weight,
-                }
+                fit_score(c.scoring, asked_cpu, asked_memory, s) * c.fit_weight
+                    + at(&taints, i, MAX_SCORE) * c.taint_weight
+                    + at(&affinity, i, 0) * c.affinity_weight
+                    + at(&spread, i, MAX_SCORE) * c.spread_weight
             })
             .collect()
     }
@@ -890,12 +886,13 @@ mod tests {
     /// (feasible node indices, by score, best first; each rejected index with its reasons).
     fn ask(policy: &DefaultPolicy, pod: &Pod, candidates: &[u32]) -> (Vec<u32>, Vec<(u32, String)>) {
         let placement = policy.schedule(pod, candidates).expect("placement");
-        let mut scores = placement.scores.clone();
-        scores.sort_by(|a, b| b.score.cmp(&a.score).then(a.node.cmp(&b.node)));
+        assert_eq!(placement.feasible.len(), placement.scores.len());
+        let mut scores: Vec<(u32, i64)> = placement.feasible.iter().copied().zip(placement.scores.iter().copied()).collect();
+        scores.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut rejected: Vec<(u32, String)> =
             placement.rejections.iter().map(|r| (r.node, placement.reasons[r.reason as usize].clone())).collect();
         rejected.sort();
-        (scores.iter().map(|s| s.node).collect(), rejected)
+        (scores.iter().map(|s| s.0).collect(), rejected)
     }
 
     #[test]

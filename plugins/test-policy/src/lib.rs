@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use bindings::exports::wasmkube::plugin::policy::Guest;
-use types::{Change, NodeScore, Placement, Pod};
+use types::{Change, Placement, Pod};
 
 enum Behavior {
     Default(policy::DefaultPolicy),
@@ -85,12 +85,12 @@ impl Guest for Plugin {
                 let mut known: Vec<(&String, u32)> =
                     candidates.iter().filter_map(|c| names.get(c).map(|n| (n, *c))).collect();
                 known.sort();
-                let scores = known
-                    .iter()
-                    .enumerate()
-                    .map(|(rank, (_, node))| NodeScore { node: *node, score: rank as i64 })
-                    .collect();
-                Ok(Placement { scores, rejections: Vec::new(), reasons: Vec::new() })
+                Ok(Placement {
+                    feasible: known.iter().map(|(_, node)| *node).collect(),
+                    scores: (0..known.len() as i64).collect(),
+                    rejections: Vec::new(),
+                    reasons: Vec::new(),
+                })
             }
             None => Err("not configured".into()),
         })

@@ -20,6 +20,8 @@
 //! bindings), so the benchmark's native baseline is this very code. It may use only
 //! `std`, `serde_json`, `rustc_hash` and the types of `super::types`.
 
+use std::cell::{Cell, RefCell};
+
 use rustc_hash::FxHashMap;
 
 use super::types::{
@@ -213,6 +215,36 @@ pub struct DefaultPolicy {
     by_namespace: FxHashMap<Sym, Vec<Placed>>,
     /// Where each placed pod is: its namespace and position there.
     placed: FxHashMap<u64, (Sym, usize)>,
+    /// Matching pods per node for the selectors spread constraints have asked about,
+    /// kept current by `apply` (filled by `schedule`, which only reads the table).
+    matches: RefCell<Vec<Matches>>,
+    /// Ticks once per lookup in `matches` (its least recently used entry goes first).
+    clock: Cell<u64>,
+}
+
+/// How many (namespace, selector) pairs `matches` keeps.
+const MATCHES_KEPT: usize = 32;
+
+/// The pods of one namespace a label selector selects, counted per node: what a spread
+/// constraint counts, without a pass over the namespace's pods per call.
+struct Matches {
+    namespace: Sym,
+    /// The selector, as text (`Debug`; the WIT types have no `Eq`), and as given.
+    key: String,
+    selector: LabelSelector,
+    /// By node index.
+    per_node: Vec<i64>,
+    used: u64,
+}
+
+impl Matches {
+    fn count(&mut self, node: u32, by: i64) {
+        let i = node as usize;
+        if self.per_node.len() <= i {
+            self.per_node.resize(i + 1, 0);
+        }
+        self.per_node[i] += by;
+    }
 }
 
 /// Reasons, each once, as the placement names them.
@@ -489,6 +521,8 @@ impl DefaultPolicy {
             nodes: Vec::new(),
             by_namespace: FxHashMap::default(),
             placed: FxHashMap::default(),
+            matches: RefCell::default(),
+            clock: Cell::new(0),
         })
     }
 
@@ -524,6 +558,7 @@ impl DefaultPolicy {
         }
         let namespace = self.pod_symbols.intern(&pod.namespace);
         let labels = self.pod_symbols.labels(&pod.labels);
+        self.count_matches(namespace, &labels, pod.node, 1);
         let pods = self.by_namespace.entry(namespace).or_default();
         self.placed.insert(pod.id, (namespace, pods.len()));
         pods.push(Placed { id: pod.id, node: pod.node, labels, requests });
@@ -545,6 +580,47 @@ impl DefaultPolicy {
         if let Some(Some(state)) = self.nodes.get_mut(old.node as usize) {
             state.allocated.add(&old.requests, -1);
         }
+        self.count_matches(namespace, &old.labels, old.node, -1);
+    }
+
+    /// A pod with `labels` came to (`by` 1) or left (-1) `node`: count it in every kept
+    /// selector of its namespace that selects it. Its labels are all symbols by now.
+    fn count_matches(&mut self, namespace: Sym, labels: &[(Sym, Sym)], node: u32, by: i64) {
+        for m in self.matches.get_mut().iter_mut().filter(|m| m.namespace == namespace) {
+            if Selector::new(&m.selector, &self.pod_symbols).selects(labels, &self.pod_symbols) {
+                m.count(node, by);
+            }
+        }
+    }
+
+    /// Run `f` with the matching pods per node of `selector` in `namespace`: kept, or
+    /// counted now (one pass over the namespace's pods) and kept from then on.
+    fn with_matches<T>(&self, namespace: Sym, selector: &LabelSelector, f: impl FnOnce(&[i64]) -> T) -> T {
+        let key = format!("{selector:?}");
+        let now = self.clock.get() + 1;
+        self.clock.set(now);
+        let mut kept = self.matches.borrow_mut();
+        let at = match kept.iter().position(|m| m.namespace == namespace && m.key == key) {
+            Some(at) => at,
+            None => {
+                let compiled = Selector::new(selector, &self.pod_symbols);
+                let mut m = Matches { namespace, key, selector: selector.clone(), per_node: Vec::new(), used: now };
+                for placed in self.by_namespace.get(&namespace).into_iter().flatten() {
+                    if compiled.selects(&placed.labels, &self.pod_symbols) {
+                        m.count(placed.node, 1);
+                    }
+                }
+                if kept.len() >= MATCHES_KEPT {
+                    if let Some(oldest) = (0..kept.len()).min_by_key(|&i| kept[i].used) {
+                        kept.swap_remove(oldest);
+                    }
+                }
+                kept.push(m);
+                kept.len() - 1
+            }
+        };
+        kept[at].used = now;
+        f(&kept[at].per_node)
     }
 
     /// Filter and score `candidates` for `pod`.
@@ -647,13 +723,15 @@ impl DefaultPolicy {
                     domains[i] = Some(domain);
                 }
             }
-            let selector = Selector::new(&constraint.selector, &self.pod_symbols);
-            let namespace = self.pod_symbols.get(&asked.pod.namespace);
-            for placed in namespace.and_then(|ns| self.by_namespace.get(&ns)).into_iter().flatten() {
-                let Some(domain) = domains.get(placed.node as usize).copied().flatten() else { continue };
-                if selector.selects(&placed.labels, &self.pod_symbols) {
-                    counts[domain as usize] += 1;
-                }
+            // Pods on the nodes the pod may go to: none if no placed pod is in its namespace.
+            if let Some(namespace) = self.pod_symbols.get(&asked.pod.namespace) {
+                self.with_matches(namespace, &constraint.selector, |per_node| {
+                    for (i, &matching) in per_node.iter().enumerate() {
+                        if let (true, Some(domain)) = (matching != 0, domains.get(i).copied().flatten()) {
+                            counts[domain as usize] += matching;
+                        }
+                    }
+                });
             }
         }
         let min = if constraint.min_domains.is_some_and(|m| (seen.len() as u32) < m) {
@@ -1056,4 +1134,45 @@ mod tests {
         assert_eq!(feasible.last(), Some(&3), "a node without the topology label scores lowest");
         assert_eq!(feasible[2], 0, "the fuller zone scores below the emptier ones");
     }
+
+    #[test]
+    fn spread_counts_kept_between_calls_match_a_table_built_afresh() {
+        let mut changes: Vec<Change> = (0..6).map(|i| node(i, &[("zone", ["a", "b", "c"][i as usize % 3])], vec![])).collect();
+        changes.extend((1..=8).map(|id| placed(id, (id % 6) as u32, &[("app", "web")], 0)));
+        let mut kept = policy("{}", &changes);
+        let mut asking = pod(100);
+        asking.spread_constraints = vec![SpreadConstraint {
+            max_skew: 1,
+            topology_key: "zone".into(),
+            when_unsatisfiable: UnsatisfiableAction::ScheduleAnyway,
+            selector: LabelSelector { match_labels: pairs(&[("app", "web")]), match_expressions: Vec::new() },
+            min_domains: None,
+        }];
+        let mut hard = asking.clone();
+        hard.spread_constraints[0].when_unsatisfiable = UnsatisfiableAction::DoNotSchedule;
+        let candidates: Vec<u32> = (0..6).collect();
+        let answer = |p: &DefaultPolicy, pod: &Pod| {
+            let placement = p.schedule(pod, &candidates).expect("placement");
+            (placement.feasible, placement.scores, ask(p, pod, &candidates).1)
+        };
+        // The first calls keep the counts; what follows must update them.
+        answer(&kept, &asking);
+        answer(&kept, &hard);
+        let steps = [
+            vec![placed(9, 0, &[("app", "web")], 0), placed(10, 0, &[("app", "web")], 0)],
+            vec![Change::PodRemoved(3), placed(11, 1, &[("app", "db")], 0)],
+            // Placed again elsewhere, and with labels the selector no longer selects.
+            vec![placed(9, 2, &[("app", "web")], 0), placed(10, 0, &[("app", "db")], 0)],
+            vec![Change::NodeRemoved(5), placed(12, 4, &[("app", "web"), ("tier", "new")], 0)],
+        ];
+        for step in steps {
+            kept.apply(&step);
+            changes.extend(step);
+            let fresh = policy("{}", &changes);
+            for pod in [&asking, &hard] {
+                assert_eq!(answer(&kept, pod), answer(&fresh, pod), "after {changes:?}");
+            }
+        }
+    }
+
 }

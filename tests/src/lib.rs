@@ -292,8 +292,14 @@ pub fn plugin_component(name: &str) -> PathBuf {
 }
 
 /// Leader election fast enough for a test: a 3 s lease, 2 s renew deadline, 500 ms retries.
-pub const FAST_ELECTION: [&str; 6] =
-    ["--leader-elect-lease-duration", "3s", "--leader-elect-renew-deadline", "2s", "--leader-elect-retry-period", "500ms"];
+pub const FAST_ELECTION: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "3s",
+    "--leader-elect-renew-deadline",
+    "2s",
+    "--leader-elect-retry-period",
+    "500ms",
+];
 
 /// The real kubectl binaries the tests run (the dispatcher at /usr/bin/kubectl picks by
 /// the server's /version; these are named explicitly).

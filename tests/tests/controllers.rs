@@ -236,7 +236,6 @@ fn actions(log: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-
 #[tokio::test]
 async fn one_of_two_servers_leads_and_the_other_takes_over() {
     let first = Cluster::start_with(Backend::Etcd, &FAST_ELECTION).await;

@@ -432,7 +432,6 @@ async fn a_shadow_policy_records_where_it_would_pick_another_node_and_decides_no
     assert!(metrics.contains(&line), "{line} in:\n{metrics}");
 }
 
-
 async fn scheduler_holder(cluster: &Cluster) -> Option<String> {
     let (code, lease) = cluster
         .request(Method::GET, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/wasmkube-scheduler", None)

@@ -27,9 +27,9 @@ mod cache;
 mod events;
 mod native;
 mod policies;
-mod requests;
 mod queue;
 mod records;
+mod requests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -412,7 +412,8 @@ impl Shared {
         let node = self.cache.lock().node_name(chosen).map(String::from).unwrap_or_default();
         // Shadows, on the same table, before the pod is assumed.
         for shadow in set.iter().filter(|p| matches!(&p.role, Role::Shadow { .. })) {
-            self.compare(shadow, &live, &answers, &pod, &candidates, Chosen { index: chosen, node: &node, score }).await;
+            self.compare(shadow, &live, &answers, &pod, &candidates, Chosen { index: chosen, node: &node, score })
+                .await;
         }
         // Reserve, then bind.
         let labels: Vec<(String, String)> = pod.labels.clone();
@@ -524,7 +525,14 @@ impl Shared {
             let registry = &shared.scheduler.registry;
             let options = shared.write_options();
             let result = registry
-                .patch(&shared.pods_resource, Some(&namespace), &name, Patch::Strategic(patch), Some(Subresource::Status), &options)
+                .patch(
+                    &shared.pods_resource,
+                    Some(&namespace),
+                    &name,
+                    Patch::Strategic(patch),
+                    Some(Subresource::Status),
+                    &options,
+                )
                 .await;
             if let Err(e) = result {
                 tracing::debug!(pod = %format!("{namespace}/{name}"), error = %e, "cannot record why a pod is unschedulable");
@@ -543,8 +551,9 @@ impl Shared {
             let Ok(_permit) = shared.writes.clone().acquire_owned().await else { return };
             let registry = &shared.scheduler.registry;
             let options = shared.write_options();
-            let result =
-                registry.bind(&shared.pods_resource, Some(&pod.namespace), &pod.name, &node, serde_json::Map::new(), &options).await;
+            let result = registry
+                .bind(&shared.pods_resource, Some(&pod.namespace), &pod.name, &node, serde_json::Map::new(), &options)
+                .await;
             let metrics = &shared.scheduler.metrics;
             match result {
                 Ok(_) => {

@@ -7,11 +7,11 @@ use serde_json::Value;
 
 use super::cache::NodeSpec;
 use super::requests;
-use crate::quantity;
 use crate::plugins::policy_types::{
     LabelSelector, NodeSelectorTerm, Pod, PreferredTerm, Resources, SelectorOperator, SelectorRequirement,
     SpreadConstraint, Taint, TaintEffect, Toleration, TolerationOperator, UnsatisfiableAction,
 };
+use crate::quantity;
 
 fn pairs(value: Option<&Value>) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = value

@@ -291,9 +291,8 @@ enum Why<'a> {
 impl Why<'_> {
     /// Its reasons, in Kubernetes' words, as indices into `reasons`.
     fn record(&self, node: u32, reasons: &mut Reasons, rejections: &mut Vec<Rejection>) {
-        let mut reject = |slot: usize, text: &'static str| {
-            rejections.push(Rejection { node, reason: reasons.fixed(slot, text) })
-        };
+        let mut reject =
+            |slot: usize, text: &'static str| rejections.push(Rejection { node, reason: reasons.fixed(slot, text) });
         match self {
             Why::Unschedulable => reject(0, "node(s) were unschedulable"),
             Why::NodeName => reject(1, "node(s) didn't match the requested node name"),
@@ -314,7 +313,9 @@ impl Why<'_> {
                     }
                 }
             }
-            Why::SpreadLabel => reject(7, "node(s) didn't match pod topology spread constraints (missing required label)"),
+            Why::SpreadLabel => {
+                reject(7, "node(s) didn't match pod topology spread constraints (missing required label)")
+            }
             Why::Spread => reject(8, "node(s) didn't match pod topology spread constraints"),
         }
     }
@@ -646,7 +647,12 @@ impl DefaultPolicy {
             }
         }
         let scores = self.score(&asked, &feasible);
-        Ok(Placement { feasible: feasible.iter().map(|s| s.index).collect(), scores, rejections, reasons: reasons.texts })
+        Ok(Placement {
+            feasible: feasible.iter().map(|s| s.index).collect(),
+            scores,
+            rejections,
+            reasons: reasons.texts,
+        })
     }
 
     /// Why `node` cannot take the pod, if it cannot.
@@ -965,7 +971,8 @@ mod tests {
     fn ask(policy: &DefaultPolicy, pod: &Pod, candidates: &[u32]) -> (Vec<u32>, Vec<(u32, String)>) {
         let placement = policy.schedule(pod, candidates).expect("placement");
         assert_eq!(placement.feasible.len(), placement.scores.len());
-        let mut scores: Vec<(u32, i64)> = placement.feasible.iter().copied().zip(placement.scores.iter().copied()).collect();
+        let mut scores: Vec<(u32, i64)> =
+            placement.feasible.iter().copied().zip(placement.scores.iter().copied()).collect();
         scores.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut rejected: Vec<(u32, String)> =
             placement.rejections.iter().map(|r| (r.node, placement.reasons[r.reason as usize].clone())).collect();
@@ -978,10 +985,7 @@ mod tests {
         let mut p = policy("{}", &[node(0, &[], vec![]), node(1, &[], vec![]), placed(1, 0, &[], 600)]);
         let (feasible, rejected) = ask(&p, &pod(500), &[0, 1, 7]);
         assert_eq!(feasible, vec![1]);
-        assert_eq!(
-            rejected,
-            vec![(0, "Insufficient cpu".into()), (7, "node(s) were not found".into())]
-        );
+        assert_eq!(rejected, vec![(0, "Insufficient cpu".into()), (7, "node(s) were not found".into())]);
         p.apply(&[Change::PodRemoved(1)]);
         assert_eq!(ask(&p, &pod(500), &[0, 1]).0.len(), 2);
         // LeastAllocated prefers the emptier node; MostAllocated the fuller one.
@@ -990,7 +994,8 @@ mod tests {
         let most = policy(r#"{"scoringStrategy": "MostAllocated"}"#, &changes);
         assert_eq!(ask(&most, &pod(100), &[0, 1]).0, vec![0, 1]);
         // Ten pods fill a node's pod capacity.
-        let full: Vec<Change> = std::iter::once(node(0, &[], vec![])).chain((0..10).map(|i| placed(i, 0, &[], 0))).collect();
+        let full: Vec<Change> =
+            std::iter::once(node(0, &[], vec![])).chain((0..10).map(|i| placed(i, 0, &[], 0))).collect();
         assert_eq!(ask(&policy("{}", &full), &pod(0), &[0]).1, vec![(0, "Too many pods".into())]);
         assert!(DefaultPolicy::new(r#"{"scoringStrategy": "Random"}"#).is_err());
     }
@@ -1137,7 +1142,8 @@ mod tests {
 
     #[test]
     fn spread_counts_kept_between_calls_match_a_table_built_afresh() {
-        let mut changes: Vec<Change> = (0..6).map(|i| node(i, &[("zone", ["a", "b", "c"][i as usize % 3])], vec![])).collect();
+        let mut changes: Vec<Change> =
+            (0..6).map(|i| node(i, &[("zone", ["a", "b", "c"][i as usize % 3])], vec![])).collect();
         changes.extend((1..=8).map(|id| placed(id, (id % 6) as u32, &[("app", "web")], 0)));
         let mut kept = policy("{}", &changes);
         let mut asking = pod(100);
@@ -1174,5 +1180,4 @@ mod tests {
             }
         }
     }
-
 }

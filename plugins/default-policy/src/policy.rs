@@ -216,7 +216,8 @@ pub struct DefaultPolicy {
     /// Where each placed pod is: its namespace and position there.
     placed: FxHashMap<u64, (Sym, usize)>,
     /// Matching pods per node for the selectors spread constraints have asked about,
-    /// kept current by `apply` (filled by `schedule`, which only reads the table).
+    /// kept current by `apply`; a miss in `schedule` adds an entry (the rest of the
+    /// table `schedule` only reads).
     matches: RefCell<Vec<Matches>>,
     /// Ticks once per lookup in `matches` (its least recently used entry goes first).
     clock: Cell<u64>,
@@ -251,7 +252,7 @@ impl Matches {
 #[derive(Default)]
 struct Reasons {
     texts: Vec<String>,
-    /// The index of each fixed reason (by `Why::slot`) once it is in `texts`.
+    /// The index of each fixed reason (by the slot `Why::record` names) once it is in `texts`.
     fixed: [Option<u32>; FIXED_REASONS],
 }
 

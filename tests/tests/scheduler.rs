@@ -486,3 +486,58 @@ async fn only_the_leader_of_the_scheduler_lease_schedules() {
     bound(survivor, "after").await;
     assert_eq!(scheduled_by(survivor, "after").await, next);
 }
+
+/// A Plugin object for the Python zone policy (examples/python-zone-policy).
+fn zone_policy(cluster: &Cluster, name: &str, config: Value) -> std::path::PathBuf {
+    let module = cluster.dir.path().join("zone_policy_py.wasm");
+    if !module.exists() {
+        std::fs::copy(plugin_component("examples/zone_policy_py"), &module).unwrap();
+    }
+    let spec = json!({"kind": "scheduler-policy", "module": module.to_str().unwrap(), "weight": 100,
+        "timeout": "2s", "config": config});
+    let plugin = json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": name}, "spec": spec});
+    let path = cluster.dir.path().join(format!("{name}.json"));
+    std::fs::write(&path, plugin.to_string()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_written_in_python_decides_beside_the_default_one() {
+    // Six simulated nodes: zone-b holds sim-node-001 and sim-node-004.
+    let cluster = Cluster::start_with(Backend::Embedded, &["--sim-nodes", "6"]).await;
+    // A config it refuses: the Plugin reports why, and nothing else changes.
+    apply(&cluster, &zone_policy(&cluster, "zone-preference", json!({})));
+    let refused = wait_for("the refused config to be reported", DEADLINE, || async {
+        let (_, plugin) =
+            cluster.request(Method::GET, "/apis/wasmkube.io/v1alpha1/plugins/zone-preference", None).await;
+        plugin["status"]["lastError"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(refused.contains("config needs \"zone\""), "{refused}");
+    // Cordoned sim-node-004 both policies will reject.
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["cordon", "sim-node-004"]);
+    assert!(ok, "{err}");
+    // Requiring a zone no node is in: its reason is the pod's, in Kubernetes' words.
+    apply(&cluster, &zone_policy(&cluster, "zone-preference", json!({"zone": "zone-x", "required": true})));
+    plugin_ready(&cluster, "zone-preference").await;
+    create(&cluster, "default", pod("waiting", "10m", json!({}))).await;
+    let reason = unschedulable(&cluster, "waiting").await;
+    let expected = "0/6 nodes are available: 1 node(s) were unschedulable, 5 node(s) were not in zone zone-x.";
+    assert_eq!(reason["message"], expected, "{reason}");
+    // The policy replaced (requiring zone-b): the waiting pod is tried again without any
+    // other event, and it and the pods after it go where the new policy says.
+    apply(&cluster, &zone_policy(&cluster, "zone-preference", json!({"zone": "zone-b", "required": true})));
+    assert_eq!(bound(&cluster, "waiting").await, "sim-node-001");
+    for i in 0..12 {
+        create(&cluster, "default", pod(&format!("p-{i}"), "10m", json!({}))).await;
+    }
+    for i in 0..12 {
+        assert_eq!(bound(&cluster, &format!("p-{i}")).await, "sim-node-001", "p-{i}");
+    }
+    // The Plugin's activity counts its calls (one per pod at least; the status catches up).
+    wait_for("the policy's calls in its status", DEADLINE, || async {
+        let plugin = plugin_ready(&cluster, "zone-preference").await;
+        (plugin["status"]["activity"][0]["calls"].as_u64().unwrap_or(0) >= 12).then_some(())
+    })
+    .await;
+}

@@ -219,6 +219,7 @@ struct Running {
     shared: Arc<Shared>,
     subscriptions: Vec<(Arc<Informer>, u64)>,
     cycle: tokio::task::JoinHandle<()>,
+    policies_changed: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -261,11 +262,13 @@ impl Running {
             pods.subscribe(Arc::new(move |change: &Change| shared.pod_changed(change)))
         };
         let cycle = tokio::spawn(shared.clone().cycle());
-        Ok(Self { shared, subscriptions: vec![(nodes, on_node), (pods, on_pod)], cycle })
+        let policies_changed = tokio::spawn(shared.clone().retry_when_policies_change());
+        Ok(Self { shared, subscriptions: vec![(nodes, on_node), (pods, on_pod)], cycle, policies_changed })
     }
 
     fn stop(self) {
         self.cycle.abort();
+        self.policies_changed.abort();
         for (informer, id) in self.subscriptions {
             informer.unsubscribe(id);
         }
@@ -274,6 +277,21 @@ impl Running {
 }
 
 impl Shared {
+    /// A policy loaded, replaced or unloaded may place what the old set could not: move
+    /// the unschedulable pods to be tried again, as a cluster event does.
+    async fn retry_when_policies_change(self: Arc<Self>) {
+        let plugins = &self.scheduler.plugins;
+        let mut changes = plugins.changes();
+        let mut serving = plugins.policies();
+        while changes.changed().await.is_ok() {
+            let now = plugins.policies();
+            if !Arc::ptr_eq(&now, &serving) {
+                serving = now;
+                self.queue.move_all();
+            }
+        }
+    }
+
     fn node_changed(&self, change: &Change) {
         let moved = match change {
             Change::Added(node) | Change::Updated { new: node, .. } => {

@@ -495,7 +495,8 @@ fn zone_policy(cluster: &Cluster, name: &str, config: Value) -> std::path::PathB
     }
     let spec = json!({"kind": "scheduler-policy", "module": module.to_str().unwrap(), "weight": 100,
         "timeout": "2s", "config": config});
-    let plugin = json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": name}, "spec": spec});
+    let plugin =
+        json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": name}, "spec": spec});
     let path = cluster.dir.path().join(format!("{name}.json"));
     std::fs::write(&path, plugin.to_string()).unwrap();
     path

@@ -262,19 +262,27 @@ async fn ten_thousand_pods_on_a_hundred_nodes_never_overcommit_one() {
     assert!(pending > 0, "500 cores asked of 400: some must wait");
 }
 
-/// A Plugin object (applied with kubectl) for the test policy, from its built component.
-fn test_policy(cluster: &Cluster, name: &str, spec: Value) -> std::path::PathBuf {
-    let module = cluster.dir.path().join("test_policy.wasm");
+/// A Plugin object (applied with kubectl) for a scheduler policy of plugins/ or examples/
+/// (`component`, as `plugin_component` names it): `spec` on top of its kind and module.
+fn policy_plugin(cluster: &Cluster, component: &str, name: &str, spec: Value) -> std::path::PathBuf {
+    let module = cluster.dir.path().join(format!("{}.wasm", component.replace('/', "_")));
     if !module.exists() {
-        std::fs::copy(plugin_component("test_policy"), &module).unwrap();
+        std::fs::copy(plugin_component(component), &module).unwrap();
     }
-    let mut full = json!({"kind": "scheduler-policy", "module": module.to_str().unwrap(), "timeout": "200ms"});
+    let mut full = json!({"kind": "scheduler-policy", "module": module.to_str().unwrap()});
     merge(&mut full, spec);
     let plugin =
         json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": name}, "spec": full});
     let path = cluster.dir.path().join(format!("{name}.json"));
     std::fs::write(&path, plugin.to_string()).unwrap();
     path
+}
+
+/// The test policy (plugins/test-policy), with a short timeout.
+fn test_policy(cluster: &Cluster, name: &str, spec: Value) -> std::path::PathBuf {
+    let mut full = json!({"timeout": "200ms"});
+    merge(&mut full, spec);
+    policy_plugin(cluster, "test_policy", name, full)
 }
 
 fn apply(cluster: &Cluster, path: &std::path::Path) {
@@ -487,19 +495,10 @@ async fn only_the_leader_of_the_scheduler_lease_schedules() {
     assert_eq!(scheduled_by(survivor, "after").await, next);
 }
 
-/// A Plugin object for the Python zone policy (examples/python-zone-policy).
+/// The Python zone policy (examples/python-zone-policy), weighted 100 against the default's 1.
 fn zone_policy(cluster: &Cluster, name: &str, config: Value) -> std::path::PathBuf {
-    let module = cluster.dir.path().join("zone_policy_py.wasm");
-    if !module.exists() {
-        std::fs::copy(plugin_component("examples/zone_policy_py"), &module).unwrap();
-    }
-    let spec = json!({"kind": "scheduler-policy", "module": module.to_str().unwrap(), "weight": 100,
-        "timeout": "2s", "config": config});
-    let plugin =
-        json!({"apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": name}, "spec": spec});
-    let path = cluster.dir.path().join(format!("{name}.json"));
-    std::fs::write(&path, plugin.to_string()).unwrap();
-    path
+    let spec = json!({"weight": 100, "timeout": "2s", "config": config});
+    policy_plugin(cluster, "examples/zone_policy_py", name, spec)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,16 +6,16 @@ use serde_json::Value;
 use crate::plugins::policy_types::Resources;
 use crate::quantity::{milli, whole};
 
-/// One container's (or the overhead's) requests: `requests`, else `limits` (what the API
-/// server defaults requests to).
-fn amounts(resources: &Value) -> Resources {
+/// One container's requests (`requests`, else `limits`, what the API server defaults
+/// requests to), or the overhead's (`in_requests`: the amounts themselves).
+fn amounts(resources: &Value, in_requests: bool) -> Resources {
     let pick = |name: &str, parse: fn(&str) -> Option<u64>| -> u64 {
-        resources
-            .pointer(&format!("/requests/{name}"))
-            .or_else(|| resources.pointer(&format!("/limits/{name}")))
-            .and_then(Value::as_str)
-            .and_then(parse)
-            .unwrap_or(0)
+        let found = if in_requests {
+            resources.get(name)
+        } else {
+            resources.pointer(&format!("/requests/{name}")).or_else(|| resources.pointer(&format!("/limits/{name}")))
+        };
+        found.and_then(Value::as_str).and_then(parse).unwrap_or(0)
     };
     Resources {
         milli_cpu: pick("cpu", milli),
@@ -25,28 +25,26 @@ fn amounts(resources: &Value) -> Resources {
     }
 }
 
+/// `total` and `r` combined amount by amount with `op` (sum, or the larger).
+fn combine(total: &mut Resources, r: &Resources, op: fn(u64, u64) -> u64) {
+    total.milli_cpu = op(total.milli_cpu, r.milli_cpu);
+    total.memory = op(total.memory, r.memory);
+    total.ephemeral_storage = op(total.ephemeral_storage, r.ephemeral_storage);
+}
+
 /// kube-scheduler's pod requests: the sum over containers, at least each init container's
 /// (they run one at a time, before), plus the pod's overhead; one pod.
 pub fn pod_requests(spec: &Value) -> Resources {
     let mut total = Resources { milli_cpu: 0, memory: 0, ephemeral_storage: 0, pods: 1 };
     let containers = |key: &str| spec.get(key).and_then(Value::as_array).into_iter().flatten();
     for container in containers("containers") {
-        let r = amounts(&container["resources"]);
-        total.milli_cpu = total.milli_cpu.saturating_add(r.milli_cpu);
-        total.memory = total.memory.saturating_add(r.memory);
-        total.ephemeral_storage = total.ephemeral_storage.saturating_add(r.ephemeral_storage);
+        combine(&mut total, &amounts(&container["resources"], false), u64::saturating_add);
     }
     for container in containers("initContainers") {
-        let r = amounts(&container["resources"]);
-        total.milli_cpu = total.milli_cpu.max(r.milli_cpu);
-        total.memory = total.memory.max(r.memory);
-        total.ephemeral_storage = total.ephemeral_storage.max(r.ephemeral_storage);
+        combine(&mut total, &amounts(&container["resources"], false), u64::max);
     }
     if let Some(overhead) = spec.get("overhead") {
-        let r = amounts(&serde_json::json!({ "requests": overhead.clone() }));
-        total.milli_cpu = total.milli_cpu.saturating_add(r.milli_cpu);
-        total.memory = total.memory.saturating_add(r.memory);
-        total.ephemeral_storage = total.ephemeral_storage.saturating_add(r.ephemeral_storage);
+        combine(&mut total, &amounts(overhead, true), u64::saturating_add);
     }
     total
 }

@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::registry::{Registry, Resource};
+use crate::registry::{ApiResource as Resource, Registry};
 
 /// The Kubernetes minor whose API wasmkube serves.
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
@@ -39,7 +39,7 @@ const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list",
 
 /// Every resource discovery lists: the registry's and the review resources.
 fn served(registry: &Registry) -> Vec<Resource> {
-    registry.resources().into_iter().chain(super::reviews::REVIEWS.iter().cloned()).collect()
+    registry.resources().iter().map(|r| **r).chain(super::reviews::REVIEWS.iter().copied()).collect()
 }
 
 /// What a resource answers to: reviews are only created.

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::{ApiError, AppState};
 use crate::registry::schema::{definition_of, definitions};
-use crate::registry::{Registry, Resource};
+use crate::registry::{ApiResource as Resource, Registry};
 
 /// The built documents: v2 whole, v3 per group-version with its hash.
 pub struct Documents {
@@ -35,10 +35,10 @@ pub struct Documents {
 impl Documents {
     /// Build every document for what `registry` serves.
     pub fn build(registry: &Registry) -> Self {
-        let resources = registry.resources();
+        let served = registry.resources();
         let mut custom = Map::new();
-        for resource in &resources {
-            if let Some(schema) = registry.strategy(resource).and_then(|s| s.openapi_schema().cloned()) {
+        for resource in &served {
+            if let Some(schema) = resource.strategy().openapi_schema().cloned() {
                 let name = custom_definition_name(resource, resource.kind);
                 let list = custom_list_schema(resource, &name);
                 custom.insert(name, schema);
@@ -51,6 +51,7 @@ impl Documents {
                 custom.contains_key(&name).then_some(name)
             })
         };
+        let resources: Vec<Resource> = served.iter().map(|r| **r).collect();
         let mut by_group_version: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
         for resource in &resources {
             let key = if resource.group.is_empty() {

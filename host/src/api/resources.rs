@@ -233,6 +233,7 @@ impl Params {
             field_manager: manager,
             force: flag(self.force.as_deref()),
             user: self.user.clone(),
+            rewrite: false,
         })
     }
 
@@ -323,10 +324,9 @@ async fn serve(
     if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
         return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;
     }
-    let strategy = registry.strategy(resource);
-    let printer: Option<Vec<PrinterColumn>> = strategy.as_ref().and_then(|s| s.printer_columns()).map(<[_]>::to_vec);
-    let version =
-        Version { api_version: resource.api_version(), converts: strategy.is_some_and(|s| s.converts_versions()) };
+    let strategy = resource.strategy();
+    let printer: Option<Vec<PrinterColumn>> = strategy.printer_columns().map(<[_]>::to_vec);
+    let version = Version { api_version: resource.api_version(), converts: strategy.converts_versions() };
     match (method, target.name.as_deref()) {
         (Method::GET, None) if params.watching() => {
             let shape = if table::wanted(&headers) {

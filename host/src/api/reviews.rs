@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
 use crate::auth::UserInfo;
-use crate::registry::Resource;
+use crate::registry::ApiResource as Resource;
 
 const NONE: &[&str] = &[];
 

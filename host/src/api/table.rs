@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::registry::{Object, PrinterColumn, Resource};
+use crate::registry::{ApiResource as Resource, Object, PrinterColumn};
 
 /// kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` first.
 pub(super) fn wanted(headers: &HeaderMap) -> bool {

@@ -139,7 +139,6 @@ async fn consider(registry: &Arc<Registry>, crds: &Resource, crd: &Object, in_fl
         return;
     }
     let mut status = crd.get("status").cloned().unwrap_or_else(|| json!({}));
-    let before = status.clone();
     match served {
         Ok(accepted) => {
             super::set_condition(&mut status, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
@@ -171,9 +170,7 @@ async fn consider(registry: &Arc<Registry>, crds: &Resource, crd: &Object, in_fl
             super::set_condition(&mut status, "Established", "False", "NotAccepted", "not all names are accepted");
         }
     }
-    if status == before {
-        return;
-    }
+    // The same status again (every server reports it) is a no-op update: no write, no event.
     let mut body = crd.clone();
     body.insert("status".into(), status);
     let options = WriteOptions { field_manager: Some(MANAGER.into()), ..WriteOptions::default() };

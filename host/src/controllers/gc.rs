@@ -22,10 +22,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::informer::{CachedObject, Change, Informer, ObjectRef};
-use super::manager::ControllerHost;
+use super::informer::{CachedObject, Change, Informer, Informers, ObjectRef};
+use super::metrics::ControllerMetrics;
 use super::queue::WorkQueue;
-use crate::registry::{DeleteOptions, Error, Patch, Propagation, Resource, WriteOptions};
+use crate::registry::{DeleteOptions, Error, Patch, Propagation, Registry, Resource, WriteOptions};
+
+/// What the garbage collector needs of the controller host, and no more.
+pub struct Context {
+    pub registry: Arc<Registry>,
+    pub informers: Arc<Informers>,
+    pub metrics: ControllerMetrics,
+    /// Its own check (`gc`) while it runs.
+    pub health: crate::api::Health,
+    /// Who acts (this server's election identity), in every action's log line.
+    pub identity: String,
+}
 
 /// The name `--controllers` knows it by, and its metrics' `controller` label.
 pub const NAME: &str = "gc";
@@ -43,7 +54,7 @@ struct Item {
 
 /// The garbage collector while it runs.
 pub struct GarbageCollector {
-    host: Arc<ControllerHost>,
+    host: Arc<Context>,
     queue: Arc<WorkQueue<Item>>,
     followed: Arc<Followed>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -63,7 +74,7 @@ impl Followed {
     }
 
     /// Follow every served resource not followed yet; returns the new informers.
-    fn follow_new(self: &Arc<Self>, host: &ControllerHost, queue: &Arc<WorkQueue<Item>>) -> Vec<Arc<Informer>> {
+    fn follow_new(self: &Arc<Self>, host: &Context, queue: &Arc<WorkQueue<Item>>) -> Vec<Arc<Informer>> {
         let mut added = Vec::new();
         for resource in host.registry.resources() {
             let name = resource.qualified();
@@ -119,7 +130,7 @@ const RESOURCES_EVERY: Duration = Duration::from_secs(1);
 
 impl GarbageCollector {
     /// Follow every served resource (and those served later) and start the workers.
-    pub fn start(host: Arc<ControllerHost>) -> Self {
+    pub fn start(host: Arc<Context>) -> Self {
         let queue: Arc<WorkQueue<Item>> = WorkQueue::new();
         let followed: Arc<Followed> = Arc::default();
         followed.follow_new(&host, &queue);
@@ -194,7 +205,7 @@ fn has_gc_finalizer(object: &CachedObject) -> bool {
 }
 
 struct Worker {
-    host: Arc<ControllerHost>,
+    host: Arc<Context>,
     followed: Arc<Followed>,
     queue: Arc<WorkQueue<Item>>,
 }

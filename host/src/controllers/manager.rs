@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::informer::{Change, Informer, Informers, ObjectRef};
+pub use super::metrics::ControllerMetrics;
 use super::queue::WorkQueue;
 use crate::auth::UserInfo;
 use crate::plugins::{
@@ -80,70 +81,6 @@ impl Default for Selection {
     }
 }
 
-/// The controller host's metrics.
-#[derive(Clone)]
-pub struct ControllerMetrics {
-    pub(super) depth: prometheus::IntGaugeVec,
-    pub(super) adds: prometheus::IntGaugeVec,
-    pub(super) retries: prometheus::IntGaugeVec,
-    pub(super) latency: prometheus::HistogramVec,
-    pub(super) errors: prometheus::IntCounterVec,
-    pub(super) actions: prometheus::IntCounterVec,
-    leading: prometheus::IntGauge,
-}
-
-impl ControllerMetrics {
-    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
-        let gauge =
-            |name: &str, help: &str| prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), &["controller"]);
-        let metrics = Self {
-            depth: gauge("wasmkube_controller_queue_depth", "Keys waiting for a worker.")?,
-            adds: gauge(
-                "wasmkube_controller_queue_adds",
-                "Keys added to the work queue since the controller started.",
-            )?,
-            retries: gauge(
-                "wasmkube_controller_queue_retries",
-                "Keys requeued with backoff since the controller started.",
-            )?,
-            latency: prometheus::HistogramVec::new(
-                prometheus::HistogramOpts::new(
-                    "wasmkube_controller_reconcile_duration_seconds",
-                    "Reconcile latency (the plugin call and its actions).",
-                )
-                .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10)?),
-                &["controller"],
-            )?,
-            errors: prometheus::IntCounterVec::new(
-                prometheus::Opts::new(
-                    "wasmkube_controller_reconcile_errors_total",
-                    "Reconciles that failed (the plugin's error, a failed call, or a failed action).",
-                ),
-                &["controller"],
-            )?,
-            actions: prometheus::IntCounterVec::new(
-                prometheus::Opts::new(
-                    "wasmkube_controller_actions_total",
-                    "Actions controllers answered, by verb and outcome (ok, conflict, forbidden, error, shadowed).",
-                ),
-                &["controller", "verb", "outcome"],
-            )?,
-            leading: prometheus::IntGauge::new(
-                "wasmkube_controller_manager_leading",
-                "Whether this server holds the controller manager's Lease (and runs controllers).",
-            )?,
-        };
-        registry.register(Box::new(metrics.depth.clone()))?;
-        registry.register(Box::new(metrics.adds.clone()))?;
-        registry.register(Box::new(metrics.retries.clone()))?;
-        registry.register(Box::new(metrics.latency.clone()))?;
-        registry.register(Box::new(metrics.errors.clone()))?;
-        registry.register(Box::new(metrics.actions.clone()))?;
-        registry.register(Box::new(metrics.leading.clone()))?;
-        Ok(metrics)
-    }
-}
-
 /// What the controller host needs.
 pub struct ControllerHost {
     pub registry: Arc<Registry>,
@@ -163,6 +100,17 @@ pub struct ControllerHost {
 const UNHEALTHY_AFTER: u32 = 5;
 
 impl ControllerHost {
+    /// What the garbage collector is given of the host.
+    fn gc_context(&self) -> super::gc::Context {
+        super::gc::Context {
+            registry: self.registry.clone(),
+            informers: self.informers.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+
     /// Run the enabled controller plugins while `leading` is true, until `stop`.
     pub async fn run(self: Arc<Self>, mut leading: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
         let mut changes = self.plugins.changes();
@@ -175,7 +123,7 @@ impl ControllerHost {
                 self.idle.send_replace(false);
                 self.reconcile_set(&mut running).await;
                 if gc.is_none() && self.selection.runs(super::gc::NAME) {
-                    gc = Some(super::gc::GarbageCollector::start(self.clone()));
+                    gc = Some(super::gc::GarbageCollector::start(Arc::new(self.gc_context())));
                 }
             } else {
                 if !running.is_empty() || gc.is_some() {

@@ -11,6 +11,7 @@ pub mod gc;
 pub mod informer;
 pub mod leader;
 pub mod manager;
+mod metrics;
 pub mod plugins;
 pub mod queue;
 

@@ -250,7 +250,6 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
     if observed == Some(generation) && tried {
         return;
     }
-    let before = status.clone();
     let mut manifest_value = Value::Object(object.clone());
     if let Some(Value::Object(m)) = manifest_value.get_mut("metadata") {
         m.retain(|k, _| k == "name");
@@ -294,10 +293,7 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
     if let Value::Object(map) = &mut status {
         map.retain(|_, v| !v.is_null());
     }
-    if status == before {
-        // Another server reported the same: nothing to write (a write would be an event).
-        return;
-    }
+    // Another server reporting the same is a no-op update (no write, no event).
     let mut body = object.clone();
     body.insert("status".into(), status.clone());
     let options = WriteOptions { field_manager: Some(MANAGER.into()), ..WriteOptions::default() };

@@ -3,11 +3,43 @@
 //! the default ServiceCIDR, and the default RBAC roles (cluster-admin, admin, edit, view,
 //! the discovery roles) with their bindings.
 //!
-//! Only the objects; the registry creates them (see `Registry::seed`).
+//! The objects, and [`Registry::seed`], which creates them through the ordinary create path.
 
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
+
+use super::{Error, Registry, Result, WriteOptions};
+
+impl Registry {
+    /// Create what a fresh cluster holds (namespaces, the `kubernetes` Service and its
+    /// endpoints at `advertise`, default RBAC roles); what exists is left alone, except the
+    /// endpoints, which follow the server's address.
+    pub async fn seed(&self, advertise: Option<SocketAddr>) -> Result<()> {
+        let options = WriteOptions { field_manager: Some("kube-apiserver".into()), ..WriteOptions::default() };
+        for seed in objects(advertise) {
+            let resource = self
+                .resources()
+                .into_iter()
+                .find(|r| r.group == seed.group && r.plural == seed.plural)
+                .ok_or_else(|| Error::Internal(format!("{}.{} is not served", seed.plural, seed.group)))?;
+            let name = seed.body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            match self.create(&resource, seed.namespace, seed.body.clone(), &options).await {
+                Ok(_) => {}
+                Err(Error::AlreadyExists { .. }) if !seed.refresh.is_empty() => {
+                    let current = Value::Object(self.get(&resource, seed.namespace, &name).await?);
+                    let differs = seed.refresh.iter().any(|at| current.pointer(at) != seed.body.pointer(at));
+                    if differs {
+                        self.update(&resource, seed.namespace, &name, seed.body, None, &options).await?;
+                    }
+                }
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One object to create: group, plural, namespace, body. An object that exists is replaced
 /// when it differs from the body at one of the `refresh` JSON pointers (the API server's

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Cause, NameRule, Object, Resource, Strategy};
+use super::{ApiResource, Cause, NameRule, Object, Strategy};
 
 const NS: bool = true;
 const CLUSTER: bool = false;
@@ -115,10 +115,10 @@ const GENERATION_KINDS: &[&str] = &[
 
 /// A kind with no behaviour beyond the generic registry's: a status subresource (if
 /// listed) keeps spec and status apart.
-struct Generic(Resource);
+struct Generic(ApiResource);
 
 impl Strategy for Generic {
-    fn resource(&self) -> &Resource {
+    fn resource(&self) -> &ApiResource {
         &self.0
     }
 
@@ -128,7 +128,6 @@ impl Strategy for Generic {
 
     fn name_rule(&self) -> NameRule {
         match self.0.kind {
-            "Service" => NameRule::Label1035,
             "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => NameRule::PathSegment,
             _ => NameRule::Subdomain,
         }
@@ -144,10 +143,10 @@ impl Strategy for Generic {
 }
 
 /// Namespaces are Active from birth (the namespace controller will move them to Terminating).
-struct Namespaces(Resource);
+struct Namespaces(ApiResource);
 
 impl Strategy for Namespaces {
-    fn resource(&self) -> &Resource {
+    fn resource(&self) -> &ApiResource {
         &self.0
     }
 
@@ -186,10 +185,10 @@ impl Strategy for Namespaces {
 }
 
 /// ConfigMaps and Secrets carry string maps.
-struct DataMaps(Resource);
+struct DataMaps(ApiResource);
 
 impl Strategy for DataMaps {
-    fn resource(&self) -> &Resource {
+    fn resource(&self) -> &ApiResource {
         &self.0
     }
 
@@ -209,11 +208,21 @@ impl Strategy for DataMaps {
 pub(super) fn strategies() -> Vec<Arc<dyn Strategy>> {
     ROWS.iter()
         .map(|&(group, version, kind, plural, singular, namespaced, short_names, categories, subresources)| {
-            let resource =
-                Resource { group, version, kind, plural, singular, namespaced, short_names, categories, subresources };
+            let resource = ApiResource {
+                group,
+                version,
+                kind,
+                plural,
+                singular,
+                namespaced,
+                short_names,
+                categories,
+                subresources,
+            };
             let strategy: Arc<dyn Strategy> = match (group, plural) {
                 ("", "namespaces") => Arc::new(Namespaces(resource)),
                 ("", "configmaps" | "secrets") => Arc::new(DataMaps(resource)),
+                ("", "services") => Arc::new(super::services::Services(resource)),
                 ("apiextensions.k8s.io", "customresourcedefinitions") => {
                     Arc::new(super::custom::CustomResourceDefinitions(resource))
                 }

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::object::ObjectExt;
 use super::schema::{definitions, Schema};
-use super::{Cause, NameRule, Object, Resource, Strategy};
+use super::{ApiResource, Cause, NameRule, Object, Strategy};
 
 /// The finalizer that holds a deleted CRD until its custom resources are gone.
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -89,7 +89,7 @@ pub(super) struct Definition {
 
 /// The strategy of one served version of a custom resource.
 pub struct CustomResource {
-    resource: Resource,
+    resource: ApiResource,
     /// The version's `openAPIV3Schema` with `apiVersion`, `kind` and `metadata` declared
     /// (metadata as Kubernetes' ObjectMeta), so the generic checks walk it like a built-in's.
     schema: Option<Value>,
@@ -184,7 +184,7 @@ impl Definition {
                 })
                 .collect();
             let schema = version.pointer("/schema/openAPIV3Schema").map(|s| augmented_schema(s, group, &name, &kind));
-            let resource = Resource {
+            let resource = ApiResource {
                 group,
                 version: intern(&name),
                 kind: intern(&kind),
@@ -239,7 +239,7 @@ impl CustomResource {
 }
 
 impl Strategy for CustomResource {
-    fn resource(&self) -> &Resource {
+    fn resource(&self) -> &ApiResource {
         &self.resource
     }
 
@@ -579,10 +579,10 @@ fn validate_definition(crd: &Object) -> Vec<Cause> {
 
 /// The strategy of `customresourcedefinitions`: names and versions checked, defaults filled,
 /// and the cleanup finalizer added so a deleted CRD first loses its custom resources.
-pub(super) struct CustomResourceDefinitions(pub Resource);
+pub(super) struct CustomResourceDefinitions(pub ApiResource);
 
 impl Strategy for CustomResourceDefinitions {
-    fn resource(&self) -> &Resource {
+    fn resource(&self) -> &ApiResource {
         &self.0
     }
 

@@ -1,6 +1,9 @@
 //! The registry's errors: one variant per Kubernetes `Status` reason the registry can
 //! produce. The API layer turns them into `Status` objects; nothing here knows HTTP.
 
+use crate::storage::cache::CacheError;
+use crate::storage::StoreError;
+
 /// One problem with one field of an object (a `StatusCause`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cause {
@@ -58,4 +61,61 @@ pub enum Error {
     /// `code` is the HTTP code to answer with.
     #[error("{message}")]
     Denied { code: u16, message: String },
+}
+
+impl Error {
+    /// The object is not there.
+    pub(super) fn not_found(resource: &super::ApiResource, name: &str) -> Self {
+        Error::NotFound { resource: resource.qualified(), name: name.into() }
+    }
+
+    /// The write was made against an older version of the object than the stored one.
+    pub(super) fn modified(resource: &super::ApiResource, name: &str) -> Self {
+        Error::Conflict {
+            resource: resource.qualified(),
+            name: name.into(),
+            message: "the object has been modified; please apply your changes to the latest version and try again"
+                .into(),
+        }
+    }
+
+    /// A delete's resourceVersion or uid precondition does not hold.
+    pub(super) fn precondition_failed(resource: &super::ApiResource, name: &str) -> Self {
+        Error::Conflict {
+            resource: resource.qualified(),
+            name: name.into(),
+            message: "the ResourceVersion in the precondition does not match the ResourceVersion in record. The object might have been modified".into(),
+        }
+    }
+
+    pub(super) fn from_store(e: StoreError) -> Self {
+        match e {
+            StoreError::Compacted { requested, .. } => Error::Gone(format!(
+                "The provided continue parameter is too old to display a consistent list result (revision {requested} was compacted). You can start a new list without the continue parameter"
+            )),
+            StoreError::FutureRevision { requested, current } => {
+                Error::Timeout(format!("Too large resource version: {requested}, current: {current}"))
+            }
+            StoreError::ValueTooLarge { size, limit } => {
+                Error::TooLarge(format!("the object is {size} bytes; the limit is {limit}"))
+            }
+            StoreError::Unavailable(why) => Error::Unavailable(why),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+
+    pub(super) fn from_cache(e: CacheError) -> Self {
+        match e {
+            CacheError::TooOld { requested, oldest } => {
+                Error::Gone(format!("too old resource version: {requested} ({oldest})"))
+            }
+            CacheError::Expired { .. } => Error::Gone(e.to_string()),
+            CacheError::FutureRevision { requested, current } => {
+                Error::Timeout(format!("Too large resource version: {requested}, current: {current}"))
+            }
+            CacheError::NotReady => Error::Unavailable("the watch cache is not ready yet".into()),
+            CacheError::Store(e) => Self::from_store(e),
+            other => Error::Internal(other.to_string()),
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::{Cause, Error, Object, Resource, Result};
+use super::{ApiResource, Cause, Error, Object, Result};
 use crate::storage::cache::{CachedEvent, EventType};
 use crate::storage::KeyValue;
 
@@ -34,7 +34,7 @@ impl ObjectExt for Object {
 }
 
 /// A request body as an object of `resource`: apiVersion and kind must match (or be absent).
-pub(super) fn into_object(body: Value, resource: &Resource) -> Result<Object> {
+pub(super) fn into_object(body: Value, resource: &ApiResource) -> Result<Object> {
     let Value::Object(mut object) = body else {
         return Err(Error::BadRequest("the request body must be a JSON object".into()));
     };
@@ -134,9 +134,11 @@ fn dns_subdomain_problem(name: &str) -> Option<&'static str> {
 /// On update the client may not change what the registry owns: uid, creation time, the
 /// name and namespace.
 pub(super) fn carry_over_system_fields(object: &mut Object, old: &Object, namespace: Option<&str>, name: &str) {
-    let old_metadata = old.metadata().clone();
+    const SYSTEM: [&str; 5] =
+        ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"];
+    let old_metadata = old.metadata();
     let metadata = object.metadata_mut();
-    for field in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+    for field in SYSTEM {
         match old_metadata.get(field) {
             Some(value) => metadata.insert(field.into(), value.clone()),
             None => metadata.remove(field),
@@ -147,6 +149,89 @@ pub(super) fn carry_over_system_fields(object: &mut Object, old: &Object, namesp
         metadata.insert("namespace".into(), Value::String(ns.into()));
     }
     metadata.remove("resourceVersion");
+}
+
+/// Set what the registry owns in a new object's metadata: its namespace (the request's),
+/// its name (or one made from `generateName`), uid, creationTimestamp and generation.
+/// Returns the name.
+pub(super) fn prepare_new(
+    object: &mut Object,
+    resource: &ApiResource,
+    namespace: Option<&str>,
+    tracks_generation: bool,
+) -> Result<String> {
+    let metadata = object.metadata_mut();
+    if let Some(ns) = namespace {
+        match metadata.get("namespace").and_then(Value::as_str) {
+            Some(given) if !given.is_empty() && given != ns => {
+                return Err(Error::BadRequest(format!(
+                    "the namespace of the object ({given}) does not match the namespace on the request ({ns})"
+                )))
+            }
+            _ => {
+                metadata.insert("namespace".into(), Value::String(ns.into()));
+            }
+        }
+    } else {
+        metadata.remove("namespace");
+    }
+    let name = match metadata.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        Some(name) => name.to_string(),
+        None => match metadata.get("generateName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            Some(base) => format!("{base}{}", random_suffix()),
+            None => {
+                return Err(Error::Invalid {
+                    kind: resource.kind.into(),
+                    name: String::new(),
+                    causes: vec![Cause::required("metadata.name", "name or generateName is required")],
+                })
+            }
+        },
+    };
+    metadata.insert("name".into(), Value::String(name.clone()));
+    metadata.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+    metadata.insert("creationTimestamp".into(), Value::String(now()));
+    metadata.remove("resourceVersion");
+    metadata.remove("deletionTimestamp");
+    metadata.remove("generation");
+    if tracks_generation {
+        metadata.insert("generation".into(), Value::from(1));
+    }
+    Ok(name)
+}
+
+/// Whether `new` would store what `old` holds: equal but for resourceVersion and the
+/// managedFields timestamps (an update that changes nothing else is a no-op).
+pub(super) fn unchanged(new: &Object, old: &Object) -> bool {
+    if new.len() != old.len() || new.iter().any(|(k, v)| k != "metadata" && old.get(k) != Some(v)) {
+        return false;
+    }
+    let (new, old) = (new.metadata(), old.metadata());
+    let counted = |m: &Map<String, Value>| m.keys().filter(|k| k.as_str() != "resourceVersion").count();
+    if counted(new) != counted(old) {
+        return false;
+    }
+    new.iter().all(|(k, v)| match k.as_str() {
+        "resourceVersion" => true,
+        "managedFields" => match (v, old.get(k)) {
+            (Value::Array(new), Some(Value::Array(old))) => {
+                new.len() == old.len() && new.iter().zip(old).all(|(a, b)| same_but_time(a, b))
+            }
+            (new, old) => Some(new) == old,
+        },
+        _ => old.get(k) == Some(v),
+    })
+}
+
+/// Two managedFields entries alike but for `time`.
+fn same_but_time(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let counted = |m: &Map<String, Value>| m.keys().filter(|k| k.as_str() != "time").count();
+            counted(a) == counted(b) && a.iter().all(|(k, v)| k == "time" || b.get(k) == Some(v))
+        }
+        _ => a == b,
+    }
 }
 
 /// `metadata.generation` counts changes to everything but metadata and status.
@@ -312,6 +397,31 @@ pub(super) fn decode_at(value: &[u8], revision: i64) -> Result<Object> {
     let at = metadata.keys().rposition(|k| before.contains(&k.as_str())).map_or(0, |i| i + 1);
     metadata.shift_insert(at, "resourceVersion".into(), Value::String(revision.to_string()));
     Ok(object)
+}
+
+/// An object just stored at `revision`, as reading it back would give it (fields in the
+/// stored order, the revision as its resourceVersion), without encoding and decoding it.
+pub(super) fn stored_at(mut object: Object, revision: i64) -> Object {
+    let mut ordered = Map::with_capacity(object.len());
+    for key in ["kind", "apiVersion", "metadata"] {
+        if let Some((key, value)) = object.shift_remove_entry(key) {
+            ordered.insert(key, value);
+        }
+    }
+    if let Some(Value::Object(metadata)) = ordered.get_mut("metadata") {
+        let mut fields = std::mem::take(metadata);
+        fields.shift_remove("resourceVersion");
+        for key in METADATA_ORDER {
+            if *key == "resourceVersion" {
+                metadata.insert("resourceVersion".into(), Value::String(revision.to_string()));
+            } else if let Some((key, value)) = fields.shift_remove_entry(*key) {
+                metadata.insert(key, value);
+            }
+        }
+        metadata.extend(fields);
+    }
+    ordered.extend(object);
+    ordered
 }
 
 /// One watch event as a line of the JSON watch stream: `{"type":...,"object":...}\n`.

@@ -4,14 +4,20 @@
 //! etcd allocates without double-booking. Allocation happens when a Service is written;
 //! what a write no longer needs is released after it, and everything on removal.
 //!
-//! Defaults and allocation only; storage rules (keys, revisions) stay in the registry.
+//! [`Services`] is the Service strategy: defaults in `prepare`, the claims made in its
+//! begin hooks (settled by the generic store once the Service is written or refused) and
+//! released in its after-delete hook. IPAddresses are written through the registry's own
+//! create path; node ports, which have no API object, as keys under [`NODE_PORT_PREFIX`].
 
 use std::net::Ipv4Addr;
 
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::object::ObjectExt;
-use super::{Cause, Error, Object, Result};
+use super::resource::{Hook, Reservation, Reserved};
+use super::{ApiResource, Cause, DeleteOptions, Error, NameRule, Object, Registry, Result, Strategy, WriteOptions};
+use crate::storage::StoreError;
 
 /// The service CIDR (kube-apiserver's default `--service-cluster-ip-range`).
 pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 12);
@@ -20,9 +26,190 @@ pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// kube-apiserver's default `--service-node-port-range`.
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
+/// Where node-port claims live (one key per port held).
+const NODE_PORT_PREFIX: &str = "/registry/wasmkube.io/nodeports/";
+
+/// Who writes the IPAddress objects (managedFields), as kube-apiserver's allocator.
+const ALLOCATOR: &str = "kube-apiserver";
+
+/// The strategy of `services`.
+pub(super) struct Services(pub ApiResource);
+
+#[async_trait::async_trait]
+impl Strategy for Services {
+    fn resource(&self) -> &ApiResource {
+        &self.0
+    }
+
+    fn name_rule(&self) -> NameRule {
+        NameRule::Label1035
+    }
+
+    /// A Service's status is the load balancer's to write.
+    fn prepare_for_create(&self, object: &mut Object) {
+        object.remove("status");
+    }
+
+    async fn begin_create(&self, hook: &Hook<'_>, object: &mut Object) -> Result<Reservation> {
+        let needs = prepare(object, None)?;
+        if hook.dry_run || needs.wanted.is_empty() {
+            return Ok(Reservation::none());
+        }
+        // An existing Service is AlreadyExists, not a clash over its own addresses.
+        if hook.registry.stored(hook.key).await?.is_some() {
+            return Err(Error::AlreadyExists { resource: self.0.qualified(), name: hook.name.into() });
+        }
+        let claimed = claim_all(hook, &needs.wanted, object).await?;
+        Ok(Reservation::new(Claims { claimed, released_on_commit: Vec::new() }))
+    }
+
+    async fn begin_update(&self, hook: &Hook<'_>, object: &mut Object, old: &Object) -> Result<Reservation> {
+        let needs = prepare(object, Some(old))?;
+        if hook.dry_run || (needs.wanted.is_empty() && needs.released.is_empty()) {
+            return Ok(Reservation::none());
+        }
+        let claimed = claim_all(hook, &needs.wanted, object).await?;
+        Ok(Reservation::new(Claims { claimed, released_on_commit: needs.released }))
+    }
+
+    async fn after_delete(&self, registry: &Registry, object: &Object) {
+        release_all(registry, &claims(object)).await;
+    }
+}
+
+/// What a Service write holds: the claims it made (released if the write fails) and the
+/// ones its old version held that it no longer needs (released once it is written).
+struct Claims {
+    claimed: Vec<Claim>,
+    released_on_commit: Vec<Claim>,
+}
+
+#[async_trait::async_trait]
+impl Reserved for Claims {
+    async fn commit(self: Box<Self>, registry: &Registry) {
+        release_all(registry, &self.released_on_commit).await;
+    }
+
+    async fn release(self: Box<Self>, registry: &Registry) {
+        release_all(registry, &self.claimed).await;
+    }
+}
+
+/// Claim every address in `wanted` for the service, recording each in it; all or nothing.
+async fn claim_all(hook: &Hook<'_>, wanted: &[Want], service: &mut Object) -> Result<Vec<Claim>> {
+    let mut claimed = Vec::new();
+    for want in wanted {
+        match claim_one(hook, want).await {
+            Ok(claim) => {
+                record(service, want, &claim);
+                claimed.push(claim);
+            }
+            Err(e) => {
+                release_all(hook.registry, &claimed).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// Whether `claim` was taken (false: someone holds it already).
+async fn take(hook: &Hook<'_>, claim: &Claim) -> Result<bool> {
+    let (namespace, name) = (hook.namespace.unwrap_or_default(), hook.name);
+    let registry = hook.registry;
+    match claim {
+        Claim::ClusterIp(ip) => {
+            let addresses = ip_addresses(registry)?;
+            let options = WriteOptions { field_manager: Some(ALLOCATOR.into()), ..WriteOptions::default() };
+            match registry.create(&addresses, None, ip_address(*ip, namespace, name), &options).await {
+                Ok(_) => Ok(true),
+                Err(Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Claim::NodePort(port) => {
+            let key = Bytes::from(format!("{NODE_PORT_PREFIX}{port}"));
+            let holder = Bytes::from(json!({"namespace": namespace, "name": name}).to_string());
+            match registry.store.create(key, holder).await {
+                Ok(_) => Ok(true),
+                Err(StoreError::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(Error::from_store(e)),
+            }
+        }
+    }
+}
+
+async fn claim_one(hook: &Hook<'_>, want: &Want) -> Result<Claim> {
+    use rand::Rng;
+    let start: u32 = rand::rng().random();
+    for attempt in 0..attempts(want) {
+        let Some(claim) = candidate(want, attempt, start) else { break };
+        if take(hook, &claim).await? {
+            return Ok(claim);
+        }
+        if let Want::Exactly(claim) = want {
+            let (field, what) = match claim {
+                Claim::ClusterIp(ip) => (
+                    "spec.clusterIPs[0]",
+                    format!("{ip:?}: failed to allocate IP {ip}: provided IP is already allocated"),
+                ),
+                Claim::NodePort(port) => {
+                    ("spec.ports[].nodePort", format!("{port}: provided port is already allocated"))
+                }
+            };
+            return Err(Error::Invalid {
+                kind: "Service".into(),
+                name: hook.name.into(),
+                causes: vec![Cause::invalid(field, format!("Invalid value: {what}"))],
+            });
+        }
+    }
+    Err(Error::Internal(format!(
+        "failed to allocate {} for service {}/{}: the range is full",
+        match want {
+            Want::AnyNodePort(_) => "a node port",
+            _ => "a cluster IP",
+        },
+        hook.namespace.unwrap_or_default(),
+        hook.name
+    )))
+}
+
+/// Give every claim back; one that cannot be is logged and stays held (never double-booked).
+async fn release_all(registry: &Registry, claims: &[Claim]) {
+    for claim in claims {
+        let released = match claim {
+            Claim::ClusterIp(ip) => match ip_addresses(registry) {
+                Ok(addresses) => {
+                    match registry.delete(&addresses, None, &ip.to_string(), &DeleteOptions::default()).await {
+                        Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Claim::NodePort(port) => {
+                match registry.store.delete(Bytes::from(format!("{NODE_PORT_PREFIX}{port}")), None).await {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        if let Err(error) = released {
+            tracing::warn!(?claim, %error, "cannot release a service address; it stays held");
+        }
+    }
+}
+
+fn ip_addresses(registry: &Registry) -> Result<super::Resource> {
+    registry
+        .resource("networking.k8s.io", "v1", "ipaddresses")
+        .ok_or_else(|| Error::Internal("ipaddresses are not served".into()))
+}
+
 /// One address a Service holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) enum Claim {
+enum Claim {
     ClusterIp(Ipv4Addr),
     NodePort(u16),
 }
@@ -30,15 +217,15 @@ pub(super) enum Claim {
 /// What a Service written over `old` needs: claims it must hold that `old` did not, and
 /// claims `old` held that it no longer needs.
 #[derive(Debug, Default)]
-pub(super) struct Needs {
+struct Needs {
     /// Addresses to claim; `None` in a cluster IP or node port slot asks for any free one.
-    pub wanted: Vec<Want>,
-    pub released: Vec<Claim>,
+    wanted: Vec<Want>,
+    released: Vec<Claim>,
 }
 
 /// A claim to make: a specific address, or any free one (filled in at `path`).
 #[derive(Debug)]
-pub(super) enum Want {
+enum Want {
     Exactly(Claim),
     AnyClusterIp,
     /// Any node port for the port at this index of `spec.ports`.
@@ -58,7 +245,7 @@ fn in_cidr(ip: Ipv4Addr) -> bool {
 
 /// Fill a Service's defaults (type, protocols, target ports, policies), keep what `old`
 /// allocated where the client left it out, and say what must be claimed and released.
-pub(super) fn prepare(service: &mut Object, old: Option<&Object>) -> Result<Needs> {
+fn prepare(service: &mut Object, old: Option<&Object>) -> Result<Needs> {
     let name = service.metadata().get("name").and_then(Value::as_str).unwrap_or_default().to_string();
     let invalid = |field: &str, message: String| Error::Invalid {
         kind: "Service".into(),
@@ -196,7 +383,7 @@ pub(super) fn prepare(service: &mut Object, old: Option<&Object>) -> Result<Need
 }
 
 /// Every address `service` holds (what to release when it goes).
-pub(super) fn claims(service: &Object) -> Vec<Claim> {
+fn claims(service: &Object) -> Vec<Claim> {
     let mut claims = Vec::new();
     if let Some(ip) = str_at(service, &["spec", "clusterIP"]).and_then(|ip| ip.parse().ok()) {
         claims.push(Claim::ClusterIp(ip));
@@ -210,7 +397,7 @@ pub(super) fn claims(service: &Object) -> Vec<Claim> {
 }
 
 /// Record a claim in the Service: its cluster IP, or a port's node port.
-pub(super) fn record(service: &mut Object, want: &Want, claim: &Claim) {
+fn record(service: &mut Object, want: &Want, claim: &Claim) {
     let Some(Value::Object(spec)) = service.get_mut("spec") else { return };
     match (want, claim) {
         (Want::AnyClusterIp, Claim::ClusterIp(ip)) => {
@@ -227,7 +414,7 @@ pub(super) fn record(service: &mut Object, want: &Want, claim: &Claim) {
 }
 
 /// A random candidate for `want` (attempt counts up, so later tries scan on from it).
-pub(super) fn candidate(want: &Want, attempt: u32, start: u32) -> Option<Claim> {
+fn candidate(want: &Want, attempt: u32, start: u32) -> Option<Claim> {
     match want {
         Want::Exactly(claim) => (attempt == 0).then(|| claim.clone()),
         Want::AnyClusterIp => {
@@ -246,7 +433,7 @@ pub(super) fn candidate(want: &Want, attempt: u32, start: u32) -> Option<Claim> 
 }
 
 /// How many candidates to try before calling a range full.
-pub(super) fn attempts(want: &Want) -> u32 {
+fn attempts(want: &Want) -> u32 {
     match want {
         Want::Exactly(_) => 1,
         Want::AnyClusterIp => 256,
@@ -255,7 +442,7 @@ pub(super) fn attempts(want: &Want) -> u32 {
 }
 
 /// The `IPAddress` object that holds `ip` for `namespace/name`.
-pub(super) fn ip_address(ip: Ipv4Addr, namespace: &str, name: &str) -> Value {
+fn ip_address(ip: Ipv4Addr, namespace: &str, name: &str) -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "IPAddress",

@@ -13,7 +13,7 @@
 use serde_json::{json, Map, Value};
 
 use super::object::ObjectExt;
-use super::{Cause, Error, Object, Resource, Result, ScalePaths};
+use super::{ApiResource, Cause, Error, Object, Result, ScalePaths};
 
 /// A subresource with a view of the stored object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub(super) fn view(part: Option<Subresource>, object: Object, scale: Option<&Sca
 /// result carries the resourceVersion the client sent (its precondition), if any.
 pub(super) fn merge_back(
     part: Option<Subresource>,
-    resource: &Resource,
+    resource: &ApiResource,
     written: Object,
     current: &Object,
     scale: Option<&ScalePaths>,
@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(scale["spec"]["replicas"], 1);
         scale.insert("spec".into(), json!({"replicas": 5}));
         scale.insert("metadata".into(), json!({"name": "d", "labels": {"changed": "no"}}));
-        let resource = Resource {
+        let resource = ApiResource {
             group: "apps",
             version: "v1",
             kind: "Deployment",

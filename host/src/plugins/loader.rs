@@ -20,12 +20,14 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::activity::Activity;
-use super::admission::{AdmissionModule, ModuleSettings};
+use super::admission::AdmissionModule;
 use super::controller::ControllerModule;
+use super::error::LoadError;
+use super::instance::ModuleSettings;
 use super::manifest::Manifest;
 use super::metrics::{PluginMetrics, PluginSeries};
 use super::policy::PolicyModule;
-use super::runtime::{digest, LoadError, Runtime};
+use super::runtime::{digest, Runtime};
 use super::Client;
 
 /// A plugin serving: its manifest, its module, and where it came from.

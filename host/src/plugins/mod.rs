@@ -7,38 +7,49 @@
 //! This module knows neither the API nor the registry: what a plugin may call on the
 //! host (`client`) is the [`Client`] trait, implemented by a higher layer.
 //!
-//! - `runtime`: the engine, the epoch ticker, the artifact cache, the per-call store state;
-//! - `admission`: the `admission` world's bindings and an instance pool per loaded module;
-//! - `controller`: the `controller` world's bindings, the same for controller plugins;
-//! - `policy`: the `scheduler-policy` world's bindings, one stateful instance per module;
+//! - `runtime`: the engine, the epoch ticker, the artifact cache; `error`: its errors;
+//! - `bindings`: every `bindgen!` of the WIT package; `host/`: one file per host
+//!   interface (`log`, `client` and `index`), implemented on `state`'s per-store
+//!   [`HostState`];
+//! - `instance`: one loaded module over any world, and its pool of instances;
+//! - `types`: the host's own types for what crosses the boundary; `convert`: to and from
+//!   the generated ones;
+//! - `admission`, `controller`, `policy`: each world's module (a pool per admission or
+//!   controller module, one stateful instance per policy module);
 //! - `manifest`: what a plugin's manifest (a `Plugin` object) says;
 //! - `activity`: per-plugin counts and a shadow's disagreements, for status;
 //! - `loader`: the plugin set and the watched `--plugin-dir` folder.
 
 mod activity;
 mod admission;
+mod bindings;
 pub mod builtin;
 mod controller;
+mod convert;
+mod error;
+mod host;
+mod instance;
 mod loader;
 mod manifest;
 mod metrics;
 mod policy;
 mod runtime;
+mod state;
+mod types;
 
 pub use self::activity::{Activity, Disagreement, Verdict};
-pub use self::admission::{
-    AdmissionModule, AdmissionRequest, AdmissionResponse, GroupVersionKind, GroupVersionResource, Operation,
-    UserInfo as PluginUser,
-};
-pub use self::controller::{
-    Action, ActionPropagation, ControllerModule, ObjectKey, PatchType, ReconcileRequest, ReconcileResult, Registration,
-    Verb,
-};
+pub use self::admission::AdmissionModule;
+pub use self::controller::ControllerModule;
+pub use self::error::{CallError, ClientError, LoadError};
 pub use self::loader::{Builtin, LoadedController, LoadedPlugin, LoadedPolicy, PluginSet};
 pub use self::manifest::{Capability, FailurePolicy, Manifest, ManifestError, Mode, Phase, Rule};
 pub use self::metrics::{PluginMetrics, PluginSeries};
 pub use self::policy::{types as policy_types, PolicyModule, Session as PolicySession};
-pub use self::runtime::{digest, CallError, ClientError, Compiler, LoadError, Runtime, RuntimeConfig};
+pub use self::runtime::{digest, Compiler, Runtime, RuntimeConfig};
+pub use self::types::{
+    Action, ActionPropagation, AdmissionRequest, AdmissionResponse, GroupVersionKind, GroupVersionResource, ObjectKey,
+    Operation, PatchType, ReconcileRequest, ReconcileResult, Registration, UserInfo as PluginUser, Verb,
+};
 
 /// What a plugin reads through its `client` import: the host's view of cluster objects
 /// (JSON text). Implemented above the registry; capabilities are checked before a call

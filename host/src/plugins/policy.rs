@@ -1,5 +1,5 @@
-//! The `scheduler-policy` world (wit/plugin.wit): its bindings and [`PolicyModule`], one
-//! loaded version of a scheduler policy plugin.
+//! The `scheduler-policy` world (wit/plugin.wit): [`PolicyModule`], one loaded version of a
+//! scheduler policy plugin (loading is `instance.rs`'s).
 //!
 //! A policy keeps state (its node table), so a module runs **one** instance, one call at
 //! a time ([`PolicyModule::session`]). A call that fails (trap, timeout, out of memory)
@@ -8,94 +8,68 @@
 //! scheduler's business: this module only runs them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wasmtime::component::Component;
+use super::bindings::policy::{SchedulerPolicy, SchedulerPolicyPre};
+use super::error::{CallError, LoadError};
+use super::instance::{Instance, Module, ModuleSettings, World};
+use super::runtime::Runtime;
+use super::state::HostState;
 
-use super::admission::ModuleSettings;
-use super::runtime::{CallError, HostState, LoadError, Runtime};
-
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "scheduler-policy",
-        imports: { default: async },
-        exports: { default: async },
-        with: {
-            "wasmkube:plugin/log": crate::plugins::admission::bindings::wasmkube::plugin::log,
-        },
-    });
-}
-
-/// The WIT types a policy is called with (the host's side of `scheduler-types`).
+/// The WIT types a policy is called with (the host's side of `scheduler-types`). The
+/// scheduler builds these generated records itself: its per-pod path is hot, and a
+/// conversion per pod and per node would cost there.
 pub mod types {
-    pub use super::bindings::wasmkube::plugin::scheduler_types::*;
+    pub use crate::plugins::bindings::policy::wasmkube::plugin::scheduler_types::*;
 }
 
-impl types::Host for HostState {}
+/// The `scheduler-policy` world, for the generic module.
+pub(super) struct PolicyWorld;
 
-struct Instance {
-    store: wasmtime::Store<HostState>,
-    bindings: bindings::SchedulerPolicy,
+#[async_trait::async_trait]
+impl World for PolicyWorld {
+    const NAME: &'static str = "scheduler-policy";
+    type Pre = SchedulerPolicyPre<HostState>;
+    type Bindings = SchedulerPolicy;
+    type Configured = ();
+
+    fn pre(instance_pre: wasmtime::component::InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        SchedulerPolicyPre::new(instance_pre)
+    }
+
+    async fn instantiate(pre: &Self::Pre, store: &mut wasmtime::Store<HostState>) -> wasmtime::Result<SchedulerPolicy> {
+        pre.instantiate_async(store).await
+    }
+
+    async fn configure(
+        bindings: &SchedulerPolicy,
+        store: &mut wasmtime::Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        bindings.wasmkube_plugin_policy().call_configure(store, config).await
+    }
 }
 
 /// One loaded version of a scheduler policy plugin.
 pub struct PolicyModule {
     pub digest: String,
-    runtime: Arc<Runtime>,
-    pre: bindings::SchedulerPolicyPre<HostState>,
-    settings: ModuleSettings,
-    name: Arc<str>,
-    digest_arc: Arc<str>,
-    instance: tokio::sync::Mutex<Option<Instance>>,
+    module: Module<PolicyWorld>,
+    instance: tokio::sync::Mutex<Option<Instance<PolicyWorld>>>,
 }
 
 impl PolicyModule {
     /// Compile `bytes` (off the executor), check the world and configure a first instance.
     pub async fn load(runtime: Arc<Runtime>, bytes: Vec<u8>, settings: ModuleSettings) -> Result<Arc<Self>, LoadError> {
-        let (component, digest) = runtime.compile_off_executor(bytes, &settings.name).await?;
-        let pre = Self::pre(&runtime, &component)?;
-        let name: Arc<str> = settings.name.as_str().into();
-        let digest_arc: Arc<str> = digest.as_str().into();
-        let module = Self { digest, runtime, pre, settings, name, digest_arc, instance: tokio::sync::Mutex::new(None) };
-        let first = module.instantiate().await.map_err(|e| match e {
-            CallError::Instantiate(why) if why.starts_with("configure:") => {
-                LoadError::Config(why.trim_start_matches("configure:").trim().to_string())
-            }
-            other => LoadError::Runtime(format!("the first instance failed: {other}")),
-        })?;
-        *module.instance.lock().await = Some(first);
-        Ok(Arc::new(module))
-    }
-
-    fn pre(runtime: &Runtime, component: &Component) -> Result<bindings::SchedulerPolicyPre<HostState>, LoadError> {
-        let wrong_world =
-            |e: wasmtime::Error| LoadError::WrongWorld { world: "scheduler-policy", why: format!("{e:#}") };
-        let instance_pre = runtime.linker().instantiate_pre(component).map_err(wrong_world)?;
-        bindings::SchedulerPolicyPre::new(instance_pre).map_err(wrong_world)
+        // A policy reads nothing through the host: no capabilities, no client.
+        let settings = ModuleSettings { capabilities: Vec::new(), client: None, ..settings };
+        let (module, first, ()) = Module::load(runtime, bytes, settings).await?;
+        let instance = tokio::sync::Mutex::new(Some(first));
+        Ok(Arc::new(Self { digest: module.digest.clone(), module, instance }))
     }
 
     /// The per-call timeout (the manifest's `timeout`).
     pub fn timeout(&self) -> Duration {
-        self.settings.timeout
-    }
-
-    async fn instantiate(&self) -> Result<Instance, CallError> {
-        // A policy reads nothing through the host: no capabilities, no client.
-        let mut store = self.settings.store(&self.runtime, &self.name, &self.digest_arc, &Arc::from(Vec::new()));
-        let bindings =
-            self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        let configured = bindings
-            .wasmkube_plugin_policy()
-            .call_configure(&mut store, &self.settings.config)
-            .await
-            .map_err(|e| self.classify(e))?;
-        configured.map_err(|why| CallError::Instantiate(format!("configure: {why}")))?;
-        Ok(Instance { store, bindings })
-    }
-
-    fn classify(&self, error: wasmtime::Error) -> CallError {
-        self.settings.classify(error)
+        self.module.settings.timeout
     }
 
     /// The instance, for calls one at a time; a new one if the last call failed.
@@ -103,7 +77,7 @@ impl PolicyModule {
         let mut guard = self.instance.lock().await;
         let is_new = guard.is_none();
         if is_new {
-            *guard = Some(self.instantiate().await?);
+            *guard = Some(self.module.instantiate().await?.0);
         }
         Ok(Session { module: self, guard, is_new })
     }
@@ -112,16 +86,15 @@ impl PolicyModule {
 /// Exclusive use of a policy's instance.
 pub struct Session<'a> {
     module: &'a PolicyModule,
-    guard: tokio::sync::MutexGuard<'a, Option<Instance>>,
+    guard: tokio::sync::MutexGuard<'a, Option<Instance<PolicyWorld>>>,
     /// The instance was made for this session: it knows nothing of the table yet.
     pub is_new: bool,
 }
 
 impl Session<'_> {
-    fn instance(&mut self) -> Result<&mut Instance, CallError> {
-        let timeout = self.module.settings.timeout;
+    fn instance(&mut self) -> Result<&mut Instance<PolicyWorld>, CallError> {
         let instance = self.guard.as_mut().ok_or_else(|| CallError::Instantiate("the instance was dropped".into()))?;
-        instance.store.data_mut().deadline = Instant::now() + timeout;
+        self.module.module.arm(instance);
         Ok(instance)
     }
 
@@ -150,6 +123,6 @@ impl Session<'_> {
 
     fn fail(&mut self, error: wasmtime::Error) -> CallError {
         *self.guard = None;
-        self.module.classify(error)
+        self.module.module.classify(error)
     }
 }

@@ -15,68 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::manifest::Capability;
-use super::Client;
+use super::error::LoadError;
+use super::state::HostState;
 
 /// How often the epoch advances: the resolution of call deadlines.
 pub const TICK: Duration = Duration::from_millis(2);
-
-/// Why a plugin could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read the module {path}: {why}")]
-    Read { path: String, why: String },
-    #[error("the module is not a WebAssembly component: {0}")]
-    NotAComponent(String),
-    #[error("the component does not implement the world wasmkube:plugin/{world}: {why}")]
-    WrongWorld { world: &'static str, why: String },
-    #[error("the plugin refused its config: {0}")]
-    Config(String),
-    #[error("the manifest is invalid: {0}")]
-    Manifest(String),
-    #[error("{0}")]
-    Runtime(String),
-}
-
-/// Why one call failed (the plugin's failure policy decides what that means).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("ran out of memory (limit {0} bytes)")]
-    OutOfMemory(usize),
-    #[error("trapped: {0}")]
-    Trap(String),
-    #[error("cannot instantiate: {0}")]
-    Instantiate(String),
-}
-
-impl CallError {
-    /// The metric label of this outcome.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Self::Timeout(_) => "timeout",
-            Self::OutOfMemory(_) => "oom",
-            Self::Trap(_) => "trap",
-            Self::Instantiate(_) => "error",
-        }
-    }
-}
-
-/// What a `client` call may fail with (the WIT `client-error`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClientError {
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    #[error("invalid: {0}")]
-    Invalid(String),
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-}
 
 /// How the runtime is set up.
 #[derive(Clone, Debug)]
@@ -163,8 +109,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Runtime(format!("cannot link WASI: {e}")))?;
-        super::admission::add_to_linker(&mut linker)?;
-        super::controller::add_to_linker(&mut linker)?;
+        super::host::add_to_linker(&mut linker)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());
@@ -277,77 +222,6 @@ pub fn digest(bytes: &[u8]) -> String {
     let hash = ring::digest::digest(&ring::digest::SHA256, bytes);
     let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
-}
-
-/// What a plugin call's store holds: WASI with nothing granted, the memory limit, the
-/// deadline, and what the plugin may read through `client`.
-pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    pub(super) limits: StoreLimits,
-    /// When the call under way must end.
-    pub(super) deadline: Instant,
-    pub(super) plugin: Arc<str>,
-    pub(super) digest: Arc<str>,
-    pub(super) capabilities: Arc<[Capability]>,
-    pub(super) client: Option<Arc<dyn Client>>,
-}
-
-impl HostState {
-    pub(super) fn new(
-        plugin: Arc<str>,
-        digest: Arc<str>,
-        memory: usize,
-        capabilities: Arc<[Capability]>,
-        client: Option<Arc<dyn Client>>,
-    ) -> Self {
-        Self {
-            // Nothing inherited or preopened: no files, environment, arguments or sockets.
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limits: wasmtime::StoreLimitsBuilder::new().memory_size(memory).trap_on_grow_failure(true).build(),
-            deadline: Instant::now(),
-            plugin,
-            digest,
-            capabilities,
-            client,
-        }
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-/// What a failed call was: a timeout (the epoch deadline), running out of memory, or a trap.
-pub(super) fn classify(error: wasmtime::Error, timeout: Duration, memory_limit: usize) -> CallError {
-    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        if *trap == wasmtime::Trap::Interrupt {
-            return CallError::Timeout(timeout);
-        }
-    }
-    let text = format!("{error:#}");
-    if text.contains("forcing a memory growth failure to be a trap") || text.contains("memory growth") {
-        return CallError::OutOfMemory(memory_limit);
-    }
-    CallError::Trap(text)
-}
-
-/// A store for one instance: limits and the deadline callback set.
-pub(super) fn store(engine: &Engine, state: HostState) -> wasmtime::Store<HostState> {
-    let mut store = wasmtime::Store::new(engine, state);
-    store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|context| {
-        if Instant::now() >= context.data().deadline {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
-    store
 }
 
 #[cfg(test)]

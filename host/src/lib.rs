@@ -14,6 +14,7 @@ pub mod client;
 pub mod cmd;
 pub mod controllers;
 pub mod datadir;
+pub mod machinery;
 pub mod node;
 pub mod plugins;
 pub mod quantity;

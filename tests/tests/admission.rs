@@ -274,20 +274,30 @@ async fn switch(cluster: &Cluster, source: &Source, tag: i64) {
 async fn reload_under_load(cluster: std::sync::Arc<Cluster>, source: Source) {
     switch(&cluster, &source, 0).await;
     // Wait until the first version decides (a create it admitted names it), not merely
-    // until creates pass (they pass before any plugin is loaded, too).
+    // until creates pass (they pass before any plugin is loaded, too). On a timeout the
+    // server's log says what the Plugin controller and the loader did meanwhile.
+    let started = Instant::now();
     let mut n = 0u32;
-    wait_for("the first version to decide", Duration::from_secs(20), || {
+    loop {
         n += 1;
-        let cluster = &cluster;
-        async move {
-            let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("first-{n}")}});
-            let url = format!("{}/api/v1/namespaces/default/configmaps", cluster.api.base);
-            let response = cluster.api.client.post(url).json(&body).send().await.ok()?;
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("first-{n}")}});
+        let url = format!("{}/api/v1/namespaces/default/configmaps", cluster.api.base);
+        if let Ok(response) = cluster.api.client.post(url).json(&body).send().await {
             let warning = response.headers().get("warning").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            (tag_of(warning) == Some(0)).then_some(())
+            if tag_of(warning) == Some(0) {
+                break;
+            }
         }
-    })
-    .await;
+        if started.elapsed() > Duration::from_secs(20) {
+            let log = cluster.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!(
+                "timed out after 20s waiting for the first version to decide; the server's last lines:\n{}",
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let answers = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<Answer>::new()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut clients = Vec::new();

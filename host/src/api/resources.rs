@@ -269,7 +269,8 @@ pub(super) async fn core(
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
     let mut params = query(params)?;
     params.user = Some(user.clone());
-    serve(state, "", "v1", &path, method, params, &user, headers, body_of(body).await?).await
+    let body = body_of(body).await?;
+    to_completion(state, String::new(), "v1".into(), path, method, params, user, headers, body).await
 }
 
 /// `/apis/{group}/{version}/{*path}`: a named group.
@@ -285,7 +286,36 @@ pub(super) async fn grouped(
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
     let mut params = query(params)?;
     params.user = Some(user.clone());
-    serve(state, &group, &version, &path, method, params, &user, headers, body_of(body).await?).await
+    let body = body_of(body).await?;
+    to_completion(state, group, version, path, method, params, user, headers, body).await
+}
+
+/// Serve a request; a write runs to completion on a task of its own even if the client
+/// goes away meanwhile (dropping the request's future would stop it half way, with a
+/// Service's addresses claimed and never settled), as a write in kube-apiserver does.
+#[allow(clippy::too_many_arguments)]
+async fn to_completion(
+    state: AppState,
+    group: String,
+    version: String,
+    path: String,
+    method: Method,
+    params: Params,
+    user: UserInfo,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        return serve(state, &group, &version, &path, method, params, &user, headers, body).await;
+    }
+    let write = async move { serve(state, &group, &version, &path, method, params, &user, headers, body).await };
+    tokio::spawn(write).await.unwrap_or_else(|e| {
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("the request's task failed: {e}"),
+        ))
+    })
 }
 
 /// Subresources that need a node agent to answer.

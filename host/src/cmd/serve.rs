@@ -406,11 +406,11 @@ fn elect(
             drop(leading);
         });
     }
-    let mut lease = crate::controllers::leader::ElectionConfig::new("kube-system", name, identity);
+    let mut lease = crate::machinery::leader::ElectionConfig::new("kube-system", name, identity);
     lease.lease_duration = election.lease_duration;
     lease.renew_deadline = election.renew_deadline;
     lease.retry_period = election.retry_period;
-    tokio::spawn(crate::controllers::leader::run(registry.clone(), lease, leading, idle, stopped.clone()))
+    tokio::spawn(crate::machinery::leader::run(registry.clone(), lease, leading, idle, stopped.clone()))
 }
 
 /// What `serve` writes the admin kubeconfig as, in the data dir.
@@ -482,8 +482,8 @@ impl Server {
             let plugins = crate::plugins::PluginSet::tiered(runtime, baseline, plugin_metrics);
             let reads = crate::client::RegistryClient::new(&registry);
             plugins.set_client(reads.clone());
-            let informers = crate::controllers::informer::Informers::new(&registry, stopped.clone());
-            plugins.set_controller_client(crate::controllers::informer::InformerClient::new(informers.clone(), reads));
+            let informers = crate::machinery::informer::Informers::new(&registry, stopped.clone());
+            plugins.set_controller_client(crate::machinery::informer::InformerClient::new(informers.clone(), reads));
             registry.set_admission(Arc::new(crate::admission::Chain::new(plugins.clone())));
             if default_plugins {
                 let defaults = crate::plugins::builtin::defaults();
@@ -519,7 +519,7 @@ impl Server {
                 step("following the plugin folder", FOLDER_DEADLINE, plugins.clone().follow_dir(dir, stopped.clone()))
                     .await?;
             }
-            let identity = crate::controllers::leader::identity();
+            let identity = crate::machinery::leader::identity();
             let (leading, lead) = watch::channel(false);
             let (idle, idle_now) = watch::channel(true);
             if let Some(sim) = sim_nodes {

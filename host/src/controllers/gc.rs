@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::informer::{CachedObject, Change, Informer, Informers, ObjectRef};
 use super::metrics::ControllerMetrics;
-use super::queue::WorkQueue;
+use crate::machinery::informer::{CachedObject, Change, Informer, Informers, ObjectRef};
+use crate::machinery::queue::WorkQueue;
 use crate::registry::{DeleteOptions, Error, Patch, Propagation, Registry, Resource, WriteOptions};
 
 /// What the garbage collector needs of the controller host, and no more.
@@ -256,7 +256,7 @@ impl Worker {
     async fn owner_exists(
         &self,
         dependent: &CachedObject,
-        reference: &super::informer::OwnerRef,
+        reference: &crate::machinery::informer::OwnerRef,
     ) -> Result<bool, String> {
         let Some(resource) = self.owner_resource(&reference.api_version, &reference.kind) else {
             // A kind nobody serves (yet: its CRD may be on the way, or the reference is

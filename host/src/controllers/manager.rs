@@ -29,10 +29,10 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::informer::{Change, Informer, Informers, ObjectRef};
 pub use super::metrics::ControllerMetrics;
-use super::queue::WorkQueue;
 use crate::auth::UserInfo;
+use crate::machinery::informer::{Change, Informer, Informers, ObjectRef};
+use crate::machinery::queue::WorkQueue;
 use crate::plugins::{
     Action, ActionPropagation, ControllerModule, Disagreement, LoadedController, Mode, ObjectKey, PatchType, PluginSet,
     ReconcileRequest, Registration, Verb, Verdict,
@@ -282,7 +282,7 @@ impl Running {
         for informer in owned {
             let (queue, primary) = (controller.queue.clone(), primary.clone());
             let id = informer.subscribe(Arc::new(move |change: &Change| {
-                let enqueue_owner = |object: &super::informer::CachedObject| match object.controller() {
+                let enqueue_owner = |object: &crate::machinery::informer::CachedObject| match object.controller() {
                     Some(owner) if owner.kind == kind && api_group(&owner.api_version) == group => {
                         queue.add(ObjectRef { namespace: object.at.namespace.clone(), name: owner.name.clone() });
                     }

@@ -1,19 +1,16 @@
 //! Controllers that run inside the server:
 //!
-//! - the controller host (kube-controller-manager): shared informers (`informer`), work
-//!   queues (`queue`), leader election on a Lease (`leader`), the controller plugins run
-//!   while this server leads (`manager`) and the garbage collector (`gc`);
+//! - the controller host (kube-controller-manager): the controller plugins run while this
+//!   server leads (`manager`) and the garbage collector (`gc`), over the shared informers,
+//!   work queues and leader election of `crate::machinery`;
 //! - the API server's own controllers, which every server runs: CRDs (`crd`) and Plugin
 //!   objects (`plugins`).
 
 pub mod crd;
 pub mod gc;
-pub mod informer;
-pub mod leader;
 pub mod manager;
 mod metrics;
 pub mod plugins;
-pub mod queue;
 
 /// Set condition `kind` in `status`, keeping its transition time unless its status changes.
 pub(crate) fn set_condition(status: &mut serde_json::Value, kind: &str, value: &str, reason: &str, message: &str) {

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::controllers::informer::{Change, Informers};
+use crate::machinery::informer::{Change, Informers};
 use crate::registry::{Error, Patch, Registry, Subresource, WriteOptions};
 
 /// What the simulated nodes are like.

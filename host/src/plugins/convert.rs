@@ -1,6 +1,7 @@
 //! Between the generated WIT types (`bindings.rs`) and the host's own (`types.rs`): the one
-//! place they meet. Requests go to a plugin by reference (what the generated call takes),
-//! answers come back by value (moved, not copied).
+//! place they meet. A request is copied into the generated record for each call (its
+//! strings, the object's JSON among them: a memcpy beside the call's lowering of the same
+//! bytes into the guest); answers come back by value (moved, not copied).
 
 use super::bindings::admission::wasmkube::plugin::admission_types as admission;
 use super::bindings::controller::wasmkube::plugin::controller_types as controller;

@@ -46,9 +46,9 @@ impl Registry {
         name: &str,
         options: &DeleteOptions,
     ) -> Result<Object> {
-        Self::check_namespace(resource, namespace)?;
         let resource = self.current(resource)?;
         let resource: &Resource = &resource;
+        Self::check_namespace(resource, namespace)?;
         let strategy = resource.strategy();
         let key = &resource.key(namespace, name);
         self.guaranteed_update(key, |stored| {

@@ -36,8 +36,9 @@ pub struct WriteOptions {
     /// Who writes, for admission (None: the server itself).
     pub user: Option<crate::auth::UserInfo>,
     /// Store the object even if it is unchanged (a new resourceVersion and a watch event),
-    /// as a rewrite under a new encryption key must. Otherwise an update that changes
-    /// nothing but managedFields timestamps is a no-op, as in kube-apiserver.
+    /// as a rewrite under a new encryption key will need to (nothing asks for it yet but
+    /// the tests). Otherwise an update that changes nothing but managedFields timestamps is
+    /// a no-op, as in kube-apiserver.
     pub rewrite: bool,
 }
 

@@ -150,7 +150,8 @@ impl PartialEq for Resource {
 impl Eq for Resource {}
 
 /// Where a hook runs: the object's place and whether the write is a dry run (a hook then
-/// checks what it would reserve but reserves nothing).
+/// fills what it fills and refuses what it refuses, but reserves nothing: a dry run cannot
+/// tell that an address is taken, as kube-apiserver's cannot either when it races).
 pub struct Hook<'a> {
     pub(super) registry: &'a Registry,
     /// The object's storage key.
@@ -212,9 +213,9 @@ pub trait Reserved: Send + Sync {
 /// kind (ConfigMap) only names itself.
 ///
 /// A write calls, in order: `prepare_for_create`/`prepare_for_update` (defaults), mutating
-/// admission, `begin_create`/`begin_update` (reservations), schema and `validate`,
-/// validating admission, the store write, then the reservation's commit or release. A
-/// removal from storage calls `after_delete`.
+/// admission, the schema check and managedFields, `begin_create`/`begin_update`
+/// (reservations), `validate`, validating admission, the store write, then the
+/// reservation's commit or release. A removal from storage calls `after_delete`.
 #[async_trait::async_trait]
 pub trait Strategy: Send + Sync + 'static {
     fn resource(&self) -> &ApiResource;

@@ -126,10 +126,11 @@ impl Registry {
     }
 
     pub async fn get(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<Object> {
-        Self::check_namespace(resource, namespace)?;
+        let resource = self.current(resource)?;
+        Self::check_namespace(&resource, namespace)?;
         match self.stored(&resource.key(namespace, name)).await? {
             Some(kv) => object::decode(&kv),
-            None => Err(Error::not_found(resource, name)),
+            None => Err(Error::not_found(&resource, name)),
         }
     }
 
@@ -151,8 +152,8 @@ impl Registry {
 
     /// The stored value as the watch cache holds it, or from the store if the cache does not.
     async fn cached_kv(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<KeyValue> {
-        Self::check_namespace(resource, namespace)?;
         let resource = self.current(resource)?;
+        Self::check_namespace(&resource, namespace)?;
         let key = resource.key(namespace, name);
         if let Ok(Some(kv)) = resource.cache().get(&key, 0, CACHED_READ_WAIT).await {
             return Ok(kv);
@@ -168,16 +169,17 @@ impl Registry {
         name: &str,
         part: Option<Subresource>,
     ) -> Result<Object> {
+        let resource = self.current(resource)?;
         let scale = resource.strategy().scale_paths();
-        self.get(resource, namespace, name).await.map(|object| subresource::view(part, object, scale))
+        self.get(&resource, namespace, name).await.map(|object| subresource::view(part, object, scale))
     }
 
     /// List objects of `resource` (in `namespace`, or everywhere).
     pub async fn list(&self, resource: &Resource, namespace: Option<&str>, options: ListOptions) -> Result<ObjectList> {
-        if namespace.is_some() && !resource.namespaced {
-            return Err(Error::not_found(resource, ""));
-        }
         let resource = self.current(resource)?;
+        if namespace.is_some() && !resource.namespaced {
+            return Err(Error::not_found(&resource, ""));
+        }
         let prefix = resource.list_prefix(namespace);
         if options.resource_version == Some(0)
             && options.limit == 0

@@ -1,8 +1,10 @@
 //! The generic store's writes: create, update (PUT) and patch, each through one read-modify-
 //! write helper ([`Registry::guaranteed_update`], kube-apiserver's `GuaranteedUpdate`) and one
 //! `replace` that runs an update's steps in kube-apiserver's order — defaults, mutating
-//! admission, the strategy's begin hook, schema, validation, validating admission, the
-//! write at the revision read — and settles what the hook reserved by the outcome.
+//! admission, schema, managedFields, the strategy's begin hook, validation, validating
+//! admission, the write at the revision read — and settles what the hook reserved by the
+//! outcome. (The API runs each write on a task of its own, so a client that goes away
+//! cannot leave a reservation unsettled.)
 //!
 //! An update that changes nothing (managedFields timestamps aside) writes nothing: no new
 //! resourceVersion, no watch event ([`WriteOptions::rewrite`] forces the write).
@@ -90,8 +92,8 @@ impl Registry {
         options: &WriteOptions,
         managed: ManagedFields,
     ) -> Result<Written> {
-        Self::check_namespace(resource, namespace)?;
         let resource = self.current(resource)?;
+        Self::check_namespace(&resource, namespace)?;
         let strategy = resource.strategy();
         let mut object = object::into_object(body, &resource)?;
         let name = object::prepare_new(&mut object, &resource, namespace, strategy.tracks_generation())?;
@@ -151,8 +153,8 @@ impl Registry {
         part: Option<Subresource>,
         options: &WriteOptions,
     ) -> Result<Written> {
-        Self::check_namespace(resource, namespace)?;
         let resource = self.current(resource)?;
+        Self::check_namespace(&resource, namespace)?;
         let written = into_view(body, &resource, part)?;
         match written.metadata().get("name").and_then(Value::as_str) {
             Some(given) if given != name => {
@@ -337,11 +339,11 @@ impl Registry {
         part: Option<Subresource>,
         options: &WriteOptions,
     ) -> Result<Written> {
-        Self::check_namespace(resource, namespace)?;
+        let resource = self.current(resource)?;
+        Self::check_namespace(&resource, namespace)?;
         if options.force && !matches!(patch, Patch::Apply(_)) {
             return Err(Error::BadRequest("force may only be set for server-side apply".into()));
         }
-        let resource = self.current(resource)?;
         let resource: &Resource = &resource;
         let key = resource.key(namespace, name);
         let scale = resource.strategy().scale_paths();

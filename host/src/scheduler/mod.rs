@@ -39,7 +39,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
-use crate::controllers::informer::{Change, Informer, Informers};
+use crate::machinery::informer::{Change, Informer, Informers};
 use crate::plugins::policy_types::Pod;
 use crate::plugins::{Disagreement, PluginSet, Verdict};
 use crate::registry::{Error, Patch, Registry, Resource, Subresource, WriteOptions};

@@ -9,10 +9,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// The first retry's delay; doubles per failure of the same key.
 const BASE_DELAY: Duration = Duration::from_millis(5);
@@ -96,7 +97,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
         let queue = Arc::downgrade(self);
         tokio::spawn(async move {
-            tokio::time::sleep_until(at.into()).await;
+            tokio::time::sleep_until(at).await;
             let Some(queue) = queue.upgrade() else { return };
             let due = {
                 let mut state = queue.state.lock();
@@ -227,6 +228,42 @@ mod tests {
         let started = Instant::now();
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), queue.next()).await.ok().flatten(), Some("k"));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Each failure of a key doubles its delay (paused tokio time: the delays are exact).
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_key_waits_twice_as_long_each_time() {
+        let queue = WorkQueue::new();
+        for expected in [5, 10, 20, 40] {
+            let started = Instant::now();
+            queue.add_rate_limited("k");
+            assert_eq!(queue.next().await, Some("k"));
+            assert_eq!(started.elapsed(), Duration::from_millis(expected));
+            queue.done(&"k");
+        }
+        queue.forget(&"k");
+        let started = Instant::now();
+        queue.add_rate_limited("k");
+        assert_eq!(queue.next().await, Some("k"));
+        assert_eq!(started.elapsed(), BASE_DELAY, "forget starts the backoff over");
+    }
+
+    /// Past the bucket's burst, retries of any keys are spread at the bucket's rate.
+    #[tokio::test(start_paused = true)]
+    async fn retries_past_the_burst_wait_for_the_global_bucket() {
+        let queue = WorkQueue::new();
+        let started = Instant::now();
+        for key in 0..=RETRY_BURST as u32 {
+            queue.add_rate_limited(key);
+        }
+        for _ in 0..RETRY_BURST as u32 {
+            let key = queue.next().await.expect("a key");
+            assert!(key < RETRY_BURST as u32, "the burst goes first");
+            queue.done(&key);
+        }
+        assert_eq!(started.elapsed(), BASE_DELAY);
+        assert_eq!(queue.next().await, Some(RETRY_BURST as u32));
+        assert_eq!(started.elapsed(), Duration::from_secs_f64(1.0 / RETRY_RATE), "one token's wait");
     }
 
     #[tokio::test]

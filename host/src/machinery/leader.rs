@@ -14,7 +14,9 @@
 //! `leaseTransitions` are kept as client-go keeps them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -58,6 +60,21 @@ pub fn identity() -> String {
 struct Observed {
     record: Value,
     at: Instant,
+}
+
+impl Observed {
+    /// Note the Lease's record as read now: the clock restarts only if it changed (a
+    /// holder's renewals change it; clocks of other machines are never compared).
+    fn see(observed: &mut Option<Observed>, record: &Value) {
+        if observed.as_ref().is_none_or(|o| o.record != *record) {
+            *observed = Some(Observed { record: record.clone(), at: Instant::now() });
+        }
+    }
+
+    /// Whether the holder's claim still stands: its record changed less than `held_for` ago.
+    fn still_valid(observed: &Option<Observed>, held_for: Duration) -> bool {
+        observed.as_ref().is_some_and(|o| o.at.elapsed() < held_for)
+    }
 }
 
 /// Take part in the election until `stop`: `leading` is true exactly while this process
@@ -173,12 +190,9 @@ async fn try_acquire_or_renew(
     };
     let spec = current.get("spec").cloned().unwrap_or_else(|| json!({}));
     let holder = spec.get("holderIdentity").and_then(Value::as_str).unwrap_or_default().to_string();
-    let record_changed = observed.as_ref().is_none_or(|o| o.record != spec);
-    if record_changed {
-        *observed = Some(Observed { record: spec.clone(), at: Instant::now() });
-    }
+    Observed::see(observed, &spec);
     let held_for = spec.get("leaseDurationSeconds").and_then(Value::as_u64).unwrap_or(duration);
-    let still_valid = observed.as_ref().is_some_and(|o| o.at.elapsed() < Duration::from_secs(held_for));
+    let still_valid = Observed::still_valid(observed, Duration::from_secs(held_for));
     if !holder.is_empty() && holder != config.identity && still_valid {
         return Ok(false);
     }
@@ -267,5 +281,31 @@ async fn follow_lease(
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A candidate takes a Lease only once its record has not changed for the lease's
+    /// duration on the candidate's own clock (paused tokio time: no store is touched).
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_expires_only_after_its_record_stops_changing_for_its_duration() {
+        let held_for = Duration::from_secs(15);
+        let renewed = |at: &str| json!({"holderIdentity": "other", "renewTime": at, "leaseDurationSeconds": 15});
+        let mut observed = None;
+        assert!(!Observed::still_valid(&observed, held_for), "nothing seen: nothing holds");
+        Observed::see(&mut observed, &renewed("t1"));
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(Observed::still_valid(&observed, held_for));
+        // A renewal restarts the clock, whatever time it says it was written at.
+        Observed::see(&mut observed, &renewed("t2"));
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(Observed::still_valid(&observed, held_for));
+        // The same record read again does not.
+        Observed::see(&mut observed, &renewed("t2"));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!Observed::still_valid(&observed, held_for), "15 s without a change: expired");
     }
 }

@@ -8,6 +8,10 @@
 //! as the store has one global revision, "revision ≥ R" means every write to this
 //! resource up to R is in the cache (what the controller host's expectations wait on).
 //!
+//! The watcher is a state machine ([`Watcher`], stepped by `Informer::step`, as
+//! kube-runtime's): empty → listed → watching, and back to empty when a watch ends or
+//! expires (410 Gone), which is one match arm.
+//!
 //! It reads through the registry (list and watch), never storage, and writes nothing.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -389,71 +393,125 @@ impl Informer {
         }
     }
 
-    /// List and watch until `stop`; list again whenever the watch ends.
+    /// Follow the resource until `stop` (or the registry is gone): the watcher's steps,
+    /// each applied to the cache as it comes; a failed step backs off, then lists again.
     async fn run(self: Arc<Self>, registry: std::sync::Weak<Registry>, mut stop: watch::Receiver<bool>) {
+        let mut state = Watcher::Empty;
         let mut failures = 0u32;
-        while !*stop.borrow() && stop.has_changed().is_ok() {
-            let Some(live) = registry.upgrade() else { return };
-            match self.list_and_watch(live, &mut stop).await {
-                Ok(()) => failures = 0,
+        while !*stop.borrow() {
+            let stepped = tokio::select! {
+                stepped = self.step(&registry, state) => stepped,
+                _ = stop.changed() => return,
+            };
+            match stepped {
+                Ok((step, next)) => {
+                    if matches!(step, Step::Listed(..)) {
+                        failures = 0;
+                    }
+                    self.take(step);
+                    state = next;
+                }
+                Err(_) if registry.strong_count() == 0 => return,
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(resource = %self.resource.qualified(), error = %e, "informer: list or watch failed; listing again");
                     let delay = Duration::from_millis(100 * u64::from(failures.min(50)));
                     tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = stop.changed() => return }
+                    state = Watcher::Empty;
                 }
             }
         }
     }
 
-    async fn list_and_watch(
+    /// One step of the watcher (kube-runtime's `watcher::step`): what it saw, and where it
+    /// is next.
+    async fn step(
         &self,
-        registry: Arc<Registry>,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), crate::registry::Error> {
-        // In pages of LIST_PAGE at one revision, as client-go's reflector lists, so a big
-        // resource never sits in memory twice over.
-        let mut objects = Vec::new();
-        let mut options = ListOptions { limit: LIST_PAGE, ..ListOptions::default() };
-        let revision = loop {
-            let page = registry.list(&self.resource, None, options.clone()).await?;
-            objects.extend(
-                page.items
-                    .iter()
-                    .filter_map(|o| serde_json::to_string(o).ok())
-                    .filter_map(|json| CachedObject::parse(&json))
-                    .map(Arc::new),
-            );
-            match page.continue_token {
-                Some(token) => options.continue_token = Some(token),
-                None => break page.resource_version,
-            }
-        };
-        self.replace_all(objects, revision);
-        let events = registry.watch(&self.resource, None, revision, true, Default::default()).await?;
-        drop(registry);
-        let mut events = Box::pin(events);
-        loop {
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(WatchEvent::Change(line)) => self.apply(&line),
-                    Some(WatchEvent::Bookmark(revision)) => {
-                        self.revision.send_if_modified(|r| {
-                            let newer = revision > *r;
-                            if newer { *r = revision; }
-                            newer
-                        });
+        registry: &std::sync::Weak<Registry>,
+        state: Watcher,
+    ) -> Result<(Step, Watcher), crate::registry::Error> {
+        let gone = || crate::registry::Error::Unavailable("the registry is gone".into());
+        match state {
+            Watcher::Empty => {
+                let registry = registry.upgrade().ok_or_else(gone)?;
+                // In pages of LIST_PAGE at one revision, as client-go's reflector lists, so
+                // a big resource never sits in memory twice over.
+                let mut objects = Vec::new();
+                let mut options = ListOptions { limit: LIST_PAGE, ..ListOptions::default() };
+                let revision = loop {
+                    let page = registry.list(&self.resource, None, options.clone()).await?;
+                    objects.extend(
+                        page.items
+                            .iter()
+                            .filter_map(|o| serde_json::to_string(o).ok())
+                            .filter_map(|json| CachedObject::parse(&json))
+                            .map(Arc::new),
+                    );
+                    match page.continue_token {
+                        Some(token) => options.continue_token = Some(token),
+                        None => break page.resource_version,
                     }
-                    Some(WatchEvent::Expired(why)) => {
-                        tracing::debug!(resource = %self.resource.qualified(), why, "informer: watch expired; listing again");
-                        return Ok(());
-                    }
-                    None => return Ok(()),
-                },
-                _ = stop.changed() => return Ok(()),
+                };
+                Ok((Step::Listed(objects, revision), Watcher::Listed(revision)))
             }
+            Watcher::Listed(revision) => {
+                let registry = registry.upgrade().ok_or_else(gone)?;
+                let events = registry.watch(&self.resource, None, revision, true, Default::default()).await?;
+                Ok((Step::Nothing, Watcher::Watching(Box::pin(events))))
+            }
+            Watcher::Watching(mut events) => match events.next().await {
+                Some(WatchEvent::Change(line)) => Ok((Step::Changed(line), Watcher::Watching(events))),
+                Some(WatchEvent::Bookmark(revision)) => Ok((Step::Progress(revision), Watcher::Watching(events))),
+                // 410 Gone: the history the watch needs is gone; list again.
+                Some(WatchEvent::Expired(why)) => {
+                    tracing::debug!(resource = %self.resource.qualified(), why, "informer: watch expired; listing again");
+                    Ok((Step::Nothing, Watcher::Empty))
+                }
+                None => Ok((Step::Nothing, Watcher::Empty)),
+            },
         }
     }
+
+    /// Apply what a step saw to the cache and the handlers.
+    fn take(&self, step: Step) {
+        match step {
+            Step::Listed(objects, revision) => self.replace_all(objects, revision),
+            Step::Changed(line) => self.apply(&line),
+            Step::Progress(revision) => {
+                self.revision.send_if_modified(|r| {
+                    let newer = revision > *r;
+                    if newer {
+                        *r = revision;
+                    }
+                    newer
+                });
+            }
+            Step::Nothing => {}
+        }
+    }
+}
+
+/// Where an informer's watcher is: a state machine stepped by [`Informer::step`].
+#[doc(alias = "reflector")]
+enum Watcher {
+    /// Nothing listed yet, or the last watch ended or expired: list everything.
+    Empty,
+    /// Listed at this revision: open a watch from it.
+    Listed(Revision),
+    /// Following a watch.
+    Watching(std::pin::Pin<Box<dyn futures::Stream<Item = WatchEvent> + Send>>),
+}
+
+/// What one step of the watcher saw.
+enum Step {
+    /// Every object, at the revision listed: the cache becomes this (the difference are events).
+    Listed(Vec<Arc<CachedObject>>, Revision),
+    /// One change (a watch line).
+    Changed(bytes::Bytes),
+    /// Every change up to this revision has been seen (a bookmark).
+    Progress(Revision),
+    /// Nothing to apply (a watch opened, or ended).
+    Nothing,
 }
 
 /// Every informer of one server, started on first use and shared by all its controllers.

@@ -381,13 +381,7 @@ impl Informer {
                 })
             }
         };
-        self.revision.send_if_modified(|r| {
-            let newer = revision > *r;
-            if newer {
-                *r = revision;
-            }
-            newer
-        });
+        self.advance(revision);
         if let Some(change) = change {
             self.notify(&change);
         }
@@ -472,20 +466,23 @@ impl Informer {
         }
     }
 
+    /// Move `revision()` forward to `revision` (never back); waiters see it only if it moved.
+    fn advance(&self, revision: Revision) {
+        self.revision.send_if_modified(|r| {
+            let newer = revision > *r;
+            if newer {
+                *r = revision;
+            }
+            newer
+        });
+    }
+
     /// Apply what a step saw to the cache and the handlers.
     fn take(&self, step: Step) {
         match step {
             Step::Listed(objects, revision) => self.replace_all(objects, revision),
             Step::Changed(line) => self.apply(&line),
-            Step::Progress(revision) => {
-                self.revision.send_if_modified(|r| {
-                    let newer = revision > *r;
-                    if newer {
-                        *r = revision;
-                    }
-                    newer
-                });
-            }
+            Step::Progress(revision) => self.advance(revision),
             Step::Nothing => {}
         }
     }

@@ -115,6 +115,7 @@ impl ServedSet {
                 format!("Invalid value: {:?}: is already served in group {}", definition.plural, definition.group),
             )]);
         }
+        let prefix = || format!("/registry/{}/{}/", definition.group, definition.plural);
         let cache = match custom.remove(&name) {
             Some(old) => {
                 for version in &old.versions {
@@ -126,10 +127,10 @@ impl ServedSet {
                     old.cache
                 } else {
                     old.cache.stop();
-                    self.start_cache(format!("/registry/{}/{}/", definition.group, definition.plural))
+                    self.start_cache(prefix())
                 }
             }
-            None => self.start_cache(format!("/registry/{}/{}/", definition.group, definition.plural)),
+            None => self.start_cache(prefix()),
         };
         let mut versions = Vec::new();
         for version in definition.versions {

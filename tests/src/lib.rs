@@ -316,6 +316,21 @@ pub struct Cluster {
     etcd_endpoint: Option<String>,
 }
 
+/// A test that fails prints what its server logged last, so a failure in CI says why.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let last = &lines[lines.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
+            eprintln!("--- the last {} lines the server logged ---\n{}\n---", last.len(), last.join("\n"));
+        }
+    }
+}
+
+/// How much of its server's log a failed test prints.
+const LOG_LINES_ON_FAILURE: usize = 80;
+
 impl Cluster {
     /// Start the real binary on the embedded store and wait until it is ready.
     pub async fn start() -> Cluster {

@@ -158,35 +158,43 @@ async fn run(
     mut since: i64,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut failures = 0u32;
+    // Stop when told, or when the sender is gone (a dropped server).
     while !*stop.borrow() && stop.has_changed().is_ok() {
-        let watch = registry.watch(&resource, None, since, false, Default::default()).await;
-        let mut events = match watch {
-            Ok(events) => Box::pin(events),
-            Err(e) => {
-                tracing::warn!(error = %e, "Plugin controller: cannot watch; retrying");
-                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.changed() => return }
-                continue;
-            }
-        };
-        loop {
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(WatchEvent::Change(line)) => {
-                        let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                        let Some(Value::Object(object)) = event.get("object") else { continue };
-                        if event.get("type").and_then(Value::as_str) == Some("DELETED") {
-                            plugins.unload(&name_of(object));
-                        } else {
-                            consider(&registry, &plugins, &resource, object).await;
-                        }
+        match registry.watch(&resource, None, since, false, Default::default()).await {
+            Ok(events) => {
+                failures = 0;
+                let mut events = Box::pin(events);
+                loop {
+                    tokio::select! {
+                        event = events.next() => match event {
+                            Some(WatchEvent::Change(line)) => {
+                                let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
+                                let Some(Value::Object(object)) = event.get("object") else { continue };
+                                if event.get("type").and_then(Value::as_str) == Some("DELETED") {
+                                    plugins.unload(&name_of(object));
+                                } else {
+                                    consider(&registry, &plugins, &resource, object).await;
+                                }
+                            }
+                            Some(WatchEvent::Bookmark(_)) => {}
+                            Some(WatchEvent::Expired(_)) | None => break,
+                        },
+                        _ = stop.changed() => return,
                     }
-                    Some(WatchEvent::Bookmark(_)) => {}
-                    Some(WatchEvent::Expired(_)) | None => break,
-                },
-                _ = stop.changed() => return,
+                }
+            }
+            // Whatever the reason — most often a revision older than the watch cache's
+            // window (410 Gone: the cache listed after this controller did) — only a new
+            // list gives a revision to watch from; retrying the same one would fail forever.
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "Plugin controller: cannot watch; listing again");
+                let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+                tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = stop.changed() => return }
             }
         }
-        // The watch ended: list again (and unload what is gone).
+        // The watch ended or could not start: list again (and unload what is gone).
         match registry.list(&resource, None, ListOptions::default()).await {
             Ok(list) => {
                 let names: Vec<String> = list.items.iter().map(name_of).collect();
@@ -327,5 +335,59 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::{PluginMetrics, Runtime, RuntimeConfig};
+    use crate::storage::embedded::EmbeddedStore;
+    use crate::storage::{StorageMetrics, Store};
+
+    /// A watch the cache refuses as too old (it listed after this controller did: 410 Gone)
+    /// is followed by a new list, not retried from the same revision forever — which left
+    /// every Plugin created afterwards unloaded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_refused_as_too_old_lists_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("store"), StorageMetrics::unregistered()).await.expect("store"),
+        );
+        // Writes before the registry (and its watch caches) start: each cache's window
+        // begins after them, so a watch from revision 1 is too old.
+        Registry::new(store.clone(), StorageMetrics::unregistered()).seed(None).await.expect("seed");
+        let registry = Arc::new(Registry::new(store.clone(), StorageMetrics::unregistered()));
+        // Plugin is a kind the seed defines by a CRD (the CRD controller serves it).
+        let crds = registry.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("served");
+        let crd = registry.get(&crds, None, "plugins.wasmkube.io").await.expect("the Plugin CRD");
+        registry.serve_custom(&crd).expect("the Plugin CRD is served");
+        let resource = registry.resource("wasmkube.io", "v1alpha1", "plugins").expect("plugins are served");
+        let plugin = json!({
+            "apiVersion": "wasmkube.io/v1alpha1", "kind": "Plugin", "metadata": {"name": "gate"},
+            "spec": {"kind": "admission", "module": "/nonexistent/gate.wasm", "phases": ["validate"],
+                     "rules": [{"apiGroups": [""], "resources": ["configmaps"], "operations": ["CREATE"]}]},
+        });
+        registry.create(&resource, None, plugin, &WriteOptions::default()).await.expect("create");
+        let set = PluginSet::new(
+            Runtime::new(RuntimeConfig { cache_dir: None, instance_slots: 4, ..RuntimeConfig::default() })
+                .expect("runtime"),
+            PluginMetrics::unregistered().expect("metrics"),
+        );
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(run(registry.clone(), set, resource.clone(), 1, stopped));
+        // Found by the list that follows the refused watch: its failure is in its status.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            let object = registry.get(&resource, None, "gate").await.expect("get");
+            if let Some(status) = object.get("status").filter(|s| s.get("observedGeneration").is_some()) {
+                break status.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the Plugin was never considered: {object:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status["conditions"][0]["reason"], "LoadFailed", "{status}");
+        assert!(status["lastError"].as_str().is_some_and(|e| e.contains("/nonexistent/gate.wasm")), "{status}");
+        stop.send_replace(true);
     }
 }

@@ -264,7 +264,7 @@ async fn hundred_watchers_share_each_event_and_its_encoding(store: TestStore) {
             let mut events = Vec::new();
             for _ in 0..20 {
                 let event = next_event(&mut watch).await;
-                let wire = event.encoded(|e| {
+                let wire = event.encoded("test", |e| {
                     encodings.fetch_add(1, Ordering::SeqCst);
                     Bytes::from(format!("{:?} {}", e.event_type(), e.revision()))
                 });

@@ -14,9 +14,11 @@ pub mod openapi;
 mod protobuf;
 mod resources;
 mod reviews;
+mod shape;
 mod status;
 mod table;
 pub mod tls;
+mod watch;
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,6 +1,6 @@
 //! The REST handlers of resources: two routes catch `/api/v1/...` and
-//! `/apis/{group}/{version}/...`, parse the path into a [`Target`] and call the registry. List, watch (a stream of JSON lines), get, create
-//! (POST), update (PUT) and delete. Tables for `kubectl get`.
+//! `/apis/{group}/{version}/...`, parse the path into a [`Target`] and call the registry. List, get, create
+//! (POST), update (PUT) and delete; Tables for `kubectl get`. Watches are `watch.rs`.
 
 use std::time::Duration;
 
@@ -14,15 +14,13 @@ use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{reviews, table, ApiError, AppState};
+use super::shape::{metadata_only, object_revision, partial_object_metadata, Version};
+use super::{reviews, table, watch, ApiError, AppState};
 use crate::auth::UserInfo;
 use crate::registry::{
-    DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Object, Patch, PrinterColumn,
-    Propagation, Registry, Resource, Selectors, Subresource, WatchEvent, WriteOptions, Written,
+    DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Patch, PrinterColumn, Propagation,
+    Registry, Resource, Selectors, Subresource, WriteOptions, Written,
 };
-
-/// The most watch lines written out as one chunk.
-const WATCH_BATCH: usize = 256;
 
 /// Longest a watch stays open without `timeoutSeconds` (kube-apiserver's default minimum
 /// request timeout).
@@ -245,6 +243,16 @@ impl Params {
         Ok(Selectors { labels, fields })
     }
 
+    fn watch_options(&self, kind: &str) -> Result<watch::WatchOptions, ApiError> {
+        Ok(watch::WatchOptions {
+            resource_version: self.resource_version()?,
+            bookmarks: flag(self.allow_watch_bookmarks.as_deref()),
+            send_initial_events: self.send_initial_events.as_deref().map(|v| flag(Some(v))),
+            selectors: self.selectors(kind)?,
+            timeout: self.timeout_seconds.map_or(MAX_WATCH, |s| Duration::from_secs(s).min(MAX_WATCH)),
+        })
+    }
+
     fn resource_version(&self) -> Result<Option<i64>, ApiError> {
         match self.resource_version.as_deref() {
             None | Some("") => Ok(None),
@@ -354,19 +362,18 @@ async fn serve(
     if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
         return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;
     }
-    let strategy = resource.strategy();
-    let printer: Option<Vec<PrinterColumn>> = strategy.printer_columns().map(<[_]>::to_vec);
-    let version = Version { api_version: resource.api_version(), converts: strategy.converts_versions() };
+    let printer: Option<Vec<PrinterColumn>> = resource.strategy().printer_columns().map(<[_]>::to_vec);
+    let version = Version::of(resource);
     match (method, target.name.as_deref()) {
         (Method::GET, None) if params.watching() => {
             let shape = if table::wanted(&headers) {
-                WatchShape::Table
+                watch::Shape::Table
             } else if metadata_only(&headers) {
-                WatchShape::Metadata
+                watch::Shape::Metadata
             } else {
-                WatchShape::Object
+                watch::Shape::Object
             };
-            watch(&registry, resource, namespace, &params, shape, printer, version).await
+            watch::watch(&registry, resource, namespace, params.watch_options(resource.kind)?, shape).await
         }
         (Method::GET, None) => {
             let mut list = registry.list(resource, namespace, params.list_options(resource.kind)?).await?;
@@ -436,40 +443,6 @@ async fn serve(
             "the server does not allow this method on the requested resource ({method} {})",
             resource.qualified()
         ))),
-    }
-}
-
-/// The version objects leave in: a kind served in several versions stores each object in
-/// the version that wrote it, and shows it in the version it is read through (the CRD
-/// conversion `None`: only `apiVersion` changes).
-#[derive(Clone)]
-struct Version {
-    api_version: String,
-    converts: bool,
-}
-
-impl Version {
-    fn set(&self, object: &mut Object) {
-        if self.converts && object.get("kind").and_then(Value::as_str) != Some("Status") {
-            object.insert("apiVersion".into(), Value::String(self.api_version.clone()));
-        }
-    }
-
-    /// A watch line with its object in this version.
-    fn line(&self, line: Bytes) -> Bytes {
-        if !self.converts {
-            return line;
-        }
-        match serde_json::from_slice::<Value>(&line) {
-            Ok(mut event) => {
-                let kind = event["type"].as_str().unwrap_or_default().to_string();
-                if let Value::Object(object) = &mut event["object"] {
-                    self.set(object);
-                }
-                event_line(&kind, event["object"].take())
-            }
-            Err(_) => line,
-        }
     }
 }
 
@@ -551,60 +524,6 @@ async fn subresource(
             Ok((StatusCode::CREATED, Json(success(StatusCode::CREATED))).into_response())
         }
         (_, other) => Err(subresource_method(other, resource, sub)),
-    }
-}
-
-/// `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`: the
-/// client wants objects' metadata only (kube-rs `Api::get_metadata`, client-go metadata
-/// informers).
-fn metadata_only(headers: &HeaderMap) -> bool {
-    super::accepts(headers, |media| media.contains("as=PartialObjectMetadata") && media.contains("g=meta.k8s.io"))
-}
-
-fn partial_object_metadata(object: &Object) -> Object {
-    let mut partial = Object::new();
-    partial.insert("kind".into(), json!("PartialObjectMetadata"));
-    partial.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
-    partial.insert("metadata".into(), object.get("metadata").cloned().unwrap_or_else(|| json!({})));
-    partial
-}
-
-/// What a watch's events carry: the objects, their metadata, or Table rows (`kubectl get -w`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WatchShape {
-    Object,
-    Metadata,
-    Table,
-}
-
-/// A watch line whose object is shown as a one-row Table (BOOKMARK and ERROR lines pass).
-fn table_line(resource: &Resource, printer: Option<&[PrinterColumn]>, line: &Bytes, with_columns: bool) -> Bytes {
-    let Ok(mut event) = serde_json::from_slice::<Value>(line) else { return line.clone() };
-    let kind = event["type"].as_str().unwrap_or_default().to_string();
-    if kind == "BOOKMARK" || kind == "ERROR" {
-        return line.clone();
-    }
-    let Value::Object(object) = event["object"].take() else { return line.clone() };
-    let mut shown = table::table(resource, printer, std::slice::from_ref(&object), object_revision(&object));
-    if !with_columns {
-        shown["columnDefinitions"] = json!([]);
-    }
-    event_line(&kind, shown)
-}
-
-/// A watch line with its object reduced to metadata.
-fn metadata_line(line: &Bytes) -> Bytes {
-    match serde_json::from_slice::<Value>(line) {
-        Ok(mut event) => {
-            if let Some(Value::Object(object)) = event.get("object") {
-                if object.get("kind").and_then(Value::as_str) != Some("Status") {
-                    event["object"] = Value::Object(partial_object_metadata(object));
-                }
-            }
-            let kind = event["type"].as_str().unwrap_or_default().to_string();
-            event_line(&kind, event["object"].take())
-        }
-        Err(_) => line.clone(),
     }
 }
 
@@ -747,121 +666,4 @@ fn delete_options(body: &[u8], params: &Params) -> Result<DeleteOptions, ApiErro
         options.propagation = Some(Propagation::Orphan);
     }
     Ok(options)
-}
-
-fn object_revision(object: &Object) -> i64 {
-    object
-        .get("metadata")
-        .and_then(|m| m.get("resourceVersion"))
-        .and_then(Value::as_str)
-        .and_then(|rv| rv.parse().ok())
-        .unwrap_or(0)
-}
-
-/// A watch: the current state as ADDED events when no resourceVersion is given (or "0"),
-/// then every change, one JSON object per line.
-async fn watch(
-    registry: &Registry,
-    resource: &Resource,
-    namespace: Option<&str>,
-    params: &Params,
-    shape: WatchShape,
-    printer: Option<Vec<PrinterColumn>>,
-    version: Version,
-) -> Result<Response, ApiError> {
-    let requested = params.resource_version()?;
-    let bookmarks = flag(params.allow_watch_bookmarks.as_deref());
-    // Kubernetes: without a resourceVersion (or "0") a watch starts with the current state;
-    // `sendInitialEvents` asks for that explicitly (from any version) and for a bookmark
-    // annotated `k8s.io/initial-events-end` once it is sent.
-    let send_initial = match params.send_initial_events.as_deref() {
-        Some(value) => flag(Some(value)),
-        None => !matches!(requested, Some(rv) if rv > 0),
-    };
-    if params.send_initial_events.is_some() && !bookmarks {
-        return Err(ApiError::bad_request("sendInitialEvents requires allowWatchBookmarks=true"));
-    }
-    let mut initial = Vec::new();
-    let since = if send_initial {
-        let options = ListOptions {
-            resource_version: requested,
-            selectors: params.selectors(resource.kind)?,
-            ..ListOptions::default()
-        };
-        let list = registry.list(resource, namespace, options).await?;
-        for item in list.items {
-            let mut line = serde_json::to_vec(&json!({"type": "ADDED", "object": item}))
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
-            line.push(b'\n');
-            initial.push(Bytes::from(line));
-        }
-        if params.send_initial_events.is_some() {
-            initial.push(event_line(
-                "BOOKMARK",
-                json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {
-                    "resourceVersion": list.resource_version.to_string(),
-                    "annotations": {"k8s.io/initial-events-end": "true"},
-                }}),
-            ));
-        }
-        list.resource_version
-    } else {
-        match requested {
-            Some(rv) if rv > 0 => rv,
-            _ => {
-                registry
-                    .list(resource, namespace, ListOptions { limit: 1, ..ListOptions::default() })
-                    .await?
-                    .resource_version
-            }
-        }
-    };
-    let events = match registry.watch(resource, namespace, since, bookmarks, params.selectors(resource.kind)?).await {
-        Ok(events) => events.boxed(),
-        // A watch from a revision too old to replay is an ERROR event in the stream, not a failed request.
-        Err(crate::registry::Error::Gone(message)) => {
-            futures::stream::once(async move { WatchEvent::Expired(message) }).boxed()
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let (kind, api_version) = (resource.kind, resource.api_version());
-    let lines = events.map(move |event| match event {
-        WatchEvent::Change(line) => line,
-        WatchEvent::Bookmark(revision) => event_line(
-            "BOOKMARK",
-            json!({
-                "kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": revision.to_string()},
-            }),
-        ),
-        WatchEvent::Expired(message) => {
-            event_line("ERROR", ApiError::new(StatusCode::GONE, "Expired", message).status())
-        }
-    });
-    let limit = params.timeout_seconds.map_or(MAX_WATCH, |s| Duration::from_secs(s).min(MAX_WATCH));
-    let resource = resource.clone();
-    let mut first = true;
-    let lines = futures::stream::iter(initial).chain(lines).map(move |line| match shape {
-        WatchShape::Object => version.line(line),
-        WatchShape::Metadata => metadata_line(&line),
-        WatchShape::Table => {
-            // The first Table carries the column definitions; later ones only rows.
-            let shown = table_line(&resource, printer.as_deref(), &line, first);
-            first = false;
-            shown
-        }
-    });
-    // Lines that are ready together leave as one chunk: one TLS record and one write for a
-    // burst, not one per event (what lets one server feed a thousand watchers).
-    let chunks = lines.ready_chunks(WATCH_BATCH).map(|lines| match lines.len() {
-        1 => lines.into_iter().next().unwrap_or_default(),
-        _ => Bytes::from(lines.concat()),
-    });
-    let stream = chunks.take_until(tokio::time::sleep(limit)).map(Ok::<_, std::convert::Infallible>);
-    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
-}
-
-fn event_line(kind: &str, object: Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
 }

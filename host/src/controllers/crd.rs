@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::registry::{
-    DeleteOptions, Error, ListOptions, Object, Registry, Resource, Revision, Subresource, WatchEvent, WriteOptions,
-    CLEANUP_FINALIZER,
+    DeleteOptions, Error, EventType, ListOptions, Object, Registry, Resource, Revision, Subresource, WatchEvent,
+    WriteOptions, CLEANUP_FINALIZER,
 };
 
 /// Who writes CRD status (managedFields).
@@ -92,13 +92,12 @@ async fn follow(
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(WatchEvent::Change(line)) => {
-                    let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                    let Some(Value::Object(crd)) = event.get("object") else { continue };
-                    if event.get("type").and_then(Value::as_str) == Some("DELETED") {
-                        registry.unserve_custom(&name_of(crd));
+                Some(WatchEvent::Change(change)) => {
+                    let Ok(crd) = change.object() else { continue };
+                    if change.event_type() == EventType::Deleted {
+                        registry.unserve_custom(&name_of(&crd));
                     } else {
-                        consider(registry, crds, crd, in_flight).await;
+                        consider(registry, crds, &crd, in_flight).await;
                     }
                 }
                 Some(WatchEvent::Bookmark(_)) => {}

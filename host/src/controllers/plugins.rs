@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::plugins::{Manifest, PluginSet};
-use crate::registry::{Error, ListOptions, Object, Registry, Resource, Subresource, WatchEvent, WriteOptions};
+use crate::registry::{
+    Error, EventType, ListOptions, Object, Registry, Resource, Subresource, WatchEvent, WriteOptions,
+};
 
 /// How many earlier digests a Plugin's status keeps.
 const HISTORY: usize = 5;
@@ -168,13 +170,12 @@ async fn run(
                 loop {
                     tokio::select! {
                         event = events.next() => match event {
-                            Some(WatchEvent::Change(line)) => {
-                                let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                                let Some(Value::Object(object)) = event.get("object") else { continue };
-                                if event.get("type").and_then(Value::as_str) == Some("DELETED") {
-                                    plugins.unload(&name_of(object));
+                            Some(WatchEvent::Change(change)) => {
+                                let Ok(object) = change.object() else { continue };
+                                if change.event_type() == EventType::Deleted {
+                                    plugins.unload(&name_of(&object));
                                 } else {
-                                    consider(&registry, &plugins, &resource, object).await;
+                                    consider(&registry, &plugins, &resource, &object).await;
                                 }
                             }
                             Some(WatchEvent::Bookmark(_)) => {}

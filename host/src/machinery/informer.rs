@@ -23,7 +23,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::registry::{LabelSelector, ListOptions, Registry, Resource, Revision, WatchEvent};
+use crate::registry::{self, EventType, LabelSelector, ListOptions, Registry, Resource, Revision, WatchEvent};
 
 /// Where an object is: its namespace ("" for cluster-scoped) and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -357,22 +357,15 @@ impl Informer {
         }
     }
 
-    /// Apply one watch event line.
-    fn apply(&self, line: &[u8]) {
-        #[derive(Deserialize)]
-        struct Event<'a> {
-            #[serde(rename = "type")]
-            kind: &'a str,
-            #[serde(borrow)]
-            object: &'a serde_json::value::RawValue,
-        }
-        let Ok(event) = serde_json::from_slice::<Event>(line) else { return };
-        let Some(object) = CachedObject::parse(event.object.get()) else { return };
+    /// Apply one watched change.
+    fn apply(&self, change: &registry::Change) {
+        let json = change.object_json();
+        let Some(object) = std::str::from_utf8(&json).ok().and_then(CachedObject::parse) else { return };
         let object = Arc::new(object);
         let revision = object.revision;
         let change = {
             let mut state = self.state.write();
-            if event.kind == "DELETED" {
+            if change.event_type() == EventType::Deleted {
                 state.remove(&object.at).map(|_| Change::Deleted(object))
             } else {
                 Some(match state.insert(object.clone()) {
@@ -454,7 +447,7 @@ impl Informer {
                 Ok((Step::Nothing, Watcher::Watching(Box::pin(events))))
             }
             Watcher::Watching(mut events) => match events.next().await {
-                Some(WatchEvent::Change(line)) => Ok((Step::Changed(line), Watcher::Watching(events))),
+                Some(WatchEvent::Change(change)) => Ok((Step::Changed(change), Watcher::Watching(events))),
                 Some(WatchEvent::Bookmark(revision)) => Ok((Step::Progress(revision), Watcher::Watching(events))),
                 // 410 Gone: the history the watch needs is gone; list again.
                 Some(WatchEvent::Expired(why)) => {
@@ -481,7 +474,7 @@ impl Informer {
     fn take(&self, step: Step) {
         match step {
             Step::Listed(objects, revision) => self.replace_all(objects, revision),
-            Step::Changed(line) => self.apply(&line),
+            Step::Changed(change) => self.apply(&change),
             Step::Progress(revision) => self.advance(revision),
             Step::Nothing => {}
         }
@@ -503,8 +496,8 @@ enum Watcher {
 enum Step {
     /// Every object, at the revision listed: the cache becomes this (the difference are events).
     Listed(Vec<Arc<CachedObject>>, Revision),
-    /// One change (a watch line).
-    Changed(bytes::Bytes),
+    /// One change.
+    Changed(registry::Change),
     /// Every change up to this revision has been seen (a bookmark).
     Progress(Revision),
     /// Nothing to apply (a watch opened, or ended).

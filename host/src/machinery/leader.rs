@@ -270,8 +270,8 @@ async fn follow_lease(
         loop {
             tokio::select! {
                 event = events.next() => match event {
-                    Some(WatchEvent::Change(line)) => {
-                        if String::from_utf8_lossy(&line).contains(&needle) {
+                    Some(WatchEvent::Change(change)) => {
+                        if change.stored().windows(needle.len()).any(|w| w == needle.as_bytes()) {
                             changed.notify_one();
                         }
                     }

@@ -11,7 +11,8 @@
 //! Where things are:
 //! - `resource.rs`: [`ApiResource`] (names), [`Resource`] (the handle), [`Strategy`] and its hooks;
 //! - `served.rs`: the served set, built-ins and what CRDs define (`custom.rs`, `schema.rs`);
-//! - `store.rs`: [`Registry`] and its reads; `write.rs`: create, update, patch and the one
+//! - `store.rs`: [`Registry`] and its reads (get, list); `watch.rs`: watches and their typed
+//!   events ([`WatchEvent`], [`Change`]); `write.rs`: create, update, patch and the one
 //!   read-modify-write loop; `delete.rs`; `pods.rs`: binding; `services.rs`: the Service
 //!   strategy and its address claims; `admit.rs`: the admission chain's glue;
 //! - `options.rs`: the verbs' options and answers; `continuation.rs`: continue tokens;
@@ -51,19 +52,19 @@ mod store;
 mod strategic;
 mod subresource;
 mod validation;
+mod watch;
 mod write;
 
 pub use self::custom::{CustomResource, PrinterColumn, ScalePaths, CLEANUP_FINALIZER};
 pub use self::error::{Cause, Error};
 pub use self::object::NameRule;
-pub use self::options::{
-    DeleteOptions, ListOptions, ObjectList, Patch, Propagation, Selectors, WatchEvent, WriteOptions, Written,
-};
+pub use self::options::{DeleteOptions, ListOptions, ObjectList, Patch, Propagation, Selectors, WriteOptions, Written};
 pub use self::resource::{ApiResource, Hook, Reservation, Reserved, Resource, Strategy};
 pub use self::selector::{FieldSelector, LabelSelector};
 pub use self::store::Registry;
 pub use self::subresource::Subresource;
 pub use self::validation::FieldValidation;
+pub use self::watch::{Change, EventType, WatchEvent};
 pub use crate::storage::Revision;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,12 +1,11 @@
 //! Object plumbing shared by every resource: decoding a request body, the metadata fields
 //! the registry owns (uid, creationTimestamp, generation, resourceVersion), and the stored
-//! and watch encodings.
+//! encoding.
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{ApiResource, Cause, Error, Object, Result};
-use crate::storage::cache::{CachedEvent, EventType};
 use crate::storage::KeyValue;
 
 pub(super) trait ObjectExt {
@@ -422,26 +421,6 @@ pub(super) fn stored_at(mut object: Object, revision: i64) -> Object {
     }
     ordered.extend(object);
     ordered
-}
-
-/// One watch event as a line of the JSON watch stream: `{"type":...,"object":...}\n`.
-pub(super) fn encode_watch_event(event: &CachedEvent) -> Bytes {
-    encode_watch_event_as(event, event.event_type())
-}
-
-/// The event as `event_type`: a watcher with a selector sees an object that enters its
-/// selection as ADDED and one that leaves it as DELETED.
-pub(super) fn encode_watch_event_as(event: &CachedEvent, event_type: EventType) -> Bytes {
-    let kind = match event_type {
-        EventType::Added => "ADDED",
-        EventType::Modified => "MODIFIED",
-        EventType::Deleted => "DELETED",
-    };
-    let object =
-        decode_at(event.object(), event.revision()).map(Value::Object).unwrap_or_else(|e| Value::String(e.to_string()));
-    let mut line = serde_json::to_vec(&serde_json::json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
 }
 
 pub(super) fn now() -> String {

@@ -2,7 +2,6 @@
 //! done ([`WriteOptions`], [`DeleteOptions`], [`ListOptions`], [`Patch`]) and what it gives
 //! back ([`Written`], [`ObjectList`], [`WatchEvent`]). Plain data; no verbs, no storage.
 
-use bytes::Bytes;
 use serde_json::Value;
 
 use super::{FieldSelector, FieldValidation, LabelSelector, Object, Revision, Subresource};
@@ -143,15 +142,4 @@ pub struct ObjectList {
     pub items: Vec<Object>,
     pub resource_version: Revision,
     pub continue_token: Option<String>,
-}
-
-/// One watch event in the API's terms.
-#[derive(Debug, Clone)]
-pub enum WatchEvent {
-    /// ADDED, MODIFIED or DELETED, and the event's wire encoding, computed once for all watchers.
-    Change(Bytes),
-    /// Every event up to this revision has been sent.
-    Bookmark(Revision),
-    /// The watch ended: the client must list again (410 Gone).
-    Expired(String),
 }

@@ -1,6 +1,6 @@
 //! [`Registry`]: the generic store every resource is served by (kube-apiserver's generic
 //! registry `Store`), and its reads — get, list (from the watch cache or the store, paged
-//! with continue tokens), watch. The writes are in `write.rs` and `delete.rs`, the served
+//! with continue tokens). Watches are in `watch.rs`, the writes are in `write.rs` and `delete.rs`, the served
 //! set in `served.rs`, the admission glue in `admit.rs`.
 //!
 //! The only part of the host that talks to `storage`.
@@ -14,8 +14,8 @@ use super::admit::Admission;
 use super::object::{self, ObjectExt};
 use super::served::ServedSet;
 use super::{continuation, subresource, Cause, Error, ListOptions, Object, ObjectList, Resource, Result, Revision};
-use super::{Selectors, Subresource, WatchEvent};
-use crate::storage::cache::{CacheItem, CacheWatch, CachedEvent, EventType, Filter, ListRequest, WatchRequest};
+use super::{Selectors, Subresource};
+use crate::storage::cache::ListRequest;
 use crate::storage::{KeyValue, RangeRequest, StorageMetrics, Store};
 
 /// How long a cached read waits for a watch cache that is still listing before reading the store.
@@ -217,50 +217,6 @@ impl Registry {
         let items = select(page.kvs.iter().map(object::decode), &options.selectors)?;
         Ok(ObjectList { items, resource_version: page.revision, continue_token })
     }
-
-    /// Watch `resource` from `since` (exclusive; 0 = now), each event already encoded.
-    pub async fn watch(
-        &self,
-        resource: &Resource,
-        namespace: Option<&str>,
-        since: Revision,
-        bookmarks: bool,
-        selector: Selectors,
-    ) -> Result<impl futures::Stream<Item = WatchEvent> + Send + 'static + use<>> {
-        let resource = self.current(resource)?;
-        let selector = Arc::new(selector);
-        let filter: Option<Filter> = if selector.is_empty() {
-            None
-        } else {
-            let selector = selector.clone();
-            Some(Arc::new(move |event: &CachedEvent| {
-                let (before, after) = selection(&selector, event);
-                before || after
-            }))
-        };
-        let request = WatchRequest { since, key_prefix: Some(resource.list_prefix(namespace)), filter, bookmarks };
-        let watch: CacheWatch = resource.cache().watch(request).await.map_err(Error::from_cache)?;
-        use futures::StreamExt;
-        Ok(watch.map(move |item| match item {
-            Ok(CacheItem::Event(event)) => {
-                let shown = match (event.event_type(), selector.is_empty()) {
-                    (EventType::Modified, false) => match selection(&selector, &event) {
-                        (false, true) => EventType::Added,
-                        (true, false) => EventType::Deleted,
-                        _ => EventType::Modified,
-                    },
-                    (other, _) => other,
-                };
-                if shown == event.event_type() {
-                    WatchEvent::Change(event.encoded(object::encode_watch_event))
-                } else {
-                    WatchEvent::Change(object::encode_watch_event_as(&event, shown))
-                }
-            }
-            Ok(CacheItem::Progress(revision)) => WatchEvent::Bookmark(revision),
-            Err(e) => WatchEvent::Expired(e.to_string()),
-        }))
-    }
 }
 
 /// Keep the objects `selector` selects.
@@ -273,16 +229,4 @@ fn select(objects: impl Iterator<Item = Result<Object>>, selector: &Selectors) -
         }
     }
     Ok(selected)
-}
-
-/// Whether `selector` selected the object before and after `event`.
-fn selection(selector: &Selectors, event: &CachedEvent) -> (bool, bool) {
-    let selects = |bytes: &[u8]| serde_json::from_slice::<Object>(bytes).is_ok_and(|o| selector.matches_object(&o));
-    let after = selects(event.object());
-    let before = match event.event_type() {
-        EventType::Added => false,
-        EventType::Deleted => after,
-        EventType::Modified => event.prev_object().is_some_and(|prev| selects(prev)),
-    };
-    (before, after)
 }

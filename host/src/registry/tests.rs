@@ -108,10 +108,11 @@ async fn an_unchanged_update_writes_nothing_unless_a_rewrite_is_asked_for() {
     while seen.last() != Some(&last) {
         let event = tokio::time::timeout(std::time::Duration::from_secs(10), watch.next()).await;
         match event.expect("the rewrite's event arrives").expect("the watch goes on") {
-            WatchEvent::Change(line) => {
-                let line: Value = serde_json::from_slice(&line).expect("a JSON line");
-                let revision = line["object"]["metadata"]["resourceVersion"].as_str().unwrap_or_default();
-                seen.push(revision.parse::<Revision>().expect("a revision"));
+            WatchEvent::Change(change) => {
+                let object = change.object().expect("an object");
+                let revision = object["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+                assert_eq!(revision.parse::<Revision>().expect("a revision"), change.revision());
+                seen.push(change.revision());
             }
             other => panic!("{other:?}"),
         }

@@ -13,8 +13,9 @@
 //! - the state, the window and the revision change only on the background task, under one
 //!   lock; a watcher is registered under that same lock, so its replay from the window and
 //!   its live events meet with no gap and no duplicate;
-//! - each event is one [`Arc<CachedEvent>`] shared by every watcher, and its wire encoding
-//!   is computed at most once ([`CachedEvent::encoded`]);
+//! - each event is one [`Arc<CachedEvent>`] shared by every watcher, and each encoding of
+//!   it a reader asks for is computed at most once ([`CachedEvent::encoded`]); the cache
+//!   itself knows no encoding;
 //! - the dispatcher never waits for a watcher: each has a bounded buffer, and one that is
 //!   full when an event arrives is ended with [`CacheError::Expired`] (the API's 410 Gone).
 //!   Memory is bounded by the window, the buffers and the number of watchers;
@@ -90,7 +91,8 @@ pub struct CachedEvent {
     key: Bytes,
     object: Bytes,
     prev_object: Option<Bytes>,
-    encoded: OnceLock<Bytes>,
+    /// The encodings readers asked for, by name (a handful at most), each computed once.
+    encodings: parking_lot::Mutex<Vec<(Box<str>, Arc<OnceLock<Bytes>>)>>,
 }
 
 impl CachedEvent {
@@ -117,15 +119,28 @@ impl CachedEvent {
         self.prev_object.as_ref()
     }
 
-    /// This event in the API's wire encoding, computed by `encode` the first time anyone
-    /// asks and shared afterwards. One cache serves one encoding: every caller must pass
-    /// the same encoder.
-    pub fn encoded(&self, encode: impl FnOnce(&CachedEvent) -> Bytes) -> Bytes {
-        self.encoded.get_or_init(|| encode(self)).clone()
+    /// This event encoded as `shape`, computed by `encode` the first time anyone asks for
+    /// that shape and shared afterwards (however many watchers ask at once, `encode` runs
+    /// once). The cache does not know what a shape is: its readers name them, and every
+    /// caller naming one shape must pass the same encoder.
+    pub fn encoded(&self, shape: &str, encode: impl FnOnce(&CachedEvent) -> Bytes) -> Bytes {
+        let cell = {
+            let mut encodings = self.encodings.lock();
+            match encodings.iter().find(|(name, _)| **name == *shape) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(OnceLock::new());
+                    encodings.push((shape.into(), cell.clone()));
+                    cell
+                }
+            }
+        };
+        // Outside the lock: other shapes of this event are not held up by this one.
+        cell.get_or_init(|| encode(self)).clone()
     }
 
     fn new(revision: Revision, event_type: EventType, key: Bytes, object: Bytes, prev_object: Option<Bytes>) -> Self {
-        Self { revision, event_type, key, object, prev_object, encoded: OnceLock::new() }
+        Self { revision, event_type, key, object, prev_object, encodings: Default::default() }
     }
 }
 
@@ -137,7 +152,7 @@ impl fmt::Debug for CachedEvent {
             .field("key", &String::from_utf8_lossy(&self.key))
             .field("object_len", &self.object.len())
             .field("prev_object_len", &self.prev_object.as_ref().map(Bytes::len))
-            .field("encoded", &self.encoded.get().is_some())
+            .field("encodings", &self.encodings.lock().iter().map(|(name, _)| name.clone()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -1015,13 +1030,23 @@ mod tests {
         let runs = AtomicUsize::new(0);
         let e = event(1);
         for _ in 0..3 {
-            let encoded = e.encoded(|e| {
+            let encoded = e.encoded("rev", |e| {
                 runs.fetch_add(1, Ordering::SeqCst);
                 Bytes::from(format!("rev {}", e.revision()))
             });
             assert_eq!(encoded, Bytes::from("rev 1"));
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Another shape is another encoding, also computed once.
+        for _ in 0..2 {
+            let encoded = e.encoded("twice", |e| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Bytes::from(format!("{0} {0}", e.revision()))
+            });
+            assert_eq!(encoded, Bytes::from("1 1"));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(e.encoded("rev", |_| Bytes::from("not run")), Bytes::from("rev 1"));
     }
 
     /// A ready cache state with nothing in it and a window of 8 events.

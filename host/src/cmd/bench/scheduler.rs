@@ -109,12 +109,10 @@ async fn end_to_end(options: &SchedulerBenchOptions, dir: &std::path::Path, nati
                     }
                 };
                 while let Some(event) = events.next().await {
-                    let WatchEvent::Change(line) = event else { continue };
-                    let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                    let object = &event["object"];
-                    if let Some(rv) = object.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                        since = rv.parse().unwrap_or(since);
-                    }
+                    let WatchEvent::Change(change) = event else { continue };
+                    since = change.revision();
+                    let Ok(object) = change.object() else { continue };
+                    let object = Value::Object(object);
                     let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) else { continue };
                     if object.pointer("/spec/nodeName").and_then(Value::as_str).is_some() {
                         let mut bound = bound.lock();

@@ -1,94 +1,105 @@
-//! The in-process client: the API's semantics without HTTP, for the components inside
-//! the server. Today it serves plugins' `client` import (read-only lookups answered from
-//! the registry's watch caches); the controller host will read and write through it.
+//! The client: how the components (controllers, the garbage collector, the scheduler, the
+//! node agent, leader election, informers) reach the API — the verbs with the API's
+//! semantics and errors, over resources named as discovery names them ([`ApiResource`]).
+//! One interface, two implementations (DESIGN.md): [`RegistryClient`], the registry in
+//! this process; and, for a component in a process of its own (`wasmkube node`), HTTPS to
+//! an API server (not yet written). A component holds an `Arc<dyn Client>` and behaves the
+//! same over either; authorization will sit where every in-process caller passes.
 //!
-//! It holds the registry weakly: the registry's admission chain holds the plugins, which
-//! hold this client, and a server that is dropped must not be kept alive by that ring.
+//! The same in-process client answers plugins' `client` import ([`crate::plugins::Client`]:
+//! read-only lookups from the watch caches).
+//!
+//! It knows neither HTTP routing nor storage: it calls the registry's verbs.
 
-use std::sync::{Arc, Weak};
+mod in_process;
 
-use crate::plugins::ClientError;
-use crate::registry::{Error, LabelSelector, ListOptions, Registry, Selectors};
+use futures::stream::BoxStream;
+use serde_json::{Map, Value};
 
-/// Lookups through a registry.
-pub struct RegistryClient {
-    registry: Weak<Registry>,
-}
+pub use self::in_process::RegistryClient;
+use crate::registry::{
+    ApiResource, DeleteOptions, Error, ListOptions, Object, ObjectList, Patch, Revision, Selectors, Subresource,
+    WatchEvent, WriteOptions, Written,
+};
 
-impl RegistryClient {
-    pub fn new(registry: &Arc<Registry>) -> Arc<Self> {
-        Arc::new(Self { registry: Arc::downgrade(registry) })
-    }
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-    fn registry(&self) -> Result<Arc<Registry>, ClientError> {
-        self.registry.upgrade().ok_or_else(|| ClientError::Unavailable("the server is shutting down".into()))
-    }
-}
-
-fn client_error(e: Error) -> ClientError {
-    match e {
-        Error::BadRequest(m) => ClientError::Invalid(m),
-        Error::Forbidden(m) => ClientError::Forbidden(m),
-        other => ClientError::Unavailable(other.to_string()),
-    }
-}
-
+/// The API's verbs, as kube-apiserver answers them (a `Status` is an [`Error`] variant).
+/// A resource is named by its [`ApiResource`] (from [`Client::resource`] or
+/// [`Client::resources`]); one that is no longer served answers NotFound.
 #[async_trait::async_trait]
-impl crate::plugins::Client for RegistryClient {
-    async fn get(
+pub trait Client: Send + Sync {
+    /// `plural` in `group/version`, if served.
+    fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ApiResource>;
+
+    /// Every served resource (a snapshot: CRDs change it).
+    fn resources(&self) -> Vec<ApiResource>;
+
+    /// Changes whenever the set of served resources does.
+    fn served_generation(&self) -> u64;
+
+    async fn get(&self, resource: &ApiResource, namespace: Option<&str>, name: &str) -> Result<Object>;
+
+    async fn list(&self, resource: &ApiResource, namespace: Option<&str>, options: ListOptions) -> Result<ObjectList>;
+
+    /// Every change from `since` (exclusive; 0 = from now); ends with
+    /// [`WatchEvent::Expired`] (410 Gone) when the history it needs is gone.
+    async fn watch(
         &self,
-        group: &str,
-        version: &str,
-        resource: &str,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        since: Revision,
+        bookmarks: bool,
+        selectors: Selectors,
+    ) -> Result<BoxStream<'static, WatchEvent>>;
+
+    async fn create(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        body: Value,
+        options: &WriteOptions,
+    ) -> Result<Written>;
+
+    /// PUT, to the object or to one of its subresources (`part`).
+    async fn update(
+        &self,
+        resource: &ApiResource,
         namespace: Option<&str>,
         name: &str,
-    ) -> Result<Option<String>, ClientError> {
-        let registry = self.registry()?;
-        let served = registry
-            .resource(group, version, resource)
-            .ok_or_else(|| ClientError::Invalid(format!("{resource} in {group}/{version} is not served")))?;
-        let namespace = namespace.filter(|_| served.namespaced);
-        match registry.get_cached_json(&served, namespace, name).await {
-            Ok(json) => Ok(Some(json)),
-            Err(Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(client_error(e)),
-        }
-    }
+        body: Value,
+        part: Option<Subresource>,
+        options: &WriteOptions,
+    ) -> Result<Written>;
 
-    async fn list(
+    #[allow(clippy::too_many_arguments)]
+    async fn patch(
         &self,
-        group: &str,
-        version: &str,
-        resource: &str,
+        resource: &ApiResource,
         namespace: Option<&str>,
-        label_selector: &str,
-    ) -> Result<Vec<String>, ClientError> {
-        let registry = self.registry()?;
-        let served = registry
-            .resource(group, version, resource)
-            .ok_or_else(|| ClientError::Invalid(format!("{resource} in {group}/{version} is not served")))?;
-        let labels = LabelSelector::parse(label_selector).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        let options = ListOptions {
-            // From the watch cache: what the cache holds, without a round trip to storage.
-            resource_version: Some(0),
-            selectors: Selectors { labels, ..Selectors::default() },
-            ..ListOptions::default()
-        };
-        let namespace = namespace.filter(|_| served.namespaced);
-        let list = registry.list(&served, namespace, options).await.map_err(client_error)?;
-        list.items
-            .iter()
-            .map(|o| serde_json::to_string(o).map_err(|e| ClientError::Unavailable(e.to_string())))
-            .collect()
-    }
+        name: &str,
+        patch: Patch,
+        part: Option<Subresource>,
+        options: &WriteOptions,
+    ) -> Result<Written>;
 
-    fn namespaced_resources(&self) -> Vec<(String, String, String)> {
-        let Ok(registry) = self.registry() else { return Vec::new() };
-        registry
-            .resources()
-            .into_iter()
-            .filter(|r| r.namespaced)
-            .map(|r| (r.group.to_string(), r.version.to_string(), r.plural.to_string()))
-            .collect()
-    }
+    async fn delete(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<Object>;
+
+    /// `pods/binding`: put the pod on `node`.
+    #[allow(clippy::too_many_arguments)]
+    async fn bind(
+        &self,
+        pods: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        node: &str,
+        annotations: Map<String, Value>,
+        options: &WriteOptions,
+    ) -> Result<Written>;
 }

@@ -388,7 +388,7 @@ pub(crate) struct Opened {
 /// Take part in the election for the Lease `kube-system/<name>` (or, with election off,
 /// lead at once until the stop): `leading` says when this server leads.
 fn elect(
-    registry: &Arc<Registry>,
+    client: &Arc<crate::client::RegistryClient>,
     name: &str,
     identity: &str,
     election: &ElectionTimings,
@@ -410,7 +410,7 @@ fn elect(
     lease.lease_duration = election.lease_duration;
     lease.renew_deadline = election.renew_deadline;
     lease.retry_period = election.retry_period;
-    tokio::spawn(crate::machinery::leader::run(registry.clone(), lease, leading, idle, stopped.clone()))
+    tokio::spawn(crate::machinery::leader::run(client.clone(), lease, leading, idle, stopped.clone()))
 }
 
 /// What `serve` writes the admin kubeconfig as, in the data dir.
@@ -480,10 +480,14 @@ impl Server {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
             let registry = Arc::new(Registry::new(store.clone(), storage_metrics));
             let plugins = crate::plugins::PluginSet::tiered(runtime, baseline, plugin_metrics);
-            let reads = crate::client::RegistryClient::new(&registry);
-            plugins.set_client(reads.clone());
-            let informers = crate::machinery::informer::Informers::new(&registry, stopped.clone());
-            plugins.set_controller_client(crate::machinery::informer::InformerClient::new(informers.clone(), reads));
+            // The one in-process client: the components' API and plugins' lookups.
+            let client = crate::client::RegistryClient::new(&registry);
+            plugins.set_client(client.clone());
+            let informers = crate::machinery::informer::Informers::new(client.clone(), stopped.clone());
+            plugins.set_controller_client(crate::machinery::informer::InformerClient::new(
+                informers.clone(),
+                client.clone(),
+            ));
             registry.set_admission(Arc::new(crate::admission::Chain::new(plugins.clone())));
             if default_plugins {
                 let defaults = crate::plugins::builtin::defaults();
@@ -526,12 +530,12 @@ impl Server {
                 step(
                     "registering the simulated nodes",
                     STEP_DEADLINE,
-                    crate::node::sim::run(registry.clone(), informers.clone(), sim, stopped.clone()),
+                    crate::node::sim::run(client.clone(), informers.clone(), sim, stopped.clone()),
                 )
                 .await?;
             }
             let controller_host = Arc::new(crate::controllers::manager::ControllerHost {
-                registry: registry.clone(),
+                client: client.clone(),
                 plugins: plugins.clone(),
                 informers: informers.clone(),
                 selection,
@@ -541,20 +545,13 @@ impl Server {
                 idle,
             });
             tokio::spawn(controller_host.run(lead, stopped.clone()));
-            let mut elections = vec![elect(
-                &registry,
-                "wasmkube-controller-manager",
-                &identity,
-                &election,
-                leading,
-                idle_now,
-                &stopped,
-            )];
+            let mut elections =
+                vec![elect(&client, "wasmkube-controller-manager", &identity, &election, leading, idle_now, &stopped)];
             if let Some(config) = scheduler_config {
                 let (leading, lead) = watch::channel(false);
                 let (idle, idle_now) = watch::channel(true);
                 let scheduler = Arc::new(crate::scheduler::Scheduler {
-                    registry: registry.clone(),
+                    client: client.clone(),
                     informers,
                     plugins: plugins.clone(),
                     config,
@@ -563,15 +560,7 @@ impl Server {
                     idle,
                 });
                 tokio::spawn(scheduler.run(lead, stopped.clone()));
-                elections.push(elect(
-                    &registry,
-                    "wasmkube-scheduler",
-                    &identity,
-                    &election,
-                    leading,
-                    idle_now,
-                    &stopped,
-                ));
+                elections.push(elect(&client, "wasmkube-scheduler", &identity, &election, leading, idle_now, &stopped));
             }
             let _ = api_registry.set(registry);
             health.set("registry", Ok(()));

@@ -14,7 +14,7 @@
 //! It is in the host rather than a plugin because it must follow every resource,
 //! including custom ones as CRDs come, and because deletion itself depends on it: a
 //! replaced or failing GC plugin would leave owners stuck in `foregroundDeletion`.
-//! It writes through the registry's verbs only, with uid preconditions.
+//! It writes through the [`Client`]'s verbs only, with uid preconditions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,13 +23,14 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::metrics::ControllerMetrics;
+use crate::client::Client;
 use crate::machinery::informer::{CachedObject, Change, Informer, Informers, ObjectRef};
 use crate::machinery::queue::WorkQueue;
-use crate::registry::{DeleteOptions, Error, Patch, Propagation, Registry, Resource, WriteOptions};
+use crate::registry::{ApiResource, DeleteOptions, Error, Patch, Propagation, WriteOptions};
 
 /// What the garbage collector needs of the controller host, and no more.
 pub struct Context {
-    pub registry: Arc<Registry>,
+    pub client: Arc<dyn Client>,
     pub informers: Arc<Informers>,
     pub metrics: ControllerMetrics,
     /// Its own check (`gc`) while it runs.
@@ -76,7 +77,7 @@ impl Followed {
     /// Follow every served resource not followed yet; returns the new informers.
     fn follow_new(self: &Arc<Self>, host: &Context, queue: &Arc<WorkQueue<Item>>) -> Vec<Arc<Informer>> {
         let mut added = Vec::new();
-        for resource in host.registry.resources() {
+        for resource in host.client.resources() {
             let name = resource.qualified();
             if self.informers.read().contains_key(&name) {
                 continue;
@@ -161,12 +162,12 @@ impl GarbageCollector {
             })
             .collect();
         // Resources served later (a CRD's) are followed as they come.
-        let (watching, generation) = (gc.clone(), host.registry.generation());
+        let (watching, generation) = (gc.clone(), host.client.served_generation());
         tasks.push(tokio::spawn(async move {
             let mut seen = generation;
             loop {
                 tokio::time::sleep(RESOURCES_EVERY).await;
-                let now = watching.host.registry.generation();
+                let now = watching.host.client.served_generation();
                 if now != seen {
                     seen = now;
                     let added = watching.followed.follow_new(&watching.host, &watching.queue);
@@ -241,10 +242,10 @@ impl Worker {
     }
 
     /// The served resource of an owner reference (apiVersion, kind).
-    fn owner_resource(&self, api_version: &str, kind: &str) -> Option<Resource> {
+    fn owner_resource(&self, api_version: &str, kind: &str) -> Option<ApiResource> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let resources = self.host.registry.resources();
-        let same_kind = |r: &&Resource| r.group == group && r.kind == kind;
+        let resources = self.host.client.resources();
+        let same_kind = |r: &&ApiResource| r.group == group && r.kind == kind;
         resources
             .iter()
             .find(|r| same_kind(r) && r.version == version)
@@ -264,7 +265,7 @@ impl Worker {
             return Err(format!("the owner kind {} {} is not served", reference.api_version, reference.kind));
         };
         let namespace = resource.namespaced.then_some(dependent.at.namespace.as_str()).filter(|n| !n.is_empty());
-        match self.host.registry.get(&resource, namespace, &reference.name).await {
+        match self.host.client.get(&resource, namespace, &reference.name).await {
             Ok(owner) => Ok(owner.get("metadata").and_then(|m| m.get("uid")).and_then(Value::as_str)
                 == Some(reference.uid.as_str())),
             Err(Error::NotFound { .. }) => Ok(false),
@@ -295,7 +296,7 @@ impl Worker {
                 propagation: Some(Propagation::Background),
                 ..DeleteOptions::default()
             };
-            let outcome = self.host.registry.delete(resource, namespace, &object.at.name, &options).await;
+            let outcome = self.host.client.delete(resource, namespace, &object.at.name, &options).await;
             self.log("delete", resource, object, "its owners are gone", outcome.as_ref().map(|_| ()));
             return match outcome {
                 Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
@@ -363,7 +364,7 @@ impl Worker {
                 propagation: Some(propagation),
                 ..DeleteOptions::default()
             };
-            let outcome = self.host.registry.delete(resource, namespace, &dependent.at.name, &options).await;
+            let outcome = self.host.client.delete(resource, namespace, &dependent.at.name, &options).await;
             self.log(
                 "delete",
                 resource,
@@ -431,7 +432,7 @@ impl Worker {
         let options =
             WriteOptions { field_manager: Some("wasmkube-garbage-collector".into()), ..WriteOptions::default() };
         let outcome =
-            self.host.registry.patch(resource, namespace, &object.at.name, Patch::Merge(patch), None, &options).await;
+            self.host.client.patch(resource, namespace, &object.at.name, Patch::Merge(patch), None, &options).await;
         self.log("patch", resource, object, why, outcome.as_ref().map(|_| ()));
         match outcome {
             Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
@@ -439,7 +440,14 @@ impl Worker {
         }
     }
 
-    fn log(&self, verb: &str, resource: &Resource, object: &CachedObject, reason: &str, outcome: Result<(), &Error>) {
+    fn log(
+        &self,
+        verb: &str,
+        resource: &ApiResource,
+        object: &CachedObject,
+        reason: &str,
+        outcome: Result<(), &Error>,
+    ) {
         let (label, detail) = match outcome {
             Ok(()) => ("ok", String::new()),
             Err(e @ (Error::Conflict { .. } | Error::NotFound { .. })) => ("conflict", e.to_string()),

@@ -7,7 +7,7 @@
 //!   of its namespace, which may adopt it); a change to a `watches` object is passed to
 //!   the plugin's `map`.
 //! - **Actions.** Each is checked against the manifest's capabilities (verb on resource),
-//!   then all of one reconcile run at once through the registry's write path (admission
+//!   then all of one reconcile run at once through the client's write path (admission
 //!   applies), as `system:serviceaccount:kube-system:<controller>`. A conflict (a stale
 //!   precondition) or any failure requeues the key with backoff.
 //! - **Expectations.** After a reconcile's writes, the key is not reconciled again until
@@ -18,7 +18,7 @@
 //!   module in place (reconciles under way finish on the old one) and every key is
 //!   reconciled again; a changed registration restarts the controller.
 //!
-//! It talks to the registry's verbs and the informers; never to storage.
+//! It talks to the API through the [`Client`] and the informers; never to storage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,13 +31,14 @@ use tracing::Instrument;
 
 pub use super::metrics::ControllerMetrics;
 use crate::auth::UserInfo;
+use crate::client::Client;
 use crate::machinery::informer::{Change, Informer, Informers, ObjectRef};
 use crate::machinery::queue::WorkQueue;
 use crate::plugins::{
     Action, ActionPropagation, ControllerModule, Disagreement, LoadedController, Mode, ObjectKey, PatchType, PluginSet,
     ReconcileRequest, Registration, Verb, Verdict,
 };
-use crate::registry::{DeleteOptions, Error, Patch, Propagation, Registry, Revision, Subresource, WriteOptions};
+use crate::registry::{DeleteOptions, Error, Patch, Propagation, Revision, Subresource, WriteOptions};
 
 /// How long a reconcile waits for the informers to show its key's last writes.
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,7 +84,7 @@ impl Default for Selection {
 
 /// What the controller host needs.
 pub struct ControllerHost {
-    pub registry: Arc<Registry>,
+    pub client: Arc<dyn Client>,
     pub plugins: Arc<PluginSet>,
     pub informers: Arc<Informers>,
     pub selection: Selection,
@@ -103,7 +104,7 @@ impl ControllerHost {
     /// What the garbage collector is given of the host.
     fn gc_context(&self) -> super::gc::Context {
         super::gc::Context {
-            registry: self.registry.clone(),
+            client: self.client.clone(),
             informers: self.informers.clone(),
             metrics: self.metrics.clone(),
             health: self.health.clone(),
@@ -580,7 +581,7 @@ impl Controller {
         self.queue.add_rate_limited(key.clone());
     }
 
-    /// Run one action through the registry, if the manifest grants it.
+    /// Run one action through the client, if the manifest grants it.
     async fn act(&self, plugin: &LoadedController, action: &Action) -> Outcome {
         let verb = verb_name(action.verb);
         let gvr = &action.resource;
@@ -591,8 +592,8 @@ impl Controller {
                 self.name, gvr.resource
             ));
         }
-        let registry = &self.host.registry;
-        let Some(resource) = registry.resource(&gvr.group, &gvr.version, &gvr.resource) else {
+        let client = &self.host.client;
+        let Some(resource) = client.resource(&gvr.group, &gvr.version, &gvr.resource) else {
             return Outcome::Failed(format!("{} in {}/{} is not served", gvr.resource, gvr.group, gvr.version));
         };
         let part = match action.subresource.as_deref() {
@@ -620,7 +621,7 @@ impl Controller {
         // A uid precondition on an update or patch: the object must still be the one the
         // reconcile saw (the registry keeps uids its own, so it is checked here).
         if let (Some(uid), Verb::Update | Verb::Patch) = (&action.uid, action.verb) {
-            match registry.get(&resource, namespace, &action.name).await {
+            match client.get(&resource, namespace, &action.name).await {
                 Ok(current)
                     if current.get("metadata").and_then(|m| m.get("uid")) == Some(&Value::from(uid.as_str())) => {}
                 Ok(_) => {
@@ -649,7 +650,7 @@ impl Controller {
         };
         let written = match action.verb {
             Verb::Create => match body() {
-                Ok(body) => registry.create(&resource, namespace, body, &options).await.map(|w| w.object),
+                Ok(body) => client.create(&resource, namespace, body, &options).await.map(|w| w.object),
                 Err(outcome) => return outcome,
             },
             Verb::Update => match body() {
@@ -659,7 +660,7 @@ impl Controller {
                     {
                         metadata.insert("resourceVersion".into(), Value::String(rv.clone()));
                     }
-                    registry.update(&resource, namespace, &action.name, body, part, &options).await.map(|w| w.object)
+                    client.update(&resource, namespace, &action.name, body, part, &options).await.map(|w| w.object)
                 }
                 Err(outcome) => return outcome,
             },
@@ -669,7 +670,7 @@ impl Controller {
                         Ok(patch) => patch,
                         Err(why) => return Outcome::Failed(why),
                     };
-                    registry.patch(&resource, namespace, &action.name, patch, part, &options).await.map(|w| w.object)
+                    client.patch(&resource, namespace, &action.name, patch, part, &options).await.map(|w| w.object)
                 }
                 Err(outcome) => return outcome,
             },
@@ -685,7 +686,7 @@ impl Controller {
                     user: Some(user),
                     ..DeleteOptions::default()
                 };
-                registry.delete(&resource, namespace, &action.name, &delete).await
+                client.delete(&resource, namespace, &action.name, &delete).await
             }
         };
         match written {

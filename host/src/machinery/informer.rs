@@ -1,5 +1,5 @@
 //! Shared informers (client-go's SharedInformer): one list and watch per resource,
-//! through the registry, feeding an in-memory cache indexed by namespace, owner uid and
+//! through the client, feeding an in-memory cache indexed by namespace, owner uid and
 //! uid, and the event handlers of every controller that follows the resource.
 //!
 //! An informer lists, then watches from the list's revision; when the watch expires
@@ -12,7 +12,7 @@
 //! kube-runtime's): empty → listed → watching, and back to empty when a watch ends or
 //! expires (410 Gone), which is one match arm.
 //!
-//! It reads through the registry (list and watch), never storage, and writes nothing.
+//! It reads through the [`Client`] (list and watch), never storage, and writes nothing.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +23,8 @@ use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::registry::{self, EventType, LabelSelector, ListOptions, Registry, Resource, Revision, WatchEvent};
+use crate::client::Client;
+use crate::registry::{self, ApiResource, EventType, LabelSelector, ListOptions, Revision, WatchEvent};
 
 /// Where an object is: its namespace ("" for cluster-scoped) and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -183,7 +184,7 @@ impl State {
 
 /// One resource's shared informer.
 pub struct Informer {
-    pub resource: Resource,
+    pub resource: ApiResource,
     state: RwLock<State>,
     revision: watch::Sender<Revision>,
     synced: watch::Sender<bool>,
@@ -192,7 +193,7 @@ pub struct Informer {
 }
 
 impl Informer {
-    fn new(resource: Resource) -> Arc<Self> {
+    fn new(resource: ApiResource) -> Arc<Self> {
         Arc::new(Self {
             resource,
             state: RwLock::default(),
@@ -380,14 +381,15 @@ impl Informer {
         }
     }
 
-    /// Follow the resource until `stop` (or the registry is gone): the watcher's steps,
-    /// each applied to the cache as it comes; a failed step backs off, then lists again.
-    async fn run(self: Arc<Self>, registry: std::sync::Weak<Registry>, mut stop: watch::Receiver<bool>) {
+    /// Follow the resource until `stop` (or its sender is gone: the server was dropped):
+    /// the watcher's steps, each applied to the cache as it comes; a failed step backs off,
+    /// then lists again.
+    async fn run(self: Arc<Self>, client: Arc<dyn Client>, mut stop: watch::Receiver<bool>) {
         let mut state = Watcher::Empty;
         let mut failures = 0u32;
         while !*stop.borrow() {
             let stepped = tokio::select! {
-                stepped = self.step(&registry, state) => stepped,
+                stepped = self.step(client.as_ref(), state) => stepped,
                 _ = stop.changed() => return,
             };
             match stepped {
@@ -398,7 +400,6 @@ impl Informer {
                     self.take(step);
                     state = next;
                 }
-                Err(_) if registry.strong_count() == 0 => return,
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(resource = %self.resource.qualified(), error = %e, "informer: list or watch failed; listing again");
@@ -412,21 +413,15 @@ impl Informer {
 
     /// One step of the watcher (kube-runtime's `watcher::step`): what it saw, and where it
     /// is next.
-    async fn step(
-        &self,
-        registry: &std::sync::Weak<Registry>,
-        state: Watcher,
-    ) -> Result<(Step, Watcher), crate::registry::Error> {
-        let gone = || crate::registry::Error::Unavailable("the registry is gone".into());
+    async fn step(&self, client: &dyn Client, state: Watcher) -> Result<(Step, Watcher), crate::registry::Error> {
         match state {
             Watcher::Empty => {
-                let registry = registry.upgrade().ok_or_else(gone)?;
                 // In pages of LIST_PAGE at one revision, as client-go's reflector lists, so
                 // a big resource never sits in memory twice over.
                 let mut objects = Vec::new();
                 let mut options = ListOptions { limit: LIST_PAGE, ..ListOptions::default() };
                 let revision = loop {
-                    let page = registry.list(&self.resource, None, options.clone()).await?;
+                    let page = client.list(&self.resource, None, options.clone()).await?;
                     objects.extend(
                         page.items
                             .iter()
@@ -442,9 +437,8 @@ impl Informer {
                 Ok((Step::Listed(objects, revision), Watcher::Listed(revision)))
             }
             Watcher::Listed(revision) => {
-                let registry = registry.upgrade().ok_or_else(gone)?;
-                let events = registry.watch(&self.resource, None, revision, true, Default::default()).await?;
-                Ok((Step::Nothing, Watcher::Watching(Box::pin(events))))
+                let events = client.watch(&self.resource, None, revision, true, Default::default()).await?;
+                Ok((Step::Nothing, Watcher::Watching(events)))
             }
             Watcher::Watching(mut events) => match events.next().await {
                 Some(WatchEvent::Change(change)) => Ok((Step::Changed(change), Watcher::Watching(events))),
@@ -489,7 +483,7 @@ enum Watcher {
     /// Listed at this revision: open a watch from it.
     Listed(Revision),
     /// Following a watch.
-    Watching(std::pin::Pin<Box<dyn futures::Stream<Item = WatchEvent> + Send>>),
+    Watching(futures::stream::BoxStream<'static, WatchEvent>),
 }
 
 /// What one step of the watcher saw.
@@ -506,14 +500,14 @@ enum Step {
 
 /// Every informer of one server, started on first use and shared by all its controllers.
 pub struct Informers {
-    registry: std::sync::Weak<Registry>,
+    client: Arc<dyn Client>,
     running: Mutex<HashMap<(String, String, String), Arc<Informer>>>,
     stop: watch::Receiver<bool>,
 }
 
 impl Informers {
-    pub fn new(registry: &Arc<Registry>, stop: watch::Receiver<bool>) -> Arc<Self> {
-        Arc::new(Self { registry: Arc::downgrade(registry), running: Mutex::default(), stop })
+    pub fn new(client: Arc<dyn Client>, stop: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Self { client, running: Mutex::default(), stop })
     }
 
     /// The informer of `group/version/resource`, started if it was not; None if the
@@ -523,14 +517,14 @@ impl Informers {
         if let Some(informer) = self.running.lock().get(&key) {
             return Some(informer.clone());
         }
-        let served = self.registry.upgrade()?.resource(group, version, resource)?;
+        let served = self.client.resource(group, version, resource)?;
         let mut running = self.running.lock();
         if let Some(informer) = running.get(&key) {
             return Some(informer.clone());
         }
         let informer = Informer::new(served);
         running.insert(key, informer.clone());
-        tokio::spawn(informer.clone().run(self.registry.clone(), self.stop.clone()));
+        tokio::spawn(informer.clone().run(self.client.clone(), self.stop.clone()));
         Some(informer)
     }
 
@@ -626,5 +620,195 @@ impl crate::plugins::Client for InformerClient {
 
     fn namespaced_resources(&self) -> Vec<(String, String, String)> {
         self.fallback.namespaced_resources()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::stream::BoxStream;
+    use futures::StreamExt;
+    use parking_lot::Mutex;
+    use serde_json::{json, Map, Value};
+    use tokio::sync::watch;
+
+    use super::{Change, Informers};
+    use crate::client::{Client, RegistryClient, Result};
+    use crate::registry::{
+        ApiResource, DeleteOptions, ListOptions, Object, ObjectList, Patch, Registry, Revision, Selectors, Subresource,
+        WatchEvent, WriteOptions, Written,
+    };
+    use crate::storage::embedded::EmbeddedStore;
+    use crate::storage::{StorageMetrics, Store};
+
+    /// The real in-process client, but the test decides when the first watch expires (as a
+    /// 410 from a watch cache would end it) and when the list after it may read.
+    struct ExpiringClient {
+        inner: Arc<RegistryClient>,
+        expire: watch::Receiver<bool>,
+        relist: watch::Receiver<bool>,
+        watches: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Client for ExpiringClient {
+        fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ApiResource> {
+            self.inner.resource(group, version, plural)
+        }
+        fn resources(&self) -> Vec<ApiResource> {
+            Client::resources(self.inner.as_ref())
+        }
+        fn served_generation(&self) -> u64 {
+            self.inner.served_generation()
+        }
+        async fn get(&self, resource: &ApiResource, namespace: Option<&str>, name: &str) -> Result<Object> {
+            Client::get(self.inner.as_ref(), resource, namespace, name).await
+        }
+        async fn list(&self, r: &ApiResource, namespace: Option<&str>, options: ListOptions) -> Result<ObjectList> {
+            if *self.expire.borrow() {
+                let _ = self.relist.clone().wait_for(|go| *go).await;
+            }
+            Client::list(self.inner.as_ref(), r, namespace, options).await
+        }
+        async fn watch(
+            &self,
+            resource: &ApiResource,
+            namespace: Option<&str>,
+            since: Revision,
+            bookmarks: bool,
+            selectors: Selectors,
+        ) -> Result<BoxStream<'static, WatchEvent>> {
+            let events = self.inner.watch(resource, namespace, since, bookmarks, selectors).await?;
+            if self.watches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                return Ok(events);
+            }
+            let mut expire = self.expire.clone();
+            let expired = async move {
+                let _ = expire.wait_for(|e| *e).await;
+            };
+            let end = futures::stream::once(async { WatchEvent::Expired("too old resource version (test)".into()) });
+            Ok(events.take_until(expired).chain(end).boxed())
+        }
+        async fn create(&self, r: &ApiResource, ns: Option<&str>, body: Value, o: &WriteOptions) -> Result<Written> {
+            self.inner.create(r, ns, body, o).await
+        }
+        async fn update(
+            &self,
+            r: &ApiResource,
+            ns: Option<&str>,
+            name: &str,
+            body: Value,
+            part: Option<Subresource>,
+            o: &WriteOptions,
+        ) -> Result<Written> {
+            self.inner.update(r, ns, name, body, part, o).await
+        }
+        async fn patch(
+            &self,
+            r: &ApiResource,
+            ns: Option<&str>,
+            name: &str,
+            patch: Patch,
+            part: Option<Subresource>,
+            o: &WriteOptions,
+        ) -> Result<Written> {
+            self.inner.patch(r, ns, name, patch, part, o).await
+        }
+        async fn delete(&self, r: &ApiResource, ns: Option<&str>, name: &str, o: &DeleteOptions) -> Result<Object> {
+            self.inner.delete(r, ns, name, o).await
+        }
+        async fn bind(
+            &self,
+            pods: &ApiResource,
+            ns: Option<&str>,
+            name: &str,
+            node: &str,
+            annotations: Map<String, Value>,
+            o: &WriteOptions,
+        ) -> Result<Written> {
+            self.inner.bind(pods, ns, name, node, annotations, o).await
+        }
+    }
+
+    /// What the handler recorded, once it holds `count` changes (within 10 s).
+    async fn drain_when(seen: &Mutex<Vec<String>>, count: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().len() < count {
+            assert!(tokio::time::Instant::now() < deadline, "only {:?} seen", seen.lock());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seen.lock().drain(..).collect()
+    }
+
+    /// A watch that expires (410 Gone) is followed by a list on the real store; what changed
+    /// meanwhile reaches the handlers as the difference (added, updated, deleted), the
+    /// revision catches up, and the watch that follows delivers the next change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_watch_lists_again_and_hands_on_the_difference() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("store"), StorageMetrics::unregistered()).await.expect("store"),
+        );
+        let registry = Arc::new(Registry::new(store, StorageMetrics::unregistered()));
+        registry.seed(None).await.expect("seed");
+        let (expire, expire_seen) = watch::channel(false);
+        let (relist, relist_seen) = watch::channel(false);
+        let client = Arc::new(ExpiringClient {
+            inner: RegistryClient::new(&registry),
+            expire: expire_seen,
+            relist: relist_seen,
+            watches: Default::default(),
+        });
+        let cms = client.resource("", "v1", "configmaps").expect("served");
+        let options = WriteOptions::default();
+        let write = |name: &str, value: &str| {
+            let body = json!({"metadata": {"name": name}, "data": {"k": value}});
+            client.inner.create(&cms, Some("default"), body, &options)
+        };
+        write("kept", "1").await.expect("create");
+        write("changed", "1").await.expect("create");
+        write("deleted", "1").await.expect("create");
+
+        let (_stop, stopped) = watch::channel(false);
+        let informers = Informers::new(client.clone(), stopped);
+        let informer = informers.informer("", "v1", "configmaps").expect("an informer");
+        tokio::time::timeout(Duration::from_secs(10), informer.wait_synced()).await.expect("synced");
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorded = seen.clone();
+        informer.subscribe(Arc::new(move |change: &Change| {
+            let what = match change {
+                Change::Added(o) => format!("added {}", o.at.name),
+                Change::Updated { new, .. } => format!("updated {}", new.at.name),
+                Change::Deleted(o) => format!("deleted {}", o.at.name),
+            };
+            recorded.lock().push(what);
+        }));
+        let mut names: Vec<String> = seen.lock().drain(..).collect();
+        names.sort();
+        assert_eq!(names, ["added changed", "added deleted", "added kept"], "the replay on subscribe");
+
+        // The watch expires; while the informer waits to list again, the store moves on.
+        expire.send_replace(true);
+        let changed = json!({"metadata": {"name": "changed"}, "data": {"k": "2"}});
+        client.inner.update(&cms, Some("default"), "changed", changed, None, &options).await.expect("update");
+        client.inner.delete(&cms, Some("default"), "deleted", &DeleteOptions::default()).await.expect("delete");
+        let last = write("created", "1").await.expect("create").object;
+        let revision: Revision = last["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).expect("rv");
+        relist.send_replace(true);
+        assert!(informer.wait_for(revision, Duration::from_secs(10)).await, "the list after the 410 catches up");
+        // The handlers are called just after the revision moves.
+        let mut names = drain_when(&seen, 3).await;
+        names.sort();
+        assert_eq!(names, ["added created", "deleted deleted", "updated changed"], "the difference, as events");
+        assert!(informer.get(&super::ObjectRef { namespace: "default".into(), name: "deleted".into() }).is_none());
+
+        // And the watch opened after the list goes on delivering.
+        let next = write("after", "1").await.expect("create").object;
+        let revision: Revision = next["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).expect("rv");
+        assert!(informer.wait_for(revision, Duration::from_secs(10)).await, "the new watch delivers");
+        assert_eq!(drain_when(&seen, 1).await, ["added after"]);
+        assert!(client.watches.load(std::sync::atomic::Ordering::SeqCst) >= 2, "a second watch was opened");
     }
 }

@@ -9,7 +9,7 @@
 //!   (shorter than the lease), it stops leading before the Lease can expire;
 //! - a leader that shuts down releases the Lease (empty holder, duration 1 s).
 //!
-//! Every write is a compare-and-swap on the Lease's resourceVersion, through the registry.
+//! Every write is a compare-and-swap on the Lease's resourceVersion, through the [`Client`].
 //! `holderIdentity`, `acquireTime`, `renewTime`, `leaseDurationSeconds` and
 //! `leaseTransitions` are kept as client-go keeps them.
 
@@ -22,7 +22,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::registry::{Error, Registry, Resource, WatchEvent, WriteOptions};
+use crate::client::Client;
+use crate::registry::{ApiResource, Error, WatchEvent, WriteOptions};
 
 /// How a Lease is held.
 #[derive(Clone, Debug)]
@@ -82,18 +83,18 @@ impl Observed {
 /// `idle` is true once the work guarded by the Lease has stopped: a leader that shuts down
 /// releases the Lease only then (within a bound), so its successor never overlaps it.
 pub async fn run(
-    registry: Arc<Registry>,
+    client: Arc<dyn Client>,
     config: ElectionConfig,
     leading: watch::Sender<bool>,
     mut idle: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(leases) = registry.resource("coordination.k8s.io", "v1", "leases") else {
+    let Some(leases) = client.resource("coordination.k8s.io", "v1", "leases") else {
         tracing::error!("leases are not served: this server cannot take part in leader election");
         return;
     };
     let changed = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(follow_lease(registry.clone(), leases.clone(), config.clone(), changed.clone(), stop.clone()));
+    tokio::spawn(follow_lease(client.clone(), leases, config.clone(), changed.clone(), stop.clone()));
     let mut observed: Option<Observed> = None;
     loop {
         // Candidate: try until the Lease is ours.
@@ -101,7 +102,7 @@ pub async fn run(
             if *stop.borrow() || stop.has_changed().is_err() {
                 return;
             }
-            match try_acquire_or_renew(&registry, &leases, &config, &mut observed).await {
+            match try_acquire_or_renew(client.as_ref(), &leases, &config, &mut observed).await {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => tracing::debug!(lease = %config.name, error = %e, "cannot read or take the lease yet"),
@@ -127,12 +128,12 @@ pub async fn run(
                 if tokio::time::timeout(config.renew_deadline, idle.wait_for(|i| *i)).await.is_err() {
                     tracing::warn!(lease = %config.name, "the controllers did not stop in time; releasing the lease anyway");
                 }
-                release(&registry, &leases, &config).await;
+                release(client.as_ref(), &leases, &config).await;
                 return;
             }
             let attempt = tokio::time::timeout(
                 config.renew_deadline.saturating_sub(renewed.elapsed()),
-                try_acquire_or_renew(&registry, &leases, &config, &mut observed),
+                try_acquire_or_renew(client.as_ref(), &leases, &config, &mut observed),
             )
             .await;
             match attempt {
@@ -159,8 +160,8 @@ fn micro_time() -> String {
 
 /// One step of client-go's `tryAcquireOrRenew`: true if this process holds the Lease after it.
 async fn try_acquire_or_renew(
-    registry: &Registry,
-    leases: &Resource,
+    client: &dyn Client,
+    leases: &ApiResource,
     config: &ElectionConfig,
     observed: &mut Option<Observed>,
 ) -> Result<bool, Error> {
@@ -169,7 +170,7 @@ async fn try_acquire_or_renew(
     // Whole seconds, rounded up: a lease that others see as shorter than the leader's
     // renew deadline could be taken while it still acts.
     let duration = (config.lease_duration.as_secs_f64().ceil() as u64).max(1);
-    let current = match registry.get(leases, Some(&config.namespace), &config.name).await {
+    let current = match client.get(leases, Some(&config.namespace), &config.name).await {
         Ok(lease) => lease,
         Err(Error::NotFound { .. }) => {
             let lease = json!({
@@ -180,7 +181,7 @@ async fn try_acquire_or_renew(
                     "acquireTime": now, "renewTime": now, "leaseTransitions": 0,
                 },
             });
-            return match registry.create(leases, Some(&config.namespace), lease, &options).await {
+            return match client.create(leases, Some(&config.namespace), lease, &options).await {
                 Ok(_) => Ok(true),
                 Err(Error::AlreadyExists { .. }) => Ok(false),
                 Err(e) => Err(e),
@@ -213,7 +214,7 @@ async fn try_acquire_or_renew(
             "leaseTransitions": if holder == config.identity { transitions } else { transitions + 1 },
         }),
     );
-    match registry.update(leases, Some(&config.namespace), &config.name, Value::Object(lease), None, &options).await {
+    match client.update(leases, Some(&config.namespace), &config.name, Value::Object(lease), None, &options).await {
         Ok(written) => {
             let spec = written.object.get("spec").cloned().unwrap_or_default();
             *observed = Some(Observed { record: spec, at: Instant::now() });
@@ -225,8 +226,8 @@ async fn try_acquire_or_renew(
 }
 
 /// Give the Lease up (client-go's ReleaseOnCancel): no holder, so a candidate takes it at once.
-async fn release(registry: &Registry, leases: &Resource, config: &ElectionConfig) {
-    let Ok(mut lease) = registry.get(leases, Some(&config.namespace), &config.name).await else { return };
+async fn release(client: &dyn Client, leases: &ApiResource, config: &ElectionConfig) {
+    let Ok(mut lease) = client.get(leases, Some(&config.namespace), &config.name).await else { return };
     let spec = lease.get("spec").cloned().unwrap_or_default();
     if spec.get("holderIdentity").and_then(Value::as_str) != Some(config.identity.as_str()) {
         return;
@@ -243,7 +244,7 @@ async fn release(registry: &Registry, leases: &Resource, config: &ElectionConfig
         }),
     );
     let options = WriteOptions { field_manager: Some("wasmkube-leader-election".into()), ..WriteOptions::default() };
-    match registry.update(leases, Some(&config.namespace), &config.name, Value::Object(lease), None, &options).await {
+    match client.update(leases, Some(&config.namespace), &config.name, Value::Object(lease), None, &options).await {
         Ok(_) => tracing::info!(lease = %config.name, identity = %config.identity, "released the lease"),
         Err(e) => tracing::warn!(lease = %config.name, error = %e, "cannot release the lease"),
     }
@@ -251,15 +252,15 @@ async fn release(registry: &Registry, leases: &Resource, config: &ElectionConfig
 
 /// Wake the candidate whenever the Lease changes.
 async fn follow_lease(
-    registry: Arc<Registry>,
-    leases: Resource,
+    client: Arc<dyn Client>,
+    leases: ApiResource,
     config: ElectionConfig,
     changed: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     let needle = format!("\"name\":\"{}\"", config.name);
     while !*stop.borrow() && stop.has_changed().is_ok() {
-        let events = match registry.watch(&leases, Some(&config.namespace), 0, false, Default::default()).await {
+        let events = match client.watch(&leases, Some(&config.namespace), 0, false, Default::default()).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot watch the lease; retrying");

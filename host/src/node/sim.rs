@@ -5,7 +5,7 @@
 //! containers' statuses, after `start_delay`, so controllers and `kubectl rollout status`
 //! see real-looking progress.
 //!
-//! It reads pods through a shared informer and writes through the registry (the status
+//! It reads pods through a shared informer and writes through the [`Client`] (the status
 //! subresource), never storage. Every server started with the flag runs it for its nodes.
 
 use std::collections::HashSet;
@@ -16,8 +16,9 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::client::Client;
 use crate::machinery::informer::{Change, Informers};
-use crate::registry::{Error, Patch, Registry, Subresource, WriteOptions};
+use crate::registry::{Error, Patch, Subresource, WriteOptions};
 
 /// What the simulated nodes are like.
 #[derive(Clone, Debug)]
@@ -78,23 +79,23 @@ fn micro_now() -> String {
 
 /// Register the nodes, then keep them alive and run their pods until `stop`.
 pub async fn run(
-    registry: Arc<Registry>,
+    client: Arc<dyn Client>,
     informers: Arc<Informers>,
     config: SimNodes,
     stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let names: Arc<HashSet<String>> = Arc::new((0..config.count).map(SimNodes::name).collect());
     for i in 0..config.count {
-        register(&registry, &config, i).await?;
+        register(client.as_ref(), &config, i).await?;
     }
     tracing::info!(nodes = config.count, cpu = %config.cpu, memory = %config.memory, pods = config.pods, "simulated nodes registered");
-    tokio::spawn(heartbeat(registry.clone(), config.clone(), stop.clone()));
+    tokio::spawn(heartbeat(client.clone(), config.clone(), stop.clone()));
     let Some(pods) = informers.informer("", "v1", "pods") else {
         return Err(Error::Internal("pods are not served".into()));
     };
     // Pods already started (or being started): each is started once.
     let starting: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let (registry, delay) = (registry.clone(), config.start_delay);
+    let (client, delay) = (client.clone(), config.start_delay);
     let id = pods.subscribe(Arc::new(move |change: &Change| {
         let (Change::Added(pod) | Change::Updated { new: pod, .. }) = change else { return };
         if pod.deleting {
@@ -108,10 +109,10 @@ pub async fn run(
         if !starting.lock().insert(pod.uid.clone()) {
             return;
         }
-        let (registry, starting, uid) = (registry.clone(), starting.clone(), pod.uid.clone());
+        let (client, starting, uid) = (client.clone(), starting.clone(), pod.uid.clone());
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            if let Err(e) = start(&registry, &object).await {
+            if let Err(e) = start(client.as_ref(), &object).await {
                 let name = object.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default();
                 tracing::debug!(pod = %name, error = %e, "simulated node: cannot start the pod yet");
                 // Looked at again on its next change.
@@ -134,8 +135,8 @@ fn is_running(pod: &Value) -> bool {
 }
 
 /// Create (or refresh) node `i`: capacity, labels, Ready, and its Lease.
-async fn register(registry: &Registry, config: &SimNodes, i: usize) -> Result<(), Error> {
-    let nodes = registry.resource("", "v1", "nodes").ok_or_else(|| Error::Internal("nodes are not served".into()))?;
+async fn register(client: &dyn Client, config: &SimNodes, i: usize) -> Result<(), Error> {
+    let nodes = client.resource("", "v1", "nodes").ok_or_else(|| Error::Internal("nodes are not served".into()))?;
     let name = SimNodes::name(i);
     let capacity = json!({"cpu": config.cpu, "memory": config.memory, "pods": config.pods.to_string(), "ephemeral-storage": "100Gi"});
     let mut labels = json!({
@@ -155,7 +156,7 @@ async fn register(registry: &Registry, config: &SimNodes, i: usize) -> Result<()
         "metadata": {"name": name, "labels": labels},
         "spec": spec,
     });
-    match registry.create(&nodes, None, node, &options()).await {
+    match client.create(&nodes, None, node, &options()).await {
         Ok(_) | Err(Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(e),
     }
@@ -172,22 +173,22 @@ async fn register(registry: &Registry, config: &SimNodes, i: usize) -> Result<()
             "osImage": "wasmkube simulated node", "kernelVersion": "sim", "machineID": name, "systemUUID": name, "bootID": name,
         },
     }});
-    registry.patch(&nodes, None, &name, Patch::Merge(status), Some(Subresource::Status), &options()).await?;
-    renew_lease(registry, &name).await
+    client.patch(&nodes, None, &name, Patch::Merge(status), Some(Subresource::Status), &options()).await?;
+    renew_lease(client, &name).await
 }
 
-async fn renew_lease(registry: &Registry, node: &str) -> Result<(), Error> {
-    let leases = registry
+async fn renew_lease(client: &dyn Client, node: &str) -> Result<(), Error> {
+    let leases = client
         .resource("coordination.k8s.io", "v1", "leases")
         .ok_or_else(|| Error::Internal("leases are not served".into()))?;
     let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()});
     let patch = Patch::Merge(json!({"spec": spec}));
-    match registry.patch(&leases, Some("kube-node-lease"), node, patch, None, &options()).await {
+    match client.patch(&leases, Some("kube-node-lease"), node, patch, None, &options()).await {
         Ok(_) => Ok(()),
         Err(Error::NotFound { .. }) => {
             let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": node, "namespace": "kube-node-lease"}, "spec": spec});
-            match registry.create(&leases, Some("kube-node-lease"), lease, &options()).await {
+            match client.create(&leases, Some("kube-node-lease"), lease, &options()).await {
                 Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
                 Err(e) => Err(e),
             }
@@ -197,7 +198,7 @@ async fn renew_lease(registry: &Registry, node: &str) -> Result<(), Error> {
 }
 
 /// Renew every node's Lease every 10 s, and its Ready heartbeat every minute.
-async fn heartbeat(registry: Arc<Registry>, config: SimNodes, mut stop: watch::Receiver<bool>) {
+async fn heartbeat(client: Arc<dyn Client>, config: SimNodes, mut stop: watch::Receiver<bool>) {
     let mut since_status = Duration::ZERO;
     loop {
         tokio::select! { _ = tokio::time::sleep(LEASE_RENEW) => {}, _ = stop.changed() => return }
@@ -211,9 +212,9 @@ async fn heartbeat(registry: Arc<Registry>, config: SimNodes, mut stop: watch::R
         }
         for i in 0..config.count {
             let outcome = if refresh {
-                register(&registry, &config, i).await
+                register(client.as_ref(), &config, i).await
             } else {
-                renew_lease(&registry, &SimNodes::name(i)).await
+                renew_lease(client.as_ref(), &SimNodes::name(i)).await
             };
             if let Err(e) = outcome {
                 tracing::warn!(node = %SimNodes::name(i), error = %e, "simulated node: cannot renew");
@@ -223,8 +224,8 @@ async fn heartbeat(registry: Arc<Registry>, config: SimNodes, mut stop: watch::R
 }
 
 /// Move a pod bound to a simulated node to Running and Ready.
-async fn start(registry: &Registry, pod: &Value) -> Result<(), Error> {
-    let pods = registry.resource("", "v1", "pods").ok_or_else(|| Error::Internal("pods are not served".into()))?;
+async fn start(client: &dyn Client, pod: &Value) -> Result<(), Error> {
+    let pods = client.resource("", "v1", "pods").ok_or_else(|| Error::Internal("pods are not served".into()))?;
     let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str);
     let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
@@ -255,8 +256,5 @@ async fn start(registry: &Registry, pod: &Value) -> Result<(), Error> {
         "startTime": started,
         "containerStatuses": statuses,
     }});
-    registry
-        .patch(&pods, namespace, name, Patch::Merge(status), Some(Subresource::Status), &options())
-        .await
-        .map(|_| ())
+    client.patch(&pods, namespace, name, Patch::Merge(status), Some(Subresource::Status), &options()).await.map(|_| ())
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::registry::{Registry, WriteOptions};
+use crate::client::Client;
+use crate::registry::WriteOptions;
 
 /// Events waiting to be written, at most.
 const BACKLOG: usize = 4096;
@@ -29,17 +30,17 @@ pub struct About<'a> {
 
 impl Recorder {
     /// Start the writer; it ends when the recorder is dropped.
-    pub fn start(registry: Arc<Registry>, component: &str, instance: &str, dropped: prometheus::IntCounter) -> Self {
+    pub fn start(client: Arc<dyn Client>, component: &str, instance: &str, dropped: prometheus::IntCounter) -> Self {
         let (sender, mut events) = mpsc::channel::<Value>(BACKLOG);
         tokio::spawn(async move {
-            let Some(resource) = registry.resource("", "v1", "events") else {
+            let Some(resource) = client.resource("", "v1", "events") else {
                 tracing::warn!("events are not served: the scheduler reports none");
                 return;
             };
             let options = WriteOptions { field_manager: Some("default-scheduler".into()), ..WriteOptions::default() };
             while let Some(event) = events.recv().await {
                 let namespace = event.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
-                if let Err(e) = registry.create(&resource, namespace.as_deref(), event, &options).await {
+                if let Err(e) = client.create(&resource, namespace.as_deref(), event, &options).await {
                     tracing::debug!(error = %e, "cannot write a scheduler event");
                 }
             }

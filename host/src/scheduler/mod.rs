@@ -21,7 +21,7 @@
 //!
 //! It runs only while this server holds the Lease `kube-system/wasmkube-scheduler`
 //! (leader election is the controller host's), reads through informers and writes through
-//! the registry, never storage. Pods naming another `schedulerName` are left alone.
+//! the [`Client`], never storage. Pods naming another `schedulerName` are left alone.
 
 mod cache;
 mod events;
@@ -39,10 +39,11 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
+use crate::client::Client;
 use crate::machinery::informer::{Change, Informer, Informers};
 use crate::plugins::policy_types::Pod;
 use crate::plugins::{Disagreement, PluginSet, Verdict};
-use crate::registry::{Error, Patch, Registry, Resource, Subresource, WriteOptions};
+use crate::registry::{ApiResource, Error, Patch, Subresource, WriteOptions};
 use cache::Cache;
 use policies::{Policies, Policy, Role};
 use queue::SchedulingQueue;
@@ -145,7 +146,7 @@ impl SchedulerMetrics {
 
 /// The scheduler of one server.
 pub struct Scheduler {
-    pub registry: Arc<Registry>,
+    pub client: Arc<dyn Client>,
     pub informers: Arc<Informers>,
     pub plugins: Arc<PluginSet>,
     pub config: SchedulerConfig,
@@ -198,7 +199,7 @@ struct Shared {
     scheduler: Arc<Scheduler>,
     pods: Arc<Informer>,
     /// The pods resource, which bindings and status patches write.
-    pods_resource: Resource,
+    pods_resource: ApiResource,
     cache: Mutex<Cache>,
     queue: SchedulingQueue,
     /// When each pod entered the queue (for the end-to-end latency).
@@ -234,10 +235,8 @@ impl Running {
         nodes.wait_synced().await;
         pods.wait_synced().await;
         let config = &scheduler.config;
-        let pods_resource = scheduler
-            .registry
-            .resource("", "v1", "pods")
-            .ok_or_else(|| Error::Internal("pods are not served".into()))?;
+        let pods_resource =
+            scheduler.client.resource("", "v1", "pods").ok_or_else(|| Error::Internal("pods are not served".into()))?;
         let shared = Arc::new(Shared {
             pods: pods.clone(),
             pods_resource,
@@ -246,7 +245,7 @@ impl Running {
             arrived: Mutex::default(),
             writes: Arc::new(Semaphore::new(config.writes_in_flight.max(1))),
             events: events::Recorder::start(
-                scheduler.registry.clone(),
+                scheduler.client.clone(),
                 &config.name,
                 &scheduler.identity,
                 scheduler.metrics.events_dropped.clone(),
@@ -540,9 +539,9 @@ impl Shared {
         let (shared, namespace, name) = (self.clone(), pod.namespace.clone(), pod.name.clone());
         tokio::spawn(async move {
             let Ok(_permit) = shared.writes.clone().acquire_owned().await else { return };
-            let registry = &shared.scheduler.registry;
+            let client = &shared.scheduler.client;
             let options = shared.write_options();
-            let result = registry
+            let result = client
                 .patch(
                     &shared.pods_resource,
                     Some(&namespace),
@@ -567,9 +566,9 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             let Ok(_permit) = shared.writes.clone().acquire_owned().await else { return };
-            let registry = &shared.scheduler.registry;
+            let client = &shared.scheduler.client;
             let options = shared.write_options();
-            let result = registry
+            let result = client
                 .bind(&shared.pods_resource, Some(&pod.namespace), &pod.name, &node, serde_json::Map::new(), &options)
                 .await;
             let metrics = &shared.scheduler.metrics;

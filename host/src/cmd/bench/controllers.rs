@@ -266,7 +266,7 @@ async fn informer_memory(registry: &Arc<Registry>, count: usize) -> anyhow::Resu
     let created = started.elapsed();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let before = resident();
-    let informers = crate::machinery::informer::Informers::new(registry, stopped);
+    let informers = crate::machinery::informer::Informers::new(crate::client::RegistryClient::new(registry), stopped);
     let informer = informers.informer("", "v1", "pods").context("a pods informer")?;
     let started = Instant::now();
     informer.wait_synced().await;

@@ -3,6 +3,7 @@
 
 mod api;
 mod controllers;
+mod cpu;
 mod plugins;
 mod scheduler;
 mod storage;

@@ -244,15 +244,12 @@ fn raw_line(event_type: &str, object: &[u8]) -> Bytes {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use futures::{Stream, StreamExt};
     use serde_json::{json, Value};
 
     use super::{Encoder, Shape};
-    use crate::registry::{Change, LabelSelector, Registry, Selectors, WatchEvent, WriteOptions};
-    use crate::storage::embedded::EmbeddedStore;
-    use crate::storage::{StorageMetrics, Store};
+    use crate::registry::testing::TestRegistry;
+    use crate::registry::{Change, LabelSelector, Selectors, WatchEvent, WriteOptions};
 
     async fn next_change(events: &mut (impl Stream<Item = WatchEvent> + Unpin)) -> Change {
         let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await;
@@ -272,12 +269,8 @@ mod tests {
     /// the object leaves sees a DELETED line of its own.
     #[tokio::test]
     async fn each_shape_of_an_event_is_encoded_once_for_every_watcher() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(&dir.path().join("store"), StorageMetrics::unregistered()).await.expect("store"),
-        );
-        let registry = Registry::new(store, StorageMetrics::unregistered());
-        registry.seed(None).await.expect("seed");
+        let test = TestRegistry::start().await;
+        let registry = &test.registry;
         let cms = registry.resource("", "v1", "configmaps").expect("served");
         let watch = |selectors: Selectors| registry.watch(&cms, Some("default"), 0, false, selectors);
         let (mut a, mut b) = (

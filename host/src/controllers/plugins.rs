@@ -343,22 +343,18 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
 mod tests {
     use super::*;
     use crate::plugins::{PluginMetrics, Runtime, RuntimeConfig};
-    use crate::storage::embedded::EmbeddedStore;
-    use crate::storage::{StorageMetrics, Store};
+    use crate::registry::testing::TestRegistry;
+    use crate::storage::StorageMetrics;
 
     /// A watch the cache refuses as too old (it listed after this controller did: 410 Gone)
     /// is followed by a new list, not retried from the same revision forever — which left
     /// every Plugin created afterwards unloaded.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_watch_refused_as_too_old_lists_again() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(&dir.path().join("store"), StorageMetrics::unregistered()).await.expect("store"),
-        );
-        // Writes before the registry (and its watch caches) start: each cache's window
-        // begins after them, so a watch from revision 1 is too old.
-        Registry::new(store.clone(), StorageMetrics::unregistered()).seed(None).await.expect("seed");
-        let registry = Arc::new(Registry::new(store.clone(), StorageMetrics::unregistered()));
+        // A cluster seeded before this registry (and its watch caches) start: each cache's
+        // window begins after those writes, so a watch from revision 1 is too old.
+        let seeded = TestRegistry::start().await;
+        let registry = Arc::new(Registry::new(seeded.store.clone(), StorageMetrics::unregistered()));
         // Plugin is a kind the seed defines by a CRD (the CRD controller serves it).
         let crds = registry.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("served");
         let crd = registry.get(&crds, None, "plugins.wasmkube.io").await.expect("the Plugin CRD");

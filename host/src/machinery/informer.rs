@@ -352,10 +352,12 @@ impl Informer {
             }
         }
         self.revision.send_replace(revision);
-        self.synced.send_replace(true);
         for change in &changes {
             self.notify(change);
         }
+        // Synced once the handlers have been told (client-go's HasSynced): a handler that
+        // subscribes after `wait_synced` gets the cache's replay and not those changes again.
+        self.synced.send_replace(true);
     }
 
     /// Apply one watched change.
@@ -636,12 +638,11 @@ mod tests {
 
     use super::{Change, Informers};
     use crate::client::{Client, RegistryClient, Result};
+    use crate::registry::testing::TestRegistry;
     use crate::registry::{
-        ApiResource, DeleteOptions, ListOptions, Object, ObjectList, Patch, Registry, Revision, Selectors, Subresource,
+        ApiResource, DeleteOptions, ListOptions, Object, ObjectList, Patch, Revision, Selectors, Subresource,
         WatchEvent, WriteOptions, Written,
     };
-    use crate::storage::embedded::EmbeddedStore;
-    use crate::storage::{StorageMetrics, Store};
 
     /// The real in-process client, but the test decides when the first watch expires (as a
     /// 410 from a watch cache would end it) and when the list after it may read.
@@ -747,12 +748,8 @@ mod tests {
     /// revision catches up, and the watch that follows delivers the next change.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_expired_watch_lists_again_and_hands_on_the_difference() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(&dir.path().join("store"), StorageMetrics::unregistered()).await.expect("store"),
-        );
-        let registry = Arc::new(Registry::new(store, StorageMetrics::unregistered()));
-        registry.seed(None).await.expect("seed");
+        let test = TestRegistry::start().await;
+        let registry = &test.registry;
         let (expire, expire_seen) = watch::channel(false);
         let (relist, relist_seen) = watch::channel(false);
         let client = Arc::new(ExpiringClient {

@@ -83,4 +83,6 @@ pub fn decode(kv: &crate::storage::KeyValue) -> Result<Object> {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

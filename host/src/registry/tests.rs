@@ -2,27 +2,13 @@
 //! finalizers, dry run, continue tokens, retired handles, and the Service hooks (what a
 //! write that fails half way had reserved is released).
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
+use super::testing::TestRegistry as Fixture;
 use super::*;
-use crate::storage::embedded::EmbeddedStore;
-use crate::storage::{StorageMetrics, Store};
-
-struct Fixture {
-    registry: Registry,
-    store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
-}
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("store"), StorageMetrics::unregistered()).await.expect("store"));
-    let registry = Registry::new(store.clone(), StorageMetrics::unregistered());
-    registry.seed(None).await.expect("seed");
-    Fixture { registry, store, _dir: dir }
+    Fixture::start().await
 }
 
 impl Fixture {

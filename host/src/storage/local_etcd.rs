@@ -80,6 +80,11 @@ impl LocalEtcd {
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+
+    /// The etcd process's id (a benchmark reads its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for LocalEtcd {

@@ -361,13 +361,19 @@ pub async fn run(options: ApiBenchOptions) -> anyhow::Result<()> {
 
     let etcd = LocalEtcd::start(scratch.path(), 0).await?;
     let endpoints = vec![etcd.endpoint().to_string()];
-    let etcd_column = {
+    let mut etcd_column = {
         let data_dir = scratch.path().join("etcd-server");
         let listen = "127.0.0.1:0".parse()?;
         let server = start(ValidServeOptions::etcd(data_dir.clone(), listen, endpoints.clone(), "/wasmkube")).await?;
         let store = EtcdStore::connect(&endpoints, "/bench-store".into(), StorageMetrics::unregistered()).await?;
         bench_backend("etcd", server, &data_dir, Arc::new(store), &options).await?
     };
+    // The watch's baseline beside the etcd backend's: the same watchers and writes on etcd itself.
+    eprintln!("-- raw etcd watches");
+    let seconds = Duration::from_secs_f64(options.seconds);
+    let [slow, fast] = WATCH_WRITES_PER_SECOND;
+    etcd_column.store.slow = raw_etcd_watch(&etcd, "/raw-watch/slow/", options.watchers, seconds, slow).await?;
+    etcd_column.store.fast = raw_etcd_watch(&etcd, "/raw-watch/fast/", options.watchers, seconds, fast).await?;
     drop(etcd);
     servers.shutdown_background();
     report(&options, &embedded, &etcd_column);
@@ -714,25 +720,43 @@ async fn watch(
     eprintln!("   {watchers} watch streams open in {:.2} s", opened.elapsed().as_secs_f64());
 
     let writes = (rate * seconds.as_secs_f64()).round() as u64;
-    let cpu_before = cpu::server_cpu();
     let epoch = Instant::now();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let readers: Vec<_> = streams
+    let readers = streams
         .into_iter()
         .map(|stream| tokio::spawn(read_watch(stream, writes as usize, epoch, stopped.clone())))
         .collect();
-    let written = {
-        let api = api.clone();
-        open_loop(rate, writes, move |n| {
-            let (api, namespace) = (api.clone(), namespace.clone());
-            async move {
-                let sent = epoch.elapsed().as_micros();
-                api.create(&namespace, &format!("w{n}"), &data(&format!("{n}.{sent}"))).await.map(drop)
-            }
-        })
-        .await?
+    let api = api.clone();
+    let write = move |n: u64, sent: u128| {
+        let (api, namespace) = (api.clone(), namespace.clone());
+        async move { api.create(&namespace, &format!("w{n}"), &data(&format!("{n}.{sent}"))).await.map(drop) }
     };
-    written.print(&format!("creates under the watchers ({rate:.0}/s offered)"));
+    under_watchers(readers, stop, epoch, rate, writes, write, "server", cpu::server_cpu).await
+}
+
+/// Write `writes` objects at `rate` through `write` (its sequence number and the time it is
+/// sent, the probe each watcher reads) while `readers` watch; then wait for them (at most
+/// `WATCH_DRAIN` after the last write) and tally what they saw. `cpu` reads the CPU time
+/// of `who` serves the watches.
+#[allow(clippy::too_many_arguments)]
+async fn under_watchers<W, Fut>(
+    readers: Vec<tokio::task::JoinHandle<Watched>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    epoch: Instant,
+    rate: f64,
+    writes: u64,
+    write: W,
+    who: &str,
+    cpu: impl Fn() -> Duration,
+) -> anyhow::Result<WatchFigures>
+where
+    W: Fn(u64, u128) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let watchers = readers.len();
+    let cpu_before = cpu();
+    let written = open_loop(rate, writes, move |n| write(n, epoch.elapsed().as_micros())).await?;
+    written.print(&format!("writes under the watchers ({rate:.0}/s offered)"));
     let writes_done = epoch.elapsed();
     let timer = tokio::spawn(async move {
         tokio::time::sleep(WATCH_DRAIN).await;
@@ -750,13 +774,13 @@ async fn watch(
         latencies.extend(watched.latencies);
     }
     timer.abort();
-    let cpu_us = cpu::micros_per(cpu_before, cpu::server_cpu(), latencies.len() as f64);
+    let cpu_us = cpu::micros_per(cpu_before, cpu(), latencies.len() as f64);
     let delivered = latencies.len();
     let run = Run::new(latencies, epoch.elapsed(), 0);
     eprintln!(
         "   watch: {delivered} events to {watchers} watchers ({:.0}/s over {:.1} s; writes took {:.1} s), missing={missing}, \
          expired={expired}, streams ended early={ended}, delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, \
-         server CPU {cpu_us:.2} µs per event delivered",
+         {who} CPU {cpu_us:.2} µs per event delivered",
         run.rate,
         epoch.elapsed().as_secs_f64(),
         writes_done.as_secs_f64(),
@@ -774,6 +798,77 @@ async fn watch(
     })
 }
 
+/// The watch figure's baseline: `watchers` watches straight on etcd through etcd-client
+/// (one connection, a gRPC stream each) while `rate` puts a second go on for `seconds`, each
+/// value the same ConfigMap-sized JSON with the same probe; the CPU is etcd's whole process.
+async fn raw_etcd_watch(
+    etcd: &LocalEtcd,
+    prefix: &str,
+    watchers: usize,
+    seconds: Duration,
+    rate: f64,
+) -> anyhow::Result<WatchFigures> {
+    let client = etcd_client::Client::connect([etcd.endpoint()], Some(crate::storage::etcd::connect_options())).await?;
+    let mut streams = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        let options = etcd_client::WatchOptions::new().with_prefix();
+        streams.push(client.watch_client().watch(prefix, Some(options)).await?);
+    }
+    eprintln!("   {watchers} raw etcd watches open");
+    let writes = (rate * seconds.as_secs_f64()).round() as u64;
+    let epoch = Instant::now();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let readers = streams
+        .into_iter()
+        .map(|stream| tokio::spawn(read_etcd_watch(stream, writes as usize, epoch, stopped.clone())))
+        .collect();
+    let (kv, prefix) = (client.kv_client(), prefix.to_string());
+    let write = move |n: u64, sent: u128| {
+        let (mut kv, key) = (kv.clone(), format!("{prefix}{n}"));
+        async move {
+            kv.put(key, data(&format!("{n}.{sent}")), None).await?;
+            Ok(())
+        }
+    };
+    let pid = etcd.pid();
+    under_watchers(readers, stop, epoch, rate, writes, write, "etcd", move || cpu::process_cpu(pid)).await
+}
+
+/// Read one raw etcd watch until it has seen `writes` distinct writes, ends, or `stopped`.
+async fn read_etcd_watch(
+    mut stream: etcd_client::WatchStream,
+    writes: usize,
+    epoch: Instant,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Watched {
+    let mut watched = Watched::new(writes);
+    while watched.distinct < writes {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        match message {
+            Ok(Some(response)) => {
+                let now = epoch.elapsed().as_micros();
+                for event in response.events() {
+                    if let Some((seq, sent)) = event.kv().and_then(|kv| probe(kv.value())) {
+                        watched.saw(seq, sent, now);
+                    }
+                }
+            }
+            Ok(None) => {
+                watched.ended = Some("etcd closed the stream".into());
+                break;
+            }
+            Err(e) => {
+                watched.ended = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    watched
+}
+
 /// What one watcher saw.
 struct Watched {
     /// Distinct writes seen.
@@ -784,6 +879,29 @@ struct Watched {
     expired: bool,
     /// Why the stream ended before every write was seen, if it did on its own.
     ended: Option<String>,
+    /// Which writes were seen.
+    seen: Vec<bool>,
+}
+
+impl Watched {
+    fn new(writes: usize) -> Self {
+        Self {
+            distinct: 0,
+            latencies: Vec::with_capacity(writes),
+            expired: false,
+            ended: None,
+            seen: vec![false; writes],
+        }
+    }
+
+    /// Write `seq`, sent at `sent`, arrived at `now` (microseconds since the epoch).
+    fn saw(&mut self, seq: usize, sent: u128, now: u128) {
+        if seq < self.seen.len() && !self.seen[seq] {
+            self.seen[seq] = true;
+            self.distinct += 1;
+            self.latencies.push(u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX));
+        }
+    }
 }
 
 /// Read one watch stream until it has seen `writes` distinct writes, ends, or `stopped`.
@@ -793,8 +911,7 @@ async fn read_watch(
     epoch: Instant,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Watched {
-    let mut seen = vec![false; writes];
-    let mut watched = Watched { distinct: 0, latencies: Vec::with_capacity(writes), expired: false, ended: None };
+    let mut watched = Watched::new(writes);
     let mut pending: Vec<u8> = Vec::new();
     while watched.distinct < writes && !watched.expired {
         let chunk = tokio::select! {
@@ -824,11 +941,7 @@ async fn read_watch(
                 break;
             }
             let Some((seq, sent)) = probe(line) else { continue };
-            if seq < writes && !seen[seq] {
-                seen[seq] = true;
-                watched.distinct += 1;
-                watched.latencies.push(u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX));
-            }
+            watched.saw(seq, sent, now);
         }
         pending.drain(..start);
     }
@@ -952,8 +1065,9 @@ fn report(options: &ApiBenchOptions, embedded: &Column, etcd: &Column) {
     }
     println!(
         "(api/store is the median of per-round ratios; the store runs the open loop at the API's rate; the watches \
-         write {:?}/s for {:.1} s to {} watchers; server CPU counts the server's threads only, not the clients' \
-         in the same process nor etcd's)",
+         write {:?}/s for {:.1} s to {} watchers, and the etcd store column's watch rows are the same watchers \
+         straight on etcd through etcd-client, with etcd's whole CPU; server CPU counts the server's threads \
+         only, not the clients' in the same process nor etcd's)",
         WATCH_WRITES_PER_SECOND, options.seconds, options.watchers
     );
     println!();

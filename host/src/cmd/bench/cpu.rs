@@ -2,7 +2,8 @@
 //! its clients in the server's process print the server's CPU per operation, a figure that
 //! means something on a shared machine where throughput alone does not. The server runs on
 //! its own runtime ([`server_runtime`]); its threads, the store's and the plugin runtime's
-//! epoch ticker are counted, the clients' are not.
+//! epoch ticker are counted, the clients' are not. Another process (etcd) is counted whole
+//! ([`process_cpu`]).
 
 use std::time::Duration;
 
@@ -29,8 +30,6 @@ pub(super) fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// elsewhere (the figures that use it then print 0).
 pub(super) fn server_cpu() -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Duration::ZERO };
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut ticks = 0u64;
     for task in tasks.flatten() {
         let path = task.path();
@@ -41,6 +40,19 @@ pub(super) fn server_cpu() -> Duration {
         let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
         ticks += stat_cpu_ticks(&stat).unwrap_or(0);
     }
+    from_ticks(ticks)
+}
+
+/// CPU time (user + system) used so far by process `pid`, all its threads (etcd, for the
+/// raw-etcd baseline). Zero where `/proc` cannot tell.
+pub(super) fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    from_ticks(stat_cpu_ticks(&stat).unwrap_or(0))
+}
+
+fn from_ticks(ticks: u64) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Duration::from_secs_f64(ticks as f64 / ticks_per_second)
 }
 

@@ -18,8 +18,8 @@ use super::shape::{metadata_only, object_revision, partial_object_metadata, Vers
 use super::{reviews, table, watch, ApiError, AppState};
 use crate::auth::UserInfo;
 use crate::registry::{
-    DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Patch, PrinterColumn, Propagation,
-    Registry, Resource, Selectors, Subresource, WriteOptions, Written,
+    DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Patch, Propagation, Registry, Resource,
+    Selectors, Subresource, WriteOptions, Written,
 };
 
 /// Longest a watch stays open without `timeoutSeconds` (kube-apiserver's default minimum
@@ -362,7 +362,6 @@ async fn serve(
     if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
         return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;
     }
-    let printer: Option<Vec<PrinterColumn>> = resource.strategy().printer_columns().map(<[_]>::to_vec);
     let version = Version::of(resource);
     match (method, target.name.as_deref()) {
         (Method::GET, None) if params.watching() => {
@@ -379,8 +378,7 @@ async fn serve(
             let mut list = registry.list(resource, namespace, params.list_options(resource.kind)?).await?;
             list.items.iter_mut().for_each(|o| version.set(o));
             if table::wanted(&headers) {
-                return Ok(Json(table::table(resource, printer.as_deref(), &list.items, list.resource_version))
-                    .into_response());
+                return Ok(Json(table::table(resource, &list.items, list.resource_version)).into_response());
             }
             if metadata_only(&headers) {
                 list.items = list.items.iter().map(partial_object_metadata).collect();
@@ -396,8 +394,7 @@ async fn serve(
             version.set(&mut object);
             if table::wanted(&headers) {
                 let revision = object_revision(&object);
-                return Ok(Json(table::table(resource, printer.as_deref(), std::slice::from_ref(&object), revision))
-                    .into_response());
+                return Ok(Json(table::table(resource, std::slice::from_ref(&object), revision)).into_response());
             }
             if metadata_only(&headers) {
                 return Ok(Json(partial_object_metadata(&object)).into_response());

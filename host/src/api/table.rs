@@ -323,8 +323,14 @@ fn columns(resource: &Resource) -> Vec<Column> {
     }
 }
 
-/// A `meta.k8s.io/v1` Table of `items`; `printer` are a custom kind's own columns.
-pub(super) fn table(resource: &Resource, printer: Option<&[PrinterColumn]>, items: &[Object], revision: i64) -> Value {
+/// A `meta.k8s.io/v1` Table of `items`: a custom kind's own printer columns (from its
+/// strategy), or kube-apiserver's columns for a built-in one.
+pub(super) fn table(resource: &crate::registry::Resource, items: &[Object], revision: i64) -> Value {
+    table_with(resource, resource.strategy().printer_columns(), items, revision)
+}
+
+/// [`table`] with `printer`, a custom kind's own columns, given.
+fn table_with(resource: &Resource, printer: Option<&[PrinterColumn]>, items: &[Object], revision: i64) -> Value {
     if let Some(printer) = printer {
         return custom_table(resource, printer, items, revision);
     }
@@ -574,7 +580,7 @@ mod tests {
             categories: &[],
             subresources: &[],
         };
-        let table = table(&resource, None, &[pod], 1);
+        let table = table_with(&resource, None, &[pod], 1);
         assert_eq!(
             table["rows"][0]["cells"].as_array().unwrap()[..4],
             [json!("p"), json!("1/2"), json!("ContainerCreating"), json!(3)]

@@ -14,9 +14,7 @@ use serde_json::{json, Value};
 
 use super::shape::{object_revision, partial_object_metadata, Version};
 use super::{table, ApiError};
-use crate::registry::{
-    Change, EventType, ListOptions, Object, PrinterColumn, Registry, Resource, Selectors, WatchEvent,
-};
+use crate::registry::{Change, EventType, ListOptions, Object, Registry, Resource, Selectors, WatchEvent};
 
 /// The most watch lines written out as one chunk.
 const WATCH_BATCH: usize = 256;
@@ -127,8 +125,6 @@ struct Encoder {
     shape: Shape,
     resource: Resource,
     version: Version,
-    /// A CRD version's printer columns (built-in kinds have their own columns).
-    printer: Option<Vec<PrinterColumn>>,
     /// The name of this watch's shape of an event of each type (ADDED, MODIFIED, DELETED):
     /// watchers that name the same shape share its encoding.
     names: [String; 3],
@@ -150,14 +146,7 @@ impl Encoder {
             }
         };
         let names = [EventType::Added, EventType::Modified, EventType::Deleted].map(name);
-        Self {
-            shape,
-            resource: resource.clone(),
-            printer: resource.strategy().printer_columns().map(<[_]>::to_vec),
-            version,
-            names,
-            first_row: true,
-        }
+        Self { shape, resource: resource.clone(), version, names, first_row: true }
     }
 
     /// A change's line: shared with every watcher of this shape, but for the first Table
@@ -194,7 +183,7 @@ impl Encoder {
         }
         self.first_row = false;
         let revision = object_revision(&object);
-        line(type_name(event_type), &table::table(&self.resource, self.printer.as_deref(), &[object], revision))
+        line(type_name(event_type), &table::table(&self.resource, &[object], revision))
     }
 
     /// An object's line in this watch's shape (a Table row without column definitions).
@@ -208,7 +197,7 @@ impl Encoder {
             Shape::Metadata => line(event_type, &Value::Object(partial_object_metadata(&object))),
             Shape::Table => {
                 let revision = object_revision(&object);
-                let mut shown = table::table(&self.resource, self.printer.as_deref(), &[object], revision);
+                let mut shown = table::table(&self.resource, &[object], revision);
                 shown["columnDefinitions"] = json!([]);
                 line(event_type, &shown)
             }

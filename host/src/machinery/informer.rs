@@ -69,6 +69,55 @@ impl CachedObject {
     /// left out rather than the object, so an odd object still leaves the cache when it
     /// is deleted.
     pub fn parse(json: &str) -> Option<Self> {
+        Self::parse_typed(json).or_else(|| Self::parse_lenient(json))
+    }
+
+    /// The common case, read without building the object: only the metadata fields the
+    /// indexes need are decoded (the spec, status and managedFields are skipped over).
+    /// Any field of an unexpected type gives `None`, and the lenient reading takes over.
+    fn parse_typed(json: &str) -> Option<Self> {
+        use std::borrow::Cow;
+        #[derive(Deserialize)]
+        struct Only<'a> {
+            #[serde(borrow)]
+            metadata: Metadata<'a>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Metadata<'a> {
+            #[serde(default, borrow)]
+            name: Cow<'a, str>,
+            #[serde(default, borrow)]
+            namespace: Cow<'a, str>,
+            #[serde(default, borrow)]
+            uid: Cow<'a, str>,
+            #[serde(default, borrow)]
+            resource_version: Cow<'a, str>,
+            #[serde(default)]
+            labels: std::collections::BTreeMap<String, String>,
+            #[serde(default)]
+            owner_references: Vec<OwnerRef>,
+            #[serde(default)]
+            deletion_timestamp: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            finalizers: Vec<String>,
+        }
+        let metadata = serde_json::from_str::<Only>(json).ok()?.metadata;
+        Some(Self {
+            json: json.into(),
+            at: ObjectRef { namespace: metadata.namespace.into_owned(), name: metadata.name.into_owned() },
+            uid: metadata.uid.into_owned(),
+            labels: metadata.labels,
+            owners: metadata.owner_references,
+            revision: metadata.resource_version.parse().unwrap_or(0),
+            deleting: metadata.deletion_timestamp.is_some(),
+            finalizers: metadata.finalizers,
+        })
+    }
+
+    /// Read the metadata of any object: a field of an unexpected type is left out rather
+    /// than the object, so an odd object still leaves the cache when it is deleted.
+    fn parse_lenient(json: &str) -> Option<Self> {
         #[derive(Deserialize)]
         struct Only {
             #[serde(default)]
@@ -643,6 +692,38 @@ mod tests {
         ApiResource, DeleteOptions, ListOptions, Object, ObjectList, Patch, Revision, Selectors, Subresource,
         WatchEvent, WriteOptions, Written,
     };
+
+    #[test]
+    fn metadata_reads_the_same_typed_or_lenient_and_odd_objects_are_kept() {
+        let json = r#"{"kind":"Pod","metadata":{"name":"p","namespace":"n","uid":"u1","resourceVersion":"12",
+            "labels":{"app":"web"},"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"rs",
+            "uid":"u0","controller":true}],"deletionTimestamp":"2026-01-01T00:00:00Z","finalizers":["f"],
+            "managedFields":[{"manager":"m","fieldsV1":{"f:spec":{}}}]},"spec":{"containers":[]}}"#;
+        let fields = |o: &super::CachedObject| {
+            (
+                o.at.clone(),
+                o.uid.clone(),
+                o.labels.clone(),
+                o.owners.clone(),
+                o.revision,
+                o.deleting,
+                o.finalizers.clone(),
+            )
+        };
+        let typed = super::CachedObject::parse_typed(json).expect("typed");
+        let lenient = super::CachedObject::parse_lenient(json).expect("lenient");
+        assert_eq!(fields(&typed), fields(&lenient));
+        assert_eq!(
+            (typed.revision, typed.deleting, typed.controller().map(|o| o.uid.as_str())),
+            (12, true, Some("u0"))
+        );
+
+        // A label of the wrong type: the object is still cached, without that label.
+        let odd = r#"{"metadata":{"name":"p","labels":{"a":"b","n":5},"deletionTimestamp":null}}"#;
+        assert!(super::CachedObject::parse_typed(odd).is_none());
+        let read = super::CachedObject::parse(odd).expect("lenient");
+        assert_eq!((read.at.name.as_str(), read.labels.len(), read.deleting), ("p", 1, false));
+    }
 
     /// The real in-process client, but the test decides when the first watch expires (as a
     /// 410 from a watch cache would end it) and when the list after it may read.

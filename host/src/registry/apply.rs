@@ -159,7 +159,7 @@ pub fn apply(
 /// `[{}]` resets them); otherwise the ones on `old` carry over.
 pub fn record_update(
     old: Option<&Value>,
-    new: &Value,
+    new: Value,
     manager: &str,
     schema: Option<Schema<'_>>,
     now: &str,
@@ -170,19 +170,24 @@ pub fn record_update(
     if !new.is_object() {
         return Err(invalid("the object must be a JSON object"));
     }
-    let api_version = [Some(new), old]
+    let api_version = [Some(&new), old]
         .into_iter()
         .flatten()
         .find_map(|o| o.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty()))
         .ok_or_else(|| invalid("apiVersion must be set"))?
         .to_string();
     let ty = root_ty(schema);
-    let mut entries = entries_for_update(old, new);
+    let mut entries = entries_for_update(old, &new);
     let before = old.map_or_else(|| Value::Object(Map::new()), without_managed_fields);
-    let mut object = without_managed_fields(new);
+    let mut object = new;
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.shift_remove("managedFields");
+    }
 
     let diff = compare(&before, &object, ty);
-    update_owners(&mut entries, &diff, None, true).map_err(Failure::into_error)?;
+    if !entries.is_empty() {
+        update_owners(&mut entries, &diff, None, true).map_err(Failure::into_error)?;
+    }
     let taken = changed_fields(&diff);
     if !taken.is_empty() {
         match entries.iter_mut().find(|e| e.is_updater(manager, &api_version)) {
@@ -326,7 +331,8 @@ fn update_owners(entries: &mut [Entry], diff: &Comparison, acting: Option<usize>
     }
     for (i, entry) in entries.iter_mut().enumerate() {
         if Some(i) != acting {
-            entry.set = entry.set.difference(&changed).difference(&diff.removed);
+            entry.set.remove_all(&changed);
+            entry.set.remove_all(&diff.removed);
         }
     }
     Ok(())
@@ -334,7 +340,10 @@ fn update_owners(entries: &mut [Entry], diff: &Comparison, acting: Option<usize>
 
 /// The fields a write set or changed, less the ones nobody may own.
 fn changed_fields(diff: &Comparison) -> Set {
-    diff.modified.union(&diff.added).difference(&diff.removed).difference(strip_set())
+    let mut changed = diff.modified.union(&diff.added);
+    changed.remove_all(&diff.removed);
+    changed.remove_all(strip_set());
+    changed
 }
 
 /// kubectl's client-side apply recorded its intent in an annotation: the fields of that
@@ -858,6 +867,21 @@ impl Set {
 
     /// Members of `self` not in `other`, node by node (a parent in `other` does not remove
     /// its children from `self`, as in structured-merge-diff).
+    /// `self.difference(other)` in place: nothing is copied.
+    fn remove_all(&mut self, other: &Set) {
+        if !other.members.is_empty() {
+            self.members.retain(|pe| !other.members.contains(pe));
+        }
+        if !other.children.is_empty() {
+            self.children.retain(|pe, child| {
+                if let Some(other) = other.children.get(pe) {
+                    child.remove_all(other);
+                }
+                !child.is_empty()
+            });
+        }
+    }
+
     fn difference(&self, other: &Set) -> Set {
         let members = self.members.difference(&other.members).cloned().collect();
         let children = self
@@ -1810,7 +1834,7 @@ mod tests {
         let live = apply(None, &config_map(json!({"a": "1", "b": "1"})), "alice", false, cm, NOW).expect("alice");
         let mut edited = live.clone();
         edited["data"]["c"] = json!("1");
-        let live = record_update(Some(&live), &edited, "carol", cm, NOW).expect("carol");
+        let live = record_update(Some(&live), edited.clone(), "carol", cm, NOW).expect("carol");
         let err = apply(Some(&live), &config_map(json!({"a": "2", "b": "2", "c": "2"})), "bob", false, cm, NOW)
             .expect_err("conflicts");
         assert_eq!(
@@ -1838,7 +1862,7 @@ mod tests {
         let live = apply(None, &nginx("nginx:1.14.2", 3), "kubectl", false, d, NOW).expect("kubectl");
         let mut scaled = live.clone();
         scaled["spec"]["replicas"] = json!(5);
-        let live = record_update(Some(&live), &scaled, "kube-controller-manager", d, LATER).expect("scale");
+        let live = record_update(Some(&live), scaled.clone(), "kube-controller-manager", d, LATER).expect("scale");
         assert_eq!(owned(&live, "kube-controller-manager", "Update"), &json!({"f:spec": {"f:replicas": {}}}));
         assert_eq!(entry(&live, "kube-controller-manager", "Update")["apiVersion"], "apps/v1");
         assert!(owned(&live, "kubectl", "Apply")["f:spec"].get("f:replicas").is_none());
@@ -1851,7 +1875,7 @@ mod tests {
 
         let mut edited = live.clone();
         edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.16");
-        let live = record_update(Some(&live), &edited, "kubectl-edit", d, LATER).expect("edit");
+        let live = record_update(Some(&live), edited.clone(), "kubectl-edit", d, LATER).expect("edit");
         let found = conflicts(apply(Some(&live), &nginx("nginx:1.14.2", 5), "kubectl", false, d, LATER));
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].path, r#".spec.template.spec.containers[name="nginx"].image"#);
@@ -2025,7 +2049,7 @@ mod tests {
         let mut object = config_map(json!({"key": "v"}));
         object["metadata"]["labels"] = json!({"app": "x"});
         object["metadata"]["uid"] = json!("1234");
-        let out = record_update(None, &object, "kubectl-create", cm, NOW).expect("create");
+        let out = record_update(None, object.clone(), "kubectl-create", cm, NOW).expect("create");
         assert_eq!(
             out["metadata"]["managedFields"],
             json!([{
@@ -2044,25 +2068,25 @@ mod tests {
         let defs = definitions();
         let cm = schema(&defs, "io.k8s.api.core.v1.ConfigMap");
         let live = apply(None, &config_map(json!({"a": "1", "b": "1"})), "alice", false, cm, NOW).expect("alice");
-        let same = record_update(Some(&live), &live, "editor", cm, LATER).expect("no-op");
+        let same = record_update(Some(&live), live.clone(), "editor", cm, LATER).expect("no-op");
         assert_eq!(managers(&same), vec![("alice".to_string(), "Apply".to_string())]);
 
         let mut edited = live.clone();
         edited["data"]["b"] = json!("2");
         edited["data"]["c"] = json!("3");
-        let out = record_update(Some(&live), &edited, "editor", cm, LATER).expect("edit");
+        let out = record_update(Some(&live), edited.clone(), "editor", cm, LATER).expect("edit");
         assert_eq!(owned(&out, "editor", "Update"), &json!({"f:data": {"f:b": {}, "f:c": {}}}));
         assert_eq!(owned(&out, "alice", "Apply"), &json!({"f:data": {"f:a": {}}}));
         assert_eq!(entry(&out, "editor", "Update")["time"], LATER);
 
         let mut removed = out.clone();
         removed["data"].as_object_mut().expect("data").remove("a");
-        let out = record_update(Some(&out), &removed, "editor", cm, LATER).expect("remove");
+        let out = record_update(Some(&out), removed.clone(), "editor", cm, LATER).expect("remove");
         assert_eq!(managers(&out), vec![("editor".to_string(), "Update".to_string())], "alice owned only a");
 
         let mut reset = out.clone();
         reset["metadata"]["managedFields"] = json!([{}]);
-        let out = record_update(Some(&out), &reset, "editor", cm, LATER).expect("reset");
+        let out = record_update(Some(&out), reset.clone(), "editor", cm, LATER).expect("reset");
         assert!(out["metadata"].get("managedFields").is_none(), "nothing changed after the reset: {out}");
     }
 
@@ -2074,7 +2098,7 @@ mod tests {
         let first = config_map(json!({"key": "a"}));
         let mut created = first.clone();
         created["metadata"]["annotations"] = json!({LAST_APPLIED: format!("{}\n", go_json(&first))});
-        let live = record_update(None, &created, "kubectl-client-side-apply", cm, NOW).expect("create");
+        let live = record_update(None, created.clone(), "kubectl-client-side-apply", cm, NOW).expect("create");
 
         // Another manager still conflicts (the documented opt-out of the upgrade).
         let second = config_map(json!({"key": "b"}));
@@ -2094,7 +2118,7 @@ mod tests {
         // A value changed since the last client-side apply is not client-side apply's to give.
         let mut edited = live.clone();
         edited["data"]["key"] = json!("c");
-        let live = record_update(Some(&live), &edited, "kubectl-edit", cm, LATER).expect("edit");
+        let live = record_update(Some(&live), edited.clone(), "kubectl-edit", cm, LATER).expect("edit");
         let err = apply(Some(&live), &second, "kubectl", false, cm, LATER).expect_err("conflict");
         assert_eq!(
             err.to_string(),
@@ -2123,7 +2147,7 @@ mod tests {
     fn entries_sort_apply_first_then_oldest() {
         let defs = definitions();
         let cm = schema(&defs, "io.k8s.api.core.v1.ConfigMap");
-        let live = record_update(None, &config_map(json!({"a": "1"})), "kubectl-create", cm, NOW).expect("create");
+        let live = record_update(None, config_map(json!({"a": "1"})), "kubectl-create", cm, NOW).expect("create");
         let out = apply(Some(&live), &config_map(json!({"b": "1"})), "kubectl", false, cm, LATER).expect("apply");
         assert_eq!(
             managers(&out),
@@ -2221,7 +2245,7 @@ mod tests {
         for i in 0..12 {
             let mut next = live.clone();
             next["data"][format!("k{i}")] = json!("v");
-            live = record_update(Some(&live), &next, &format!("m{i}"), cm, &format!("2025-01-01T00:00:{i:02}Z"))
+            live = record_update(Some(&live), next.clone(), &format!("m{i}"), cm, &format!("2025-01-01T00:00:{i:02}Z"))
                 .expect("update");
         }
         let list = live["metadata"]["managedFields"].as_array().expect("entries");

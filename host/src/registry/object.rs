@@ -381,6 +381,112 @@ impl serde::Serialize for OrderedMetadata<'_> {
     }
 }
 
+/// A stored value as the API serves it: compact JSON in kube-apiserver's field order with
+/// `revision` as its resourceVersion — what `encode(&decode_at(value, revision)?)` gives,
+/// without building the object: the fields are copied as raw JSON and only the
+/// resourceVersion is written in. A value this cannot read that way (not an object, no
+/// metadata object, escaped keys) takes the decoding path.
+pub(super) fn served_json(value: &[u8], revision: i64) -> Result<Bytes> {
+    fn spliced(value: &[u8], revision: i64) -> Option<Vec<u8>> {
+        let object: RawFields = serde_json::from_slice(value).ok()?;
+        let metadata = object.get("metadata")?;
+        let metadata: RawFields = serde_json::from_str(metadata.get()).ok()?;
+        let revision = revision.to_string();
+        let mut out = Vec::with_capacity(value.len() + 32);
+        out.push(b'{');
+        let mut first = true;
+        let mut field = |out: &mut Vec<u8>, key: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        for key in ["kind", "apiVersion"] {
+            if let Some(raw) = object.get(key) {
+                field(&mut out, key);
+                out.extend_from_slice(raw.get().as_bytes());
+            }
+        }
+        field(&mut out, "metadata");
+        out.push(b'{');
+        let mut first_in_metadata = true;
+        let mut meta_field = |out: &mut Vec<u8>, key: &str| {
+            if !std::mem::take(&mut first_in_metadata) {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        for key in METADATA_ORDER {
+            if *key == "resourceVersion" {
+                meta_field(&mut out, key);
+                out.push(b'"');
+                out.extend_from_slice(revision.as_bytes());
+                out.push(b'"');
+            } else if let Some(raw) = metadata.get(key) {
+                meta_field(&mut out, key);
+                out.extend_from_slice(raw.get().as_bytes());
+            }
+        }
+        for (key, raw) in &metadata.0 {
+            if !METADATA_ORDER.contains(key) {
+                meta_field(&mut out, key);
+                out.extend_from_slice(raw.get().as_bytes());
+            }
+        }
+        out.push(b'}');
+        for (key, raw) in &object.0 {
+            if !matches!(*key, "kind" | "apiVersion" | "metadata") {
+                field(&mut out, key);
+                out.extend_from_slice(raw.get().as_bytes());
+            }
+        }
+        out.push(b'}');
+        Some(out)
+    }
+    match spliced(value, revision) {
+        Some(json) => Ok(Bytes::from(json)),
+        None => decode_at(value, revision).and_then(|object| encode(&object)),
+    }
+}
+
+/// A JSON object's fields as borrowed raw values, in their order. Keys must be unescaped
+/// (they are borrowed), so an object with an escaped key, or a repeated one, is refused
+/// and the caller decodes it the ordinary way.
+struct RawFields<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'a> RawFields<'a> {
+    fn get(&self, key: &str) -> Option<&'a serde_json::value::RawValue> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, raw)| *raw)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawFields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RawFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> std::result::Result<Self::Value, M::Error> {
+                let mut fields: Vec<(&'de str, &'de serde_json::value::RawValue)> = Vec::new();
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    if fields.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom("a repeated key"));
+                    }
+                    fields.push((key, map.next_value()?));
+                }
+                Ok(RawFields(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
 /// A stored value as an object carrying its resourceVersion.
 pub(super) fn decode(kv: &KeyValue) -> Result<Object> {
     decode_at(&kv.value, kv.mod_revision)
@@ -448,9 +554,35 @@ mod tests {
         let stored = encode(&object).expect("encoded");
         let read = decode_at(&stored, 7).expect("decoded");
         assert_eq!(
+            served_json(&stored, 7).expect("served"),
+            encode(&read).expect("encoded"),
+            "the spliced JSON is the decoded object's"
+        );
+        assert_eq!(
             serde_json::to_string(&read).expect("json"),
             r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c","namespace":"n","uid":"u","resourceVersion":"7","labels":{"x":"y"}},"data":{"b":"1","a":"2"}}"#
         );
+    }
+
+    #[test]
+    fn served_json_is_the_decoded_objects_encoding_whatever_the_stored_order() {
+        let cases = [
+            // Stored by an older writer in another order, with fields of every JSON type.
+            r#"{"spec":{"n":1.5,"b":true,"z":null,"l":[1,{"a":"é\"q\n"}]},"metadata":{"x-other":1,"managedFields":[{"manager":"m"}],"name":"a","generation":3},"kind":"K","apiVersion":"g/v1"}"#,
+            // A stale resourceVersion stored by mistake is replaced, not repeated.
+            r#"{"kind":"K","metadata":{"resourceVersion":"1","uid":"u"}}"#,
+            // Empty metadata; and an escaped key, which takes the decoding path.
+            r#"{"metadata":{}}"#,
+            r#"{"metadata":{"name":"a"},"we\u0069rd":1}"#,
+            // No metadata at all: the decoding path gives it one.
+            r#"{"kind":"K"}"#,
+        ];
+        for stored in cases {
+            let expected = encode(&decode_at(stored.as_bytes(), 42).expect("decoded")).expect("encoded");
+            let served = served_json(stored.as_bytes(), 42).expect("served");
+            assert_eq!(String::from_utf8_lossy(&served), String::from_utf8_lossy(&expected), "{stored}");
+        }
+        assert!(served_json(b"[1]", 42).is_err(), "a stored value that is not an object is an error");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::admit::Admission;
-use super::object::{self, ObjectExt};
+use super::object;
 use super::served::ServedSet;
 use super::{continuation, subresource, Cause, Error, ListOptions, Object, ObjectList, Resource, Result, Revision};
 use super::{Selectors, Subresource};
@@ -111,8 +111,24 @@ impl Registry {
     pub(super) async fn namespace_exists(&self, namespace: &str) -> Result<()> {
         let namespaces =
             self.resource("", "v1", "namespaces").ok_or_else(|| Error::Internal("namespaces are not served".into()))?;
-        let object = self.get_cached(&namespaces, None, namespace).await?;
-        if object.metadata().contains_key("deletionTimestamp") {
+        // Only the one field is read: decoding the whole namespace costs on every create.
+        #[derive(serde::Deserialize)]
+        struct Namespace {
+            #[serde(default)]
+            metadata: Metadata,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct Metadata {
+            #[serde(default, rename = "deletionTimestamp")]
+            deletion_timestamp: Option<serde::de::IgnoredAny>,
+        }
+        let stored = self.cached_kv(&namespaces, None, namespace).await?;
+        let terminating = serde_json::from_slice::<Namespace>(&stored.value)
+            .map_err(|e| Error::Internal(format!("the stored namespace {namespace} cannot be read: {e}")))?
+            .metadata
+            .deletion_timestamp
+            .is_some();
+        if terminating {
             return Err(Error::Forbidden(format!(
                 "unable to create new content in namespace {namespace} because it is being terminated"
             )));

@@ -61,7 +61,7 @@ impl Change {
     /// [`Change::object`] as compact JSON, computed once per event for every reader.
     pub fn object_json(&self) -> Bytes {
         self.event.encoded("registry/object", |event| {
-            match object::decode_at(event.object(), event.revision()).and_then(|o| object::encode(&o)) {
+            match object::served_json(event.object(), event.revision()) {
                 Ok(json) => json,
                 // A stored value that is not an object cannot be served; readers see why.
                 Err(e) => Bytes::from(serde_json::to_vec(&e.to_string()).unwrap_or_default()),

@@ -513,7 +513,7 @@ fn apply_error(resource: &ApiResource, name: &str, error: apply::ApplyError) -> 
 fn record_manager(resource: &Resource, old: Option<&Object>, object: Object, options: &WriteOptions) -> Result<Object> {
     let schema = resource.strategy().schema();
     let old = old.map(|o| Value::Object(o.clone()));
-    match apply::record_update(old.as_ref(), &Value::Object(object), options.manager(), schema, &object::now()) {
+    match apply::record_update(old.as_ref(), Value::Object(object), options.manager(), schema, &object::now()) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(Error::Internal("recording managedFields did not give an object".into())),
         Err(e) => Err(Error::BadRequest(e.to_string())),

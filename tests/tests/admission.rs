@@ -445,6 +445,49 @@ spec:
     let (ok, _, err) = cluster.kubectl(kubectl, &["delete", "plugin", "gate"]);
     assert!(ok, "{err}");
     until(&cluster, "the Plugin to be unloaded", |code, _| code == 201).await;
+
+    // A plugin that fails closed (failurePolicy defaults to Fail) and has never loaded
+    // refuses what it would decide, as an unreachable webhook does; one that fails open
+    // does not; a version that loads takes over, and deleting it ends the refusals.
+    let path = write(cluster.dir.path(), "gate.yaml", &object("allow", broken.to_str().unwrap()));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    let (_, message) =
+        until(&cluster, "the unloadable Plugin to fail closed", |code, m| code == 500 && m.contains("plugin \"gate\""))
+            .await;
+    assert!(message.contains("not loaded") && message.contains("not a WebAssembly component"), "{message}");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "not-gated"}});
+    let (code, answer) =
+        cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/secrets", Some(secret)).await;
+    assert_eq!(code, 201, "only what its rules name is refused: {answer}");
+    let ignoring = object("allow", broken.to_str().unwrap())
+        .replace("  timeout: 500ms\n", "  timeout: 500ms\n  failurePolicy: Ignore\n");
+    let path = write(cluster.dir.path(), "gate.yaml", &ignoring);
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    until(&cluster, "the Plugin that fails open to let creates through", |code, _| code == 201).await;
+    let path = write(cluster.dir.path(), "gate.yaml", &object("allow", broken.to_str().unwrap()));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    until(&cluster, "the Plugin to fail closed again", |code, _| code == 500).await;
+    let path = write(cluster.dir.path(), "gate.yaml", &object("deny", module.to_str().unwrap()));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    until(&cluster, "a version that loads to decide", |code, m| code == 403 && m.contains("misbehave denies")).await;
+    let path = write(cluster.dir.path(), "gate.yaml", &object("allow", broken.to_str().unwrap()));
+    let (ok, _, err) = cluster.kubectl(kubectl, &["apply", "-f", &path]);
+    assert!(ok, "{err}");
+    wait_for("the failed load beside the version serving", Duration::from_secs(20), || async {
+        let (_, plugin) = cluster.request(reqwest::Method::GET, "/apis/wasmkube.io/v1alpha1/plugins/gate", None).await;
+        let reason = plugin["status"]["conditions"][0]["reason"].as_str().unwrap_or_default().to_string();
+        (reason == "OldVersionServing").then_some(())
+    })
+    .await;
+    let (code, message) = create_configmap(&cluster, "old-serves").await;
+    assert_eq!(code, 403, "a version serving decides, not the failure to load the next: {message}");
+    let (ok, _, err) = cluster.kubectl(kubectl, &["delete", "plugin", "gate"]);
+    assert!(ok, "{err}");
+    until(&cluster, "the Plugin to be unloaded", |code, _| code == 201).await;
 }
 
 /// Pods to decide, one image list each.

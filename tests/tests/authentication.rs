@@ -7,6 +7,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use wasmkube_tests::{on_both_backends, Backend, Cluster, KUBECTLS};
 
+/// The issuer of the API's tokens, and the audience they are made for by default.
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
 fn anonymous_client(cluster: &Cluster) -> reqwest::Client {
     let ca = std::fs::read(cluster.dir.path().join("data/tls/ca.crt")).unwrap();
     reqwest::Client::builder()
@@ -96,6 +99,36 @@ async fn service_account_tokens_authenticate_until_the_account_goes(backend: Bac
         .as_array()
         .unwrap()
         .contains(&json!("system:serviceaccounts:default")));
+    assert_eq!(reviewed["status"]["audiences"], json!([ISSUER]), "{reviewed}");
+
+    // A token made for another audience does not authenticate against the API; a
+    // TokenReview that asks about that audience accepts it and says for which.
+    let (ok, other, err) = cluster.kubectl(kubectl, &["create", "token", "bot", "--audience=other"]);
+    assert!(ok, "{err}");
+    let other = other.trim().to_string();
+    // A client without the admin certificate, so that only the token speaks.
+    let response = anonymous_client(&cluster)
+        .get(format!("{}/api/v1/namespaces", cluster.api.base))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401, "a token for another audience is Unauthorized");
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["reason"], "Unauthorized", "{status}");
+    let for_other = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": other}});
+    let (_, reviewed_other) =
+        cluster.request(Method::POST, "/apis/authentication.k8s.io/v1/tokenreviews", Some(for_other)).await;
+    assert_eq!(reviewed_other["status"]["authenticated"], false, "not for the API's audience: {reviewed_other}");
+    let asking = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": other, "audiences": ["other", "third"]}});
+    let (_, reviewed_other) =
+        cluster.request(Method::POST, "/apis/authentication.k8s.io/v1/tokenreviews", Some(asking)).await;
+    assert_eq!(reviewed_other["status"]["authenticated"], true, "{reviewed_other}");
+    assert_eq!(reviewed_other["status"]["audiences"], json!(["other"]), "{reviewed_other}");
+    let (ok, out, err) = as_bot(&["get", "namespaces", "-o", "name"]);
+    assert!(ok && out.contains("namespace/default"), "the API's own token still works: {out}{err}");
+
     let forged = json!({"spec": {"token": format!("{token}x")}});
     let (_, rejected) =
         cluster.request(Method::POST, "/apis/authentication.k8s.io/v1/tokenreviews", Some(forged)).await;

@@ -98,21 +98,46 @@ impl Chain {
     /// Whether any plugin would see this request (saves building one when none would).
     pub fn wants(&self, attributes: &Attributes, phase: Phase) -> bool {
         !exempt(&attributes.group, &attributes.resource)
-            && self.plugins.snapshot().iter().any(|p| self.applies(p, attributes, phase))
+            && (self.plugins.snapshot().iter().any(|p| applies(&p.manifest, attributes, phase))
+                || self.plugins.unavailable().iter().any(|u| applies(&u.manifest, attributes, phase)))
     }
 
-    /// Whether `plugin` decides this request itself (a shadow only runs beside its live one).
-    fn applies(&self, plugin: &LoadedPlugin, attributes: &Attributes, phase: Phase) -> bool {
-        !matches!(plugin.manifest.mode, Mode::Shadow { .. })
-            && plugin.manifest.phases.contains(&phase)
-            && plugin.manifest.applies_to(
-                &attributes.group,
-                &attributes.resource,
-                attributes.subresource.as_deref(),
-                attributes.operation_name(),
-            )
+    /// Refuse the request if a plugin that fails closed would decide it but cannot run.
+    fn refuse_if_unavailable(&self, attributes: &Attributes, phase: Phase) -> Result<(), Denied> {
+        let unavailable = self.plugins.unavailable();
+        match unavailable.iter().find(|u| applies(&u.manifest, attributes, phase)) {
+            None => Ok(()),
+            Some(plugin) => {
+                let name = plugin.manifest.name.as_str();
+                tracing::warn!(plugin = name, function = phase_name(phase), request = %format!("{} {}", attributes.operation_name(), target_name(attributes)), "admission plugin not loaded; failing closed");
+                Err(Denied {
+                    code: 500,
+                    message: format!(
+                        "Internal error occurred: plugin {name:?} failed: it is not loaded ({}); its failurePolicy is Fail",
+                        plugin.why
+                    ),
+                    plugin: name.to_string(),
+                    digest: String::new(),
+                })
+            }
+        }
     }
+}
 
+/// Whether the plugin of `manifest` decides this request itself (a shadow only runs
+/// beside its live one).
+fn applies(manifest: &plugins::Manifest, attributes: &Attributes, phase: Phase) -> bool {
+    !matches!(manifest.mode, Mode::Shadow { .. })
+        && manifest.phases.contains(&phase)
+        && manifest.applies_to(
+            &attributes.group,
+            &attributes.resource,
+            attributes.subresource.as_deref(),
+            attributes.operation_name(),
+        )
+}
+
+impl Chain {
     fn request(
         attributes: &Attributes,
         object: Option<&Map<String, Value>>,
@@ -149,10 +174,11 @@ impl Chain {
         if exempt(&attributes.group, &attributes.resource) {
             return Ok(admitted);
         }
+        self.refuse_if_unavailable(attributes, Phase::Mutate)?;
         let plugins = self.plugins.snapshot();
         // One request for the phase: the object is serialized again only after a patch.
         let mut request: Option<AdmissionRequest> = None;
-        for plugin in plugins.iter().filter(|p| self.applies(p, attributes, Phase::Mutate)) {
+        for plugin in plugins.iter().filter(|p| applies(&p.manifest, attributes, Phase::Mutate)) {
             let request = request.get_or_insert_with(|| Self::request(attributes, Some(object), old));
             let started = Instant::now();
             let result = plugin.module.mutate(request).await;
@@ -191,9 +217,10 @@ impl Chain {
         if exempt(&attributes.group, &attributes.resource) {
             return Ok(admitted);
         }
+        self.refuse_if_unavailable(attributes, Phase::Validate)?;
         let plugins = self.plugins.snapshot();
         let mut request: Option<AdmissionRequest> = None;
-        for plugin in plugins.iter().filter(|p| self.applies(p, attributes, Phase::Validate)) {
+        for plugin in plugins.iter().filter(|p| applies(&p.manifest, attributes, Phase::Validate)) {
             let request = request.get_or_insert_with(|| Self::request(attributes, object, old));
             let started = Instant::now();
             let result = plugin.module.validate(request).await;

@@ -25,7 +25,7 @@ pub struct Peer {
 
 impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        let (_, connection) = stream.io().get_ref();
+        let (_, connection) = stream.io().get_ref().get_ref();
         let certificate_user = connection
             .peer_certificates()
             .and_then(|chain| chain.first())
@@ -49,7 +49,7 @@ pub(super) async fn authenticate(State(state): State<AppState>, mut request: Req
     let certificate = request.extensions().get::<ConnectInfo<Peer>>().and_then(|p| p.0.certificate_user.clone());
     let user = match (certificate, bearer) {
         (Some(user), _) => user,
-        (None, Some(token)) => match state.authenticate_token(&token, &[]).await {
+        (None, Some(token)) => match state.authenticate_token(&token, &[]).await.map(|(user, _)| user) {
             Ok(user) => user,
             Err(why) => {
                 return ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", format!("Unauthorized: {why}"))

@@ -7,6 +7,8 @@
 //! Every error leaves as a Kubernetes `Status` ([`ApiError`]).
 
 mod authn;
+mod body;
+mod conn;
 mod discovery;
 mod health;
 mod modules;
@@ -28,6 +30,7 @@ use axum::{
 };
 
 pub use authn::Peer;
+pub use conn::DEFAULT_WRITE_TIMEOUT;
 pub use discovery::KUBERNETES_VERSION;
 pub use health::Health;
 pub use status::ApiError;
@@ -51,6 +54,9 @@ pub struct AppState {
     pub openapi: openapi::Cache,
     /// Signs and checks service-account tokens; its key is read from the store once.
     pub tokens: Arc<tokio::sync::OnceCell<Arc<crate::auth::tokens::TokenSigner>>>,
+    /// The audiences a service-account token must be for to authenticate here
+    /// (`--api-audiences`), and those a TokenRequest without audiences gets.
+    pub api_audiences: Arc<[String]>,
 }
 
 impl AppState {
@@ -75,11 +81,19 @@ impl AppState {
         Ok(signer.clone())
     }
 
-    /// The service account a bearer token names, if the token verifies and the account
-    /// still exists with the uid the token was issued for; otherwise why not.
-    async fn authenticate_token(&self, token: &str, audiences: &[String]) -> Result<crate::auth::UserInfo, String> {
+    /// The service account a bearer token names, if the token verifies, is for one of
+    /// `audiences` (none named: the API's own) and the account still exists with the uid
+    /// the token was issued for; otherwise why not. With the user, the audiences of
+    /// `audiences` the token is for.
+    async fn authenticate_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<(crate::auth::UserInfo, Vec<String>), String> {
+        let audiences = if audiences.is_empty() { &self.api_audiences[..] } else { audiences };
         let signer = self.token_signer().await.map_err(|e| e.to_string())?;
         let claims = signer.verify(token, reviews::now_seconds(), audiences).map_err(|e| e.to_string())?;
+        let matched = audiences.iter().filter(|a| claims.audiences.contains(a)).cloned().collect();
         let registry = self.registry().map_err(|e| e.to_string())?;
         let accounts = registry.resource("", "v1", "serviceaccounts").ok_or("service accounts are not served")?;
         let account = registry
@@ -93,7 +107,7 @@ impl AppState {
                 claims.namespace, claims.name
             ));
         }
-        Ok(crate::auth::UserInfo::service_account(&claims.namespace, &claims.name, &claims.uid))
+        Ok((crate::auth::UserInfo::service_account(&claims.namespace, &claims.name, &claims.uid), matched))
     }
 
     fn openapi(&self) -> Result<Arc<openapi::Documents>, ApiError> {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::shape::{metadata_only, object_revision, partial_object_metadata, Version};
-use super::{reviews, table, watch, ApiError, AppState};
+use super::{body, reviews, table, watch, ApiError, AppState};
 use crate::auth::UserInfo;
 use crate::registry::{
     DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListOptions, Patch, Propagation, Registry, Resource,
@@ -38,11 +38,11 @@ struct Target {
 /// Parse `[namespaces/{ns}/]{plural}[/{name}[/{subresource}]]` below `/api/v1` or
 /// `/apis/{group}/{version}`. `namespaces/{name}/status` is the namespace's subresource,
 /// not a resource called "status".
-fn parse_path(registry: &Registry, group: &str, version: &str, path: &str) -> Result<Target, ApiError> {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+fn parse_path(registry: &Registry, group: &str, version: &str, path: &[String]) -> Result<Target, ApiError> {
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     let unknown = || {
         let base = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/{version}") };
-        ApiError::not_found(format!("the server could not find the requested resource ({base}/{path})"))
+        ApiError::not_found(format!("the server could not find the requested resource ({base}/{})", path.join("/")))
     };
     let resource = |plural: &str| registry.resource(group, version, plural).ok_or_else(unknown);
     let namespaced = |plural: &str| registry.resource(group, version, plural).is_some_and(|r| r.namespaced);
@@ -66,12 +66,49 @@ fn parse_path(registry: &Registry, group: &str, version: &str, path: &str) -> Re
             subresource: sub.map(|s| s.to_string()),
         })
     };
-    match rest.as_slice() {
+    let target = match rest.as_slice() {
         [plural] => target(plural, None, None),
         [plural, name] => target(plural, Some(name), None),
         [plural, name, sub] => target(plural, Some(name), Some(sub)),
         _ => Err(unknown()),
+    }?;
+    for (what, value) in [("Namespace", &target.namespace), ("Name", &target.name)] {
+        if let Some(problem) = value.as_deref().and_then(path_segment_problem) {
+            return Err(ApiError::bad_request(format!(
+                "{what} parameter invalid: {:?}: {problem}",
+                value.as_deref().unwrap_or_default()
+            )));
+        }
     }
+    Ok(target)
+}
+
+/// Why a namespace or name cannot be a segment of a path (apimachinery's
+/// `IsValidPathSegmentName`), as the key it would become must not climb or split.
+fn path_segment_problem(segment: &str) -> Option<&'static str> {
+    match segment {
+        "." => Some("may not be '.'"),
+        ".." => Some("may not be '..'"),
+        s if s.contains('/') => Some("may not contain '/'"),
+        s if s.contains('%') => Some("may not contain '%'"),
+        _ => None,
+    }
+}
+
+/// The request's path below `prefix` (`/api/v1`, `/apis`), split on `/` as the client
+/// sent it and only then percent-decoded, so an escaped slash stays inside its segment
+/// (the router's own captures are decoded before they are split).
+fn raw_segments(uri: &Uri, prefix: &str) -> Result<Vec<String>, ApiError> {
+    let rest = uri.path().strip_prefix(prefix).unwrap_or_default();
+    rest.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(std::borrow::Cow::into_owned)
+                .map_err(|_| ApiError::bad_request(format!("the path segment {s:?} is not percent-encoded UTF-8")))
+        })
+        .collect()
 }
 
 /// A boolean query parameter as kube-apiserver reads one: absent, empty, `0`, `f`,
@@ -268,7 +305,7 @@ impl Params {
 pub(super) async fn core(
     State(state): State<AppState>,
     method: Method,
-    Path(path): Path<String>,
+    uri: Uri,
     params: Result<Query<Params>, QueryRejection>,
     user: Option<Extension<UserInfo>>,
     headers: HeaderMap,
@@ -278,6 +315,7 @@ pub(super) async fn core(
     let mut params = query(params)?;
     params.user = Some(user.clone());
     let body = body_of(body).await?;
+    let path = raw_segments(&uri, "/api/v1")?;
     to_completion(state, String::new(), "v1".into(), path, method, params, user, headers, body).await
 }
 
@@ -285,7 +323,7 @@ pub(super) async fn core(
 pub(super) async fn grouped(
     State(state): State<AppState>,
     method: Method,
-    Path((group, version, path)): Path<(String, String, String)>,
+    uri: Uri,
     params: Result<Query<Params>, QueryRejection>,
     user: Option<Extension<UserInfo>>,
     headers: HeaderMap,
@@ -295,6 +333,15 @@ pub(super) async fn grouped(
     let mut params = query(params)?;
     params.user = Some(user.clone());
     let body = body_of(body).await?;
+    let (group, version, path) = match raw_segments(&uri, "/apis")?.as_slice() {
+        [group, version, path @ ..] => (group.clone(), version.clone(), path.to_vec()),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "the server could not find the requested resource ({})",
+                uri.path()
+            )))
+        }
+    };
     to_completion(state, group, version, path, method, params, user, headers, body).await
 }
 
@@ -306,7 +353,7 @@ async fn to_completion(
     state: AppState,
     group: String,
     version: String,
-    path: String,
+    path: Vec<String>,
     method: Method,
     params: Params,
     user: UserInfo,
@@ -334,7 +381,7 @@ async fn serve(
     state: AppState,
     group: &str,
     version: &str,
-    path: &str,
+    path: &[String],
     method: Method,
     params: Params,
     user: &UserInfo,
@@ -349,7 +396,7 @@ async fn serve(
                 review.qualified()
             )));
         }
-        return reviews::answer(&state, review, namespace.as_deref(), user, json_body(&headers, &body)?).await;
+        return reviews::answer(&state, review, namespace.as_deref(), user, body::object(&headers, &body).await?).await;
     }
     let target = parse_path(&registry, group, version, path)?;
     let namespace = target.namespace.as_deref();
@@ -357,7 +404,7 @@ async fn serve(
     if let (Some(name), Some("token"), Some(ns), true) =
         (target.name.as_deref(), target.subresource.as_deref(), namespace, method == Method::POST)
     {
-        return reviews::token_request(&state, ns, name, json_body(&headers, &body)?).await;
+        return reviews::token_request(&state, ns, name, body::object(&headers, &body).await?).await;
     }
     if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
         return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;
@@ -403,21 +450,22 @@ async fn serve(
         }
         (Method::POST, None) => {
             let mut written = registry
-                .create(resource, namespace, json_body(&headers, &body)?, &params.write_options(&headers)?)
+                .create(resource, namespace, body::object(&headers, &body).await?, &params.write_options(&headers)?)
                 .await?;
             version.set(&mut written.object);
             Ok(respond(StatusCode::CREATED, written))
         }
         (Method::PUT, Some(name)) => {
             let options = params.write_options(&headers)?;
-            let mut written =
-                registry.update(resource, namespace, name, json_body(&headers, &body)?, None, &options).await?;
+            let mut written = registry
+                .update(resource, namespace, name, body::object(&headers, &body).await?, None, &options)
+                .await?;
             version.set(&mut written.object);
             Ok(respond(StatusCode::OK, written))
         }
         (Method::PATCH, Some(name)) => {
             let options = params.write_options(&headers)?;
-            let patch = decode_patch(&headers, &body)?;
+            let patch = body::patch(&headers, &body).await?;
             if matches!(patch, Patch::Apply(_)) && params.field_manager.as_deref().is_none_or(str::is_empty) {
                 return Err(ApiError::bad_request("fieldManager is required for apply requests"));
             }
@@ -490,10 +538,14 @@ async fn subresource(
                 decisions: Vec::new(),
             },
             Method::PUT => {
-                registry.update(resource, namespace, name, json_body(headers, body)?, Some(part), &options).await?
+                registry
+                    .update(resource, namespace, name, body::object(headers, body).await?, Some(part), &options)
+                    .await?
             }
             Method::PATCH => {
-                registry.patch(resource, namespace, name, decode_patch(headers, body)?, Some(part), &options).await?
+                registry
+                    .patch(resource, namespace, name, body::patch(headers, body).await?, Some(part), &options)
+                    .await?
             }
             other => return Err(subresource_method(other, resource, sub)),
         };
@@ -501,7 +553,7 @@ async fn subresource(
     }
     match (sub, method) {
         ("binding", Method::POST) => {
-            let binding = json_body(headers, body)?;
+            let binding = body::object(headers, body).await?;
             if binding.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).is_some_and(|n| n != name) {
                 return Err(ApiError::bad_request(format!(
                     "the name of the Binding does not match the name of the pod ({name})"
@@ -514,7 +566,7 @@ async fn subresource(
             Ok((StatusCode::CREATED, Json(success(StatusCode::CREATED))).into_response())
         }
         ("eviction", Method::POST) => {
-            let eviction = json_body(headers, body)?;
+            let eviction = body::object(headers, body).await?;
             let options = eviction.get("deleteOptions").map(|o| serde_json::to_vec(o).unwrap_or_default());
             let options = delete_options(options.as_deref().unwrap_or_default(), params)?;
             registry.delete(resource, namespace, name, &options).await?;
@@ -563,63 +615,6 @@ fn subresource_method(method: Method, resource: &Resource, sub: &str) -> ApiErro
 /// A `Status` of success, what kube-apiserver answers to a binding or an eviction.
 fn success(code: StatusCode) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code.as_u16()})
-}
-
-/// A request body as JSON, from any media type kube-apiserver takes for objects: JSON,
-/// YAML, or Kubernetes protobuf (what kubectl's generator commands send).
-fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    match content_type.split(';').next().unwrap_or_default().trim() {
-        "application/json" | "" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
-        "application/yaml" => serde_yaml_ng::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}"))),
-        "application/vnd.kubernetes.protobuf" => {
-            let mut value = super::protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            drop_unset(&mut value);
-            Ok(value)
-        }
-        other => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format ({other}); send application/json, application/yaml or application/vnd.kubernetes.protobuf"
-            ),
-        )),
-    }
-}
-
-/// Go's protobuf encoder writes every non-pointer field, so a decoded body carries empty
-/// strings and nulls where a JSON client would have sent nothing: drop them, as Go's
-/// `omitempty` would.
-fn drop_unset(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !matches!(v, Value::Null) && v.as_str() != Some(""));
-            map.values_mut().for_each(drop_unset);
-        }
-        Value::Array(items) => items.iter_mut().for_each(drop_unset),
-        _ => {}
-    }
-}
-
-fn decode_patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or_default().trim();
-    let invalid = |e: serde_json::Error| ApiError::bad_request(format!("the patch is not valid JSON: {e}"));
-    match media {
-        "application/json-patch+json" => serde_json::from_slice(body).map(Patch::Json).map_err(invalid),
-        "application/merge-patch+json" => serde_json::from_slice(body).map(Patch::Merge).map_err(invalid),
-        "application/strategic-merge-patch+json" => serde_json::from_slice(body).map(Patch::Strategic).map_err(invalid),
-        "application/apply-patch+yaml" => serde_yaml_ng::from_slice(body)
-            .map(Patch::Apply)
-            .map_err(|e| ApiError::bad_request(format!("the applied configuration is not valid YAML: {e}"))),
-        other => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!("the patch type {other:?} is not supported; use application/merge-patch+json or application/json-patch+json"),
-        )),
-    }
 }
 
 /// A DELETE body (`DeleteOptions`, possibly empty) with the query's `dryRun` and

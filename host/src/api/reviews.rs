@@ -64,8 +64,8 @@ const fn review(
 }
 
 /// The review resource a path names, if any: `{plural}` or `namespaces/{ns}/{plural}`.
-pub(super) fn find(group: &str, version: &str, path: &str) -> Option<(&'static Resource, Option<String>)> {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+pub(super) fn find(group: &str, version: &str, path: &[String]) -> Option<(&'static Resource, Option<String>)> {
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     let (namespace, plural) = match segments.as_slice() {
         [plural] => (None, *plural),
         ["namespaces", ns, plural] => (Some(ns.to_string()), *plural),
@@ -115,10 +115,8 @@ pub(super) async fn answer(
                 .filter_map(|a| a.as_str().map(String::from))
                 .collect();
             match state.authenticate_token(token, &audiences).await {
-                Ok(reviewed) => {
-                    let token_audiences =
-                        if audiences.is_empty() { vec![crate::auth::tokens::ISSUER.to_string()] } else { audiences };
-                    json!({"authenticated": true, "user": reviewed.to_json(), "audiences": token_audiences})
+                Ok((reviewed, matched)) => {
+                    json!({"authenticated": true, "user": reviewed.to_json(), "audiences": matched})
                 }
                 Err(why) => json!({"authenticated": false, "error": why, "user": {}}),
             }
@@ -183,16 +181,17 @@ pub(super) async fn token_request(
             format!("TokenRequest.authentication.k8s.io \"{name}\" is invalid: spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than 10 minutes"),
         ));
     }
-    let audiences: Vec<String> =
+    let mut audiences: Vec<String> =
         spec["audiences"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+    if audiences.is_empty() {
+        audiences = state.api_audiences.to_vec();
+    }
     let now = now_seconds();
     let token = state.token_signer().await?.issue(namespace, name, uid, &audiences, now, seconds);
     let expires = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(now + seconds).unwrap_or(0));
     let mut spec = spec;
     spec["expirationSeconds"] = json!(seconds);
-    if audiences.is_empty() {
-        spec["audiences"] = json!([crate::auth::tokens::ISSUER]);
-    }
+    spec["audiences"] = json!(audiences);
     let answer = json!({
         "kind": "TokenRequest",
         "apiVersion": "authentication.k8s.io/v1",

@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
+use super::conn::WriteDeadline;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot {what} {}: {source}", .path.display())]
@@ -191,10 +193,17 @@ const HANDSHAKES_IN_FLIGHT: usize = 256;
 pub struct TlsListener {
     local: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    write_timeout: std::time::Duration,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    /// Accept on `listener`; a connection whose client reads nothing for `write_timeout`
+    /// while the server writes to it is closed ([`WriteDeadline`]).
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        write_timeout: std::time::Duration,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (done, ready) = mpsc::channel(HANDSHAKES_IN_FLIGHT);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -228,17 +237,17 @@ impl TlsListener {
                 });
             }
         });
-        Ok(Self { local, ready })
+        Ok(Self { local, ready, write_timeout })
     }
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = WriteDeadline<TlsStream<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
-            Some(connection) => connection,
+            Some((tls, peer)) => (WriteDeadline::new(tls, self.write_timeout), peer),
             // The accept task only ends when this listener is dropped.
             None => std::future::pending().await,
         }

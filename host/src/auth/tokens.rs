@@ -78,8 +78,8 @@ impl TokenSigner {
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
     }
 
-    /// Check `token` at `now`: signature, issuer, expiry, and (if `audiences` is not
-    /// empty) that it is meant for one of them.
+    /// Check `token` at `now`: signature, issuer, expiry, and that it is meant for one of
+    /// `audiences` (none: no token is).
     pub fn verify(&self, token: &str, now: i64, audiences: &[String]) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(claims), Some(signature), None) =
@@ -104,7 +104,7 @@ impl TokenSigner {
         }
         let token_audiences: Vec<String> =
             claims["aud"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
-        if !audiences.is_empty() && !audiences.iter().any(|a| token_audiences.contains(a)) {
+        if !audiences.iter().any(|a| token_audiences.contains(a)) {
             return Err(TokenError::WrongAudience);
         }
         let account = &claims["kubernetes.io"];
@@ -127,16 +127,20 @@ mod tests {
     fn a_token_verifies_until_it_expires_and_only_with_its_key() {
         let signer = TokenSigner::new(b"0123456789abcdef0123456789abcdef");
         let token = signer.issue("default", "bot", "uid-1", &[], 1_000, 600);
-        let claims = signer.verify(&token, 1_100, &[]).expect("valid");
+        let api = [ISSUER.to_string()];
+        let claims = signer.verify(&token, 1_100, &api).expect("valid");
         assert_eq!((claims.namespace.as_str(), claims.name.as_str(), claims.uid.as_str()), ("default", "bot", "uid-1"));
         assert_eq!(claims.audiences, [ISSUER]);
-        assert_eq!(signer.verify(&token, 1_600, &[]), Err(TokenError::Expired));
+        assert_eq!(signer.verify(&token, 1_600, &api), Err(TokenError::Expired));
         assert_eq!(signer.verify(&token, 1_100, &["vault".into()]), Err(TokenError::WrongAudience));
+        assert_eq!(signer.verify(&token, 1_100, &[]), Err(TokenError::WrongAudience), "no audience, no token");
+        let for_vault = signer.issue("default", "bot", "uid-1", &["vault".into()], 1_000, 600);
+        assert_eq!(signer.verify(&for_vault, 1_100, &api), Err(TokenError::WrongAudience));
         let other = TokenSigner::new(b"another key, another cluster....");
-        assert_eq!(other.verify(&token, 1_100, &[]), Err(TokenError::BadSignature));
+        assert_eq!(other.verify(&token, 1_100, &api), Err(TokenError::BadSignature));
         let mut tampered = token.clone();
         tampered.replace_range(token.find('.').unwrap() + 2..token.find('.').unwrap() + 3, "A");
-        assert!(signer.verify(&tampered, 1_100, &[]).is_err());
-        assert_eq!(signer.verify("not-a-jwt", 1_100, &[]), Err(TokenError::Malformed));
+        assert!(signer.verify(&tampered, 1_100, &api).is_err());
+        assert_eq!(signer.verify("not-a-jwt", 1_100, &api), Err(TokenError::Malformed));
     }
 }

@@ -99,6 +99,15 @@ pub struct ServeOptions {
     /// How often candidates try to take the Lease and the leader renews it.
     #[arg(long, default_value = "2s")]
     leader_elect_retry_period: String,
+    /// The audiences the API accepts service-account tokens for, comma separated (as
+    /// kube-apiserver's flag); a token made for another audience does not authenticate.
+    /// Default: the issuer, what tokens are made for when a request names no audience.
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// How long a write to a client (a watch stream, most often) may wait for it to read
+    /// before its connection is closed.
+    #[arg(long, default_value = "30s")]
+    write_timeout: String,
 }
 
 /// What decides where pods go.
@@ -146,6 +155,10 @@ pub struct ValidServeOptions {
     sim_nodes: Option<crate::node::sim::SimNodes>,
     /// None: no scheduler.
     scheduler: Option<crate::scheduler::SchedulerConfig>,
+    /// What service-account tokens must be for to authenticate (never empty).
+    api_audiences: Vec<String>,
+    /// How long a write may wait for a client to read.
+    write_timeout: Duration,
 }
 
 impl ValidServeOptions {
@@ -161,6 +174,8 @@ impl ValidServeOptions {
             election: Default::default(),
             sim_nodes: None,
             scheduler: Some(Default::default()),
+            api_audiences: vec![crate::auth::tokens::ISSUER.to_string()],
+            write_timeout: crate::api::DEFAULT_WRITE_TIMEOUT,
         }
     }
 
@@ -199,6 +214,8 @@ impl ValidServeOptions {
             election: Default::default(),
             sim_nodes: None,
             scheduler: Some(Default::default()),
+            api_audiences: vec![crate::auth::tokens::ISSUER.to_string()],
+            write_timeout: crate::api::DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -276,6 +293,7 @@ impl CompletedServeOptions {
             renew_deadline: duration("leader-elect-renew-deadline", &o.leader_elect_renew_deadline),
             retry_period: duration("leader-elect-retry-period", &o.leader_elect_retry_period),
         };
+        let write_timeout = duration("write-timeout", &o.write_timeout);
         if !election.renew_deadline.is_zero() && election.renew_deadline >= election.lease_duration {
             problems.push(format!(
                 "--leader-elect-renew-deadline ({:?}) must be shorter than --leader-elect-lease-duration ({:?}), so a leader stops before its lease can expire",
@@ -334,7 +352,13 @@ impl CompletedServeOptions {
                 election.retry_period, election.renew_deadline
             ));
         }
+        let api_audiences: Vec<String> = o.api_audiences.iter().map(|a| a.trim().to_string()).collect();
+        if api_audiences.iter().any(String::is_empty) {
+            problems.push("--api-audiences must not name an empty audience".into());
+        }
         InvalidOptions::check(problems)?;
+        let api_audiences =
+            if api_audiences.is_empty() { vec![crate::auth::tokens::ISSUER.to_string()] } else { api_audiences };
         let storage = match o.storage {
             StorageKind::Embedded => StorageConfig::Embedded { data_dir: self.data_dir.clone() },
             StorageKind::Etcd => {
@@ -354,6 +378,8 @@ impl CompletedServeOptions {
             election,
             sim_nodes,
             scheduler,
+            api_audiences,
+            write_timeout,
         })
     }
 }
@@ -442,7 +468,7 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
         let bound = tcp.local_addr().context("reading the bound address")?;
-        let listener = TlsListener::new(tcp, tls.server_config()?)?;
+        let listener = TlsListener::new(tcp, tls.server_config()?, options.write_timeout)?;
         let kubeconfig = options.data_dir.join(KUBECONFIG_FILE);
         let host = if bound.ip().is_unspecified() { "127.0.0.1".parse()? } else { bound.ip() };
         let advertise = SocketAddr::new(host, bound.port());
@@ -459,6 +485,7 @@ impl Server {
             registry: api_registry.clone(),
             openapi: Default::default(),
             tokens: Default::default(),
+            api_audiences: options.api_audiences.clone().into(),
         });
         let http = {
             let mut stopped = stopped.clone();

@@ -253,9 +253,12 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
     let generation = metadata.and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
     let status = object.get("status").filter(|s| s.is_object()).cloned().unwrap_or_else(|| json!({}));
     let observed = status.get("observedGeneration").and_then(Value::as_i64);
-    // This generation was tried already: it serves, or its failure is on record (retrying
-    // would only fail again; a missing uploaded module is retried by `report`).
-    let tried = plugins.serving(&name).is_some() || status.get("lastError").is_some();
+    // This generation was tried already on this server: it serves, or its failure is on
+    // record (retrying would only fail again; a missing uploaded module is retried by
+    // `report`). A failure another server (or this one before a restart) recorded is
+    // tried again, so that a plugin failing closed fails closed here too.
+    let tried = plugins.serving(&name).is_some()
+        || (status.get("lastError").is_some_and(|e| !e.is_null()) && plugins.last_error(&name).is_some());
     if observed == Some(generation) && tried {
         return;
     }
@@ -266,7 +269,10 @@ async fn consider(registry: &Registry, plugins: &PluginSet, resource: &Resource,
     let outcome = match Manifest::from_value(&manifest_value) {
         Err(e) => Err(format!("invalid manifest: {e}")),
         Ok(manifest) => match module_bytes(registry, &manifest.module).await {
-            Err(e) => Err(e),
+            Err(e) => {
+                plugins.failed_to_load(&manifest, &e);
+                Err(e)
+            }
             Ok(bytes) => plugins.load(manifest, bytes, &format!("plugin/{name}")).await.map_err(|e| e.to_string()),
         },
     };

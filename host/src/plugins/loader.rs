@@ -42,6 +42,13 @@ pub struct LoadedPlugin {
     pub series: PluginSeries,
 }
 
+/// An admission plugin that fails closed and has no version serving: what it would
+/// decide is refused, with why it is not loaded.
+pub struct Unavailable {
+    pub manifest: Manifest,
+    pub why: String,
+}
+
 /// A controller plugin serving (the controller host runs it while it leads).
 pub struct LoadedController {
     pub manifest: Manifest,
@@ -88,6 +95,9 @@ pub struct PluginSet {
     changes: tokio::sync::watch::Sender<u64>,
     /// Name -> why its last load failed (cleared by a load that works).
     errors: Mutex<HashMap<String, String>>,
+    /// Admission plugins that fail closed but have no version serving: their requests
+    /// are refused until one loads or the plugin goes.
+    unavailable: RwLock<Arc<Vec<Arc<Unavailable>>>>,
     /// Per folder file: what was last loaded from it (manifest text + module digest).
     seen: Mutex<HashMap<PathBuf, (String, String)>>,
     /// Name -> what it has done (kept across its versions).
@@ -115,6 +125,7 @@ impl PluginSet {
             policies: RwLock::default(),
             changes: tokio::sync::watch::Sender::new(0),
             errors: Mutex::default(),
+            unavailable: RwLock::default(),
             seen: Mutex::default(),
             activity: Mutex::default(),
             metrics,
@@ -162,6 +173,42 @@ impl PluginSet {
     /// The plugins serving now, in call order.
     pub fn snapshot(&self) -> Arc<Vec<Arc<LoadedPlugin>>> {
         self.plugins.read().clone()
+    }
+
+    /// The admission plugins that fail closed and cannot run: none of their versions loaded.
+    pub fn unavailable(&self) -> Arc<Vec<Arc<Unavailable>>> {
+        self.unavailable.read().clone()
+    }
+
+    /// `manifest` could not be loaded (its module is missing or does not compile, `why`).
+    /// An enforcing admission plugin with `failurePolicy: Fail` and no version serving
+    /// then refuses what it would have decided, as a webhook kube-apiserver cannot reach
+    /// does; other plugins are only reported.
+    pub fn failed_to_load(&self, manifest: &Manifest, why: &str) {
+        self.errors.lock().insert(manifest.name.clone(), why.to_string());
+        let closed = manifest.world == "admission"
+            && manifest.failure_policy == super::FailurePolicy::Fail
+            && manifest.mode == super::Mode::Enforce;
+        if !closed || self.serving(&manifest.name).is_some() {
+            self.available_again(&manifest.name);
+            return;
+        }
+        let entry = Arc::new(Unavailable { manifest: manifest.clone(), why: why.to_string() });
+        let mut unavailable = self.unavailable.write();
+        let mut next: Vec<Arc<Unavailable>> =
+            unavailable.iter().filter(|u| u.manifest.name != manifest.name).cloned().collect();
+        next.push(entry);
+        *unavailable = Arc::new(next);
+        drop(unavailable);
+        tracing::warn!(plugin = %manifest.name, "admission plugin fails closed: its requests are refused until it loads");
+        self.changed();
+    }
+
+    /// `name` serves, or is gone: it no longer refuses anything for being unavailable.
+    fn available_again(&self, name: &str) {
+        if remove_named(&self.unavailable, name, |u| &u.manifest.name) {
+            self.changed();
+        }
     }
 
     /// The digest of the version of `name` serving, if one is.
@@ -240,6 +287,7 @@ impl PluginSet {
                 *plugins = Arc::new(next);
                 drop(plugins);
                 self.errors.lock().remove(&name);
+                self.available_again(&name);
                 self.metrics.loads.with_label_values(&[name.as_str(), "loaded"]).inc();
                 tracing::info!(plugin = %name, %digest, source, ?compiler, "plugin loaded");
                 self.changed();
@@ -249,7 +297,7 @@ impl PluginSet {
                 Ok(digest)
             }
             Err(e) => {
-                self.errors.lock().insert(name.clone(), e.to_string());
+                self.failed_to_load(&manifest, &e.to_string());
                 self.metrics.loads.with_label_values(&[name.as_str(), "failed"]).inc();
                 tracing::error!(plugin = %name, source, error = %e, "plugin not loaded; the version serving (if any) stays");
                 Err(e)
@@ -317,6 +365,7 @@ impl PluginSet {
                 *serving = Arc::new(next);
                 drop(serving);
                 self.errors.lock().remove(name);
+                self.available_again(name);
                 self.metrics.loads.with_label_values(&[name, "loaded"]).inc();
                 tracing::info!(plugin = %name, %digest, source, "{kind} plugin loaded");
                 self.changed();
@@ -374,6 +423,7 @@ impl PluginSet {
         let unloaded = remove_named(&self.plugins, name, |p| &p.manifest.name)
             | remove_named(&self.controllers, name, |c| &c.manifest.name)
             | remove_named(&self.policies, name, |p| &p.manifest.name);
+        self.available_again(name);
         if unloaded {
             self.metrics.loads.with_label_values(&[name, "unloaded"]).inc();
             tracing::info!(plugin = %name, "plugin unloaded");
@@ -457,7 +507,7 @@ impl PluginSet {
                 Err(e) => {
                     let why = LoadError::Read { path: module_path.display().to_string(), why: e.to_string() };
                     tracing::error!(plugin = %manifest.name, error = %why, "plugin not loaded");
-                    self.errors.lock().insert(manifest.name.clone(), why.to_string());
+                    self.failed_to_load(&manifest, &why.to_string());
                     present.insert(path.clone(), manifest.name.clone());
                     continue;
                 }

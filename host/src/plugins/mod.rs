@@ -41,7 +41,7 @@ pub use self::activity::{Activity, Disagreement, Verdict};
 pub use self::admission::AdmissionModule;
 pub use self::controller::ControllerModule;
 pub use self::error::{CallError, ClientError, LoadError};
-pub use self::loader::{Builtin, LoadedController, LoadedPlugin, LoadedPolicy, PluginSet};
+pub use self::loader::{Builtin, LoadedController, LoadedPlugin, LoadedPolicy, PluginSet, Unavailable};
 pub use self::manifest::{Capability, FailurePolicy, Manifest, ManifestError, Mode, Phase, Rule};
 pub use self::metrics::{PluginMetrics, PluginSeries};
 pub use self::policy::{types as policy_types, PolicyModule, Session as PolicySession};

@@ -1,0 +1,138 @@
+//! What a careless or hostile client sends: the corpus in `tests/hostile/corpus.json`
+//! (bodies, paths, query strings) replayed against the real binary, each answered with
+//! the expected code and `Status` reason, and nothing stored. Bodies that would cost the
+//! server its responsiveness (deep nesting) are refused while it keeps answering.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wasmkube_tests::{Backend, Cluster};
+
+/// One hostile request and what the server must answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Case {
+    name: String,
+    method: String,
+    path: String,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    body: Option<Body>,
+    code: u16,
+    reason: String,
+    /// Words the Status message must contain.
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A body as text, or built by repeating a piece (what a corpus file cannot hold).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Body {
+    Text(String),
+    #[serde(rename_all = "camelCase")]
+    Repeated {
+        #[serde(default)]
+        prefix: String,
+        repeat: String,
+        times: usize,
+        #[serde(default)]
+        suffix: String,
+    },
+}
+
+impl Body {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Body::Text(text) => text.clone().into_bytes(),
+            Body::Repeated { prefix, repeat, times, suffix } => {
+                format!("{prefix}{}{suffix}", repeat.repeat(*times)).into_bytes()
+            }
+        }
+    }
+}
+
+fn corpus() -> Vec<Case> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hostile/corpus.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+async fn send(cluster: &Cluster, case: &Case) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("a method");
+    let mut request = cluster.api.client.request(method, format!("{}{}", cluster.api.base, case.path));
+    if let Some(content_type) = &case.content_type {
+        request = request.header("content-type", content_type);
+    }
+    if let Some(body) = &case.body {
+        request = request.body(body.bytes());
+    }
+    let response = request.timeout(Duration::from_secs(60)).send().await.expect("an answer");
+    let code = response.status().as_u16();
+    let text = response.text().await.expect("a body");
+    (code, serde_json::from_str(&text).unwrap_or_else(|_| json!({"unparsed": text})))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hostile_corpus_gets_statuses_and_stores_nothing() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    // What an escaped slash used to reach: the Secret named `configmaps`.
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "configmaps"},
+        "stringData": {"password": "hunter2"}});
+    let (code, answer) =
+        cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/secrets", Some(secret)).await;
+    assert_eq!(code, 201, "{answer}");
+
+    let cases = corpus();
+    assert!(cases.len() >= 10, "the corpus is read whole");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let (code, status) = send(&cluster, case).await;
+        let message = status["message"].as_str().unwrap_or_default();
+        let as_expected = code == case.code
+            && status["kind"] == "Status"
+            && status["reason"] == case.reason.as_str()
+            && case.message.as_deref().is_none_or(|m| message.contains(m))
+            && !status.to_string().contains("hunter2")
+            && !status.to_string().contains("aHVudGVyMg");
+        if !as_expected {
+            failures.push(format!(
+                "{}: {} {} answered {code} {status}, expected {} {} {:?}",
+                case.name, case.method, case.path, case.code, case.reason, case.message
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+
+    // Nothing was stored by any of them.
+    for resource in ["configmaps", "secrets"] {
+        let (code, list) = cluster.request(reqwest::Method::GET, &format!("/api/v1/{resource}"), None).await;
+        assert_eq!(code, 200, "{list}");
+        let stored: Vec<&str> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str())
+            .filter(|name| name.starts_with("hostile"))
+            .collect();
+        assert!(stored.is_empty(), "stored by hostile requests: {stored:?}");
+    }
+}
+
+/// Deep YAML bodies sent at once are refused while the server goes on answering others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_bodies_at_once_leave_the_server_answering() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    let deep = corpus().into_iter().find(|c| c.content_type.as_deref() == Some("application/yaml")).expect("a case");
+    let (first, second, ready, list) = tokio::join!(
+        send(&cluster, &deep),
+        send(&cluster, &deep),
+        cluster.api.get("/readyz"),
+        cluster.request(reqwest::Method::GET, "/api/v1/namespaces", None),
+    );
+    assert_eq!((first.0, second.0), (400, 400), "{first:?} {second:?}");
+    assert_eq!(ready.map(|(code, _)| code), Some(200));
+    assert_eq!(list.0, 200, "{}", list.1);
+}

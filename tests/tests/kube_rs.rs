@@ -170,3 +170,59 @@ async fn a_watcher_survives_a_compaction_by_relisting() {
     }
     server.stop().await.expect("clean stop");
 }
+
+/// What kube-rs users hit first: server-side apply of a partial object without a name
+/// (the name is the URL's), a new pod's status (Pending, with its QoS class), and
+/// ComponentStatus as an always-there cluster-scoped object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_applies_pod_status_and_component_statuses() {
+    use k8s_openapi::api::core::v1::{ComponentStatus, Pod};
+    let server = TestServer::start().await.expect("test server");
+    let client = client(&server).await;
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let partial = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"from": "partial"}});
+    let applied = cms.patch("unnamed", &PatchParams::apply("kube-rs-test"), &Patch::Apply(&partial)).await.unwrap();
+    assert_eq!(applied.name_any(), "unnamed");
+    assert_eq!(applied.data.unwrap_or_default().get("from").map(String::as_str), Some("partial"));
+    let mismatched = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}});
+    let err = cms.patch("unnamed", &PatchParams::apply("kube-rs-test"), &Patch::Apply(&mismatched)).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 400), "a name unlike the URL's is still refused: {err:?}");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let guaranteed: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "g"},
+        "spec": {"containers": [{"name": "c", "image": "app:1",
+            "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]}}))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &guaranteed).await.unwrap();
+    let status = created.status.expect("a new pod has a status");
+    assert_eq!((status.phase.as_deref(), status.qos_class.as_deref()), (Some("Pending"), Some("Guaranteed")));
+    let best_effort: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b"},
+        "spec": {"containers": [{"name": "c", "image": "app:1"}]}, "status": {"phase": "Running"}}))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &best_effort).await.unwrap();
+    let status = created.status.expect("a status");
+    assert_eq!(
+        (status.phase.as_deref(), status.qos_class.as_deref()),
+        (Some("Pending"), Some("BestEffort")),
+        "the creator's status is not taken"
+    );
+
+    let statuses: Api<ComponentStatus> = Api::all(client.clone());
+    let names: Vec<String> =
+        statuses.list(&ListParams::default()).await.unwrap().iter().map(|c| c.name_any()).collect();
+    assert_eq!(names, ["scheduler", "controller-manager", "etcd-0"]);
+    let etcd = statuses.get("etcd-0").await.unwrap();
+    let healthy = etcd.conditions.unwrap_or_default();
+    assert_eq!(healthy.first().map(|c| (c.type_.as_str(), c.status.as_str())), Some(("Healthy", "True")));
+    let err = statuses.get("nothing").await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "{err:?}");
+
+    // Discovery with a trailing slash, as some clients build its URLs.
+    for (path, kind) in [("/api/", "APIVersions"), ("/apis/", "APIGroupList")] {
+        let request = http::Request::get(path).body(Vec::new()).unwrap();
+        let text = client.request_text(request).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["kind"], kind, "{path}: {answer}");
+    }
+}

@@ -353,6 +353,17 @@ async fn discovery_answers_aggregated_and_legacy_clients(backend: Backend) {
         let (ok, out, err) = cluster.kubectl(kubectl, &["api-resources", "--no-headers"]);
         assert!(ok, "{err}");
         assert!(out.lines().any(|l| l.starts_with("configmaps") && l.contains("cm")), "{out}");
+        // ComponentStatus: discovered (read-only), printed with kube-apiserver's columns
+        // and its deprecation warning.
+        assert!(out.lines().any(|l| l.starts_with("componentstatuses") && l.contains(" cs ")), "{out}");
+        let (ok, out, err) = cluster.kubectl(kubectl, &["get", "cs"]);
+        assert!(ok, "{err}");
+        assert!(err.contains("v1 ComponentStatus is deprecated in v1.19+"), "{err}");
+        let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+        assert_eq!(header, ["NAME", "STATUS", "MESSAGE", "ERROR"], "{out}");
+        assert!(out.lines().any(|l| l.starts_with("etcd-0") && l.contains("Healthy") && l.contains("ok")), "{out}");
+        let (ok, _, err) = cluster.kubectl(kubectl, &["delete", "cs", "etcd-0"]);
+        assert!(!ok && (err.contains("MethodNotAllowed") || err.contains("not allow")), "{err}");
     }
 }
 

@@ -24,11 +24,23 @@ pub struct WriteDeadline<T> {
     limit: Duration,
     /// Since when writing has been stalled, as a timer that fires at the limit.
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Counts the connections closed this way.
+    timeouts: prometheus::IntCounter,
+}
+
+/// `wasmkube_apiserver_write_timeouts_total`, registered in `registry`.
+pub fn write_timeouts(registry: &prometheus::Registry) -> prometheus::Result<prometheus::IntCounter> {
+    let counter = prometheus::IntCounter::new(
+        "wasmkube_apiserver_write_timeouts_total",
+        "Connections closed because a write waited --write-timeout for a client that read nothing.",
+    )?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
 }
 
 impl<T> WriteDeadline<T> {
-    pub fn new(inner: T, limit: Duration) -> Self {
-        Self { inner, limit, stalled: None }
+    pub fn new(inner: T, limit: Duration, timeouts: prometheus::IntCounter) -> Self {
+        Self { inner, limit, stalled: None, timeouts }
     }
 
     pub fn get_ref(&self) -> &T {
@@ -47,10 +59,14 @@ impl<T> WriteDeadline<T> {
                 let limit = self.limit;
                 let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the client read nothing for {limit:?}"),
-                    ))),
+                    Poll::Ready(()) => {
+                        self.timeouts.inc();
+                        tracing::debug!(?limit, "closing a connection whose client reads nothing");
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the client read nothing for {limit:?}"),
+                        )))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -114,7 +130,8 @@ mod tests {
             drop(socket);
         });
         let (socket, _) = listener.accept().await.expect("accept");
-        let mut server = WriteDeadline::new(socket, Duration::from_millis(300));
+        let timeouts = prometheus::IntCounter::new("timeouts", "test").expect("counter");
+        let mut server = WriteDeadline::new(socket, Duration::from_millis(300), timeouts.clone());
         let chunk = vec![7u8; 64 * 1024];
         let mut written = 0usize;
         let error = loop {
@@ -125,6 +142,7 @@ mod tests {
             assert!(written < 1 << 30, "a GiB went to a client that reads nothing");
         };
         assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert_eq!(timeouts.get(), 1);
         assert!(written >= 1 << 20, "the MiB the client read was written first ({written} bytes)");
         client.abort();
     }

@@ -37,15 +37,23 @@ const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGrou
 /// The verbs of every stored resource.
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-/// Every resource discovery lists: the registry's and the review resources.
+/// Every resource discovery lists: the registry's, the review resources and ComponentStatus.
 fn served(registry: &Registry) -> Vec<Resource> {
-    registry.resources().iter().map(|r| **r).chain(super::reviews::REVIEWS.iter().copied()).collect()
+    registry
+        .resources()
+        .iter()
+        .map(|r| **r)
+        .chain(super::reviews::REVIEWS.iter().copied())
+        .chain([super::component_status::RESOURCE])
+        .collect()
 }
 
-/// What a resource answers to: reviews are only created.
+/// What a resource answers to: reviews are only created, ComponentStatus only read.
 fn verbs_of(resource: &Resource) -> &'static [&'static str] {
     if super::reviews::REVIEWS.contains(resource) {
         &["create"]
+    } else if *resource == super::component_status::RESOURCE {
+        super::component_status::VERBS
     } else {
         &VERBS
     }

@@ -33,6 +33,20 @@ impl Health {
         self.checks.read().values().all(Result::is_ok)
     }
 
+    /// The state of check `name`, if it was ever set.
+    pub fn check(&self, name: &str) -> Option<Result<(), String>> {
+        self.checks.read().get(name).cloned()
+    }
+
+    /// Every failing check, as `name: reason`.
+    pub fn failures(&self) -> Vec<String> {
+        self.checks
+            .read()
+            .iter()
+            .filter_map(|(name, state)| state.as_ref().err().map(|why| format!("{name}: {why}")))
+            .collect()
+    }
+
     fn report(&self, verbose: bool, what: &str) -> (StatusCode, String) {
         let checks = self.checks.read();
         let ok = checks.values().all(Result::is_ok);

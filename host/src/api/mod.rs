@@ -8,6 +8,7 @@
 
 mod authn;
 mod body;
+mod component_status;
 mod conn;
 mod discovery;
 mod health;
@@ -30,7 +31,7 @@ use axum::{
 };
 
 pub use authn::Peer;
-pub use conn::DEFAULT_WRITE_TIMEOUT;
+pub use conn::{write_timeouts, DEFAULT_WRITE_TIMEOUT};
 pub use discovery::KUBERNETES_VERSION;
 pub use health::Health;
 pub use status::ApiError;
@@ -136,8 +137,11 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(discovery::version))
         .route("/version/", get(discovery::version))
         .route("/api", get(discovery::api_versions))
+        // As kube-apiserver, which some clients' discovery URLs end with a slash for.
+        .route("/api/", get(discovery::api_versions))
         .route("/api/v1", get(discovery::core_resources))
         .route("/apis", get(discovery::api_groups))
+        .route("/apis/", get(discovery::api_groups))
         .route("/apis/{group}", get(discovery::api_group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
         .route("/openapi/v2", get(openapi::v2))
@@ -179,7 +183,7 @@ async fn observe(
     let class = match path {
         "/healthz" | "/livez" | "/readyz" | "/healthz/controllers" => "health",
         "/metrics" => "metrics",
-        "/version" | "/version/" | "/api" | "/apis" | "/api/v1" => "discovery",
+        "/version" | "/version/" | "/api" | "/api/" | "/apis" | "/apis/" | "/api/v1" => "discovery",
         p if p.starts_with("/openapi/") => "openapi",
         p if p.starts_with("/api/") || p.starts_with("/apis/") => "resource",
         _ => "other",

@@ -398,6 +398,9 @@ async fn serve(
         }
         return reviews::answer(&state, review, namespace.as_deref(), user, body::object(&headers, &body).await?).await;
     }
+    if let Some(name) = super::component_status::find(group, path) {
+        return super::component_status::answer(&state, &method, name.as_deref(), &headers);
+    }
     let target = parse_path(&registry, group, version, path)?;
     let namespace = target.namespace.as_deref();
     let resource = &target.resource;

@@ -87,15 +87,18 @@ impl From<registry::Error> for ApiError {
                     "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
                 })),
             ),
-            E::Invalid { kind, name, causes } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid",
-                Some(json!({
+            E::Invalid { kind, name, causes } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid", {
+                let (kind, group) = kind.split_once('.').unwrap_or((kind.as_str(), ""));
+                let mut details = json!({
                     "name": name,
                     "kind": kind,
                     "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
-                })),
-            ),
+                });
+                if !group.is_empty() {
+                    details["group"] = json!(group);
+                }
+                Some(details)
+            }),
             E::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest", None),
             E::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden", None),
             E::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", None),

@@ -492,7 +492,7 @@ fn step(current: &[Value], selector: &str) -> Vec<Value> {
 }
 
 /// One row: its cells, and the object's metadata (kubectl reads names and labels there).
-fn row(item: &Object, cells: Vec<Value>) -> Value {
+pub(super) fn row(item: &Object, cells: Vec<Value>) -> Value {
     let metadata = item.get("metadata").cloned().unwrap_or_else(|| json!({}));
     json!({
         "cells": cells,
@@ -500,7 +500,7 @@ fn row(item: &Object, cells: Vec<Value>) -> Value {
     })
 }
 
-fn table_of(definitions: Vec<Value>, rows: Vec<Value>, revision: i64) -> Value {
+pub(super) fn table_of(definitions: Vec<Value>, rows: Vec<Value>, revision: i64) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",

@@ -194,15 +194,18 @@ pub struct TlsListener {
     local: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     write_timeout: std::time::Duration,
+    write_timeouts: prometheus::IntCounter,
 }
 
 impl TlsListener {
     /// Accept on `listener`; a connection whose client reads nothing for `write_timeout`
-    /// while the server writes to it is closed ([`WriteDeadline`]).
+    /// while the server writes to it is closed ([`WriteDeadline`]) and counted in
+    /// `write_timeouts`.
     pub fn new(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
         write_timeout: std::time::Duration,
+        write_timeouts: prometheus::IntCounter,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (done, ready) = mpsc::channel(HANDSHAKES_IN_FLIGHT);
@@ -237,7 +240,7 @@ impl TlsListener {
                 });
             }
         });
-        Ok(Self { local, ready, write_timeout })
+        Ok(Self { local, ready, write_timeout, write_timeouts })
     }
 }
 
@@ -247,7 +250,7 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
-            Some((tls, peer)) => (WriteDeadline::new(tls, self.write_timeout), peer),
+            Some((tls, peer)) => (WriteDeadline::new(tls, self.write_timeout, self.write_timeouts.clone()), peer),
             // The accept task only ends when this listener is dropped.
             None => std::future::pending().await,
         }

@@ -468,7 +468,12 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
         let bound = tcp.local_addr().context("reading the bound address")?;
-        let listener = TlsListener::new(tcp, tls.server_config()?, options.write_timeout)?;
+        let listener = TlsListener::new(
+            tcp,
+            tls.server_config()?,
+            options.write_timeout,
+            api::write_timeouts(&registry).context("registering connection metrics")?,
+        )?;
         let kubeconfig = options.data_dir.join(KUBECONFIG_FILE);
         let host = if bound.ip().is_unspecified() { "127.0.0.1".parse()? } else { bound.ip() };
         let advertise = SocketAddr::new(host, bound.port());

@@ -133,6 +133,11 @@ impl Strategy for Generic {
         }
     }
 
+    /// The workload kinds' selectors, replicas and pod templates.
+    fn validate(&self, object: &Object) -> Vec<Cause> {
+        super::validate::workload::validate(self.0.kind, object)
+    }
+
     /// A status subresource's status is the controllers' to write, not the creator's
     /// (Nodes excepted: a kubelet registers its node with its status).
     fn prepare_for_create(&self, object: &mut Object) {
@@ -184,16 +189,84 @@ impl Strategy for Namespaces {
     }
 }
 
-/// ConfigMaps and Secrets carry string maps.
+/// ConfigMaps and Secrets carry string maps. A Secret's `stringData` is written into
+/// `data` (base64) and never stored, and its `type` defaults to Opaque; once `immutable`
+/// is set, neither the data nor the flag may change.
 struct DataMaps(ApiResource);
+
+impl DataMaps {
+    fn is_secret(&self) -> bool {
+        self.0.kind == "Secret"
+    }
+
+    /// Upstream's Secret `PrepareForCreate`/`PrepareForUpdate`: `stringData` wins over
+    /// `data` key by key, as base64.
+    fn merge_string_data(&self, object: &mut Object) {
+        if !self.is_secret() {
+            return;
+        }
+        use base64::Engine;
+        if let Some(Value::Object(strings)) = object.remove("stringData") {
+            let data = object.entry("data").or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if data.is_null() {
+                *data = Value::Object(serde_json::Map::new());
+            }
+            if let Value::Object(data) = data {
+                for (key, value) in strings {
+                    let text = value.as_str().unwrap_or_default();
+                    data.insert(key, Value::String(base64::engine::general_purpose::STANDARD.encode(text)));
+                }
+            }
+        }
+        if object.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+            object.insert("type".into(), Value::String("Opaque".into()));
+        }
+    }
+}
 
 impl Strategy for DataMaps {
     fn resource(&self) -> &ApiResource {
         &self.0
     }
 
+    fn prepare_for_create(&self, object: &mut Object) {
+        self.merge_string_data(object);
+    }
+
+    fn prepare_for_update(&self, object: &mut Object, _old: &Object) {
+        self.merge_string_data(object);
+    }
+
+    fn validate_update(&self, object: &Object, old: &Object) -> Vec<Cause> {
+        let mut causes = self.validate(object);
+        if old.get("immutable").and_then(Value::as_bool) == Some(true) {
+            const IMMUTABLE: &str = "field is immutable when `immutable` is set";
+            for field in ["data", "binaryData"] {
+                let empty =
+                    |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v.as_object().is_some_and(|m| m.is_empty()));
+                let same = object.get(field) == old.get(field) || (empty(object.get(field)) && empty(old.get(field)));
+                if !same {
+                    causes.push(super::validate::Field::new(field).forbidden(IMMUTABLE));
+                }
+            }
+            if object.get("immutable").and_then(Value::as_bool) != Some(true) {
+                causes.push(super::validate::Field::new("immutable").forbidden(IMMUTABLE));
+            }
+        }
+        if self.is_secret() && object.get("type") != old.get("type") {
+            causes.push(
+                super::validate::Field::new("type")
+                    .invalid(object.get("type").unwrap_or(&Value::Null), "field is immutable"),
+            );
+        }
+        causes
+    }
+
+    /// Values are strings and keys are config keys (`IsConfigMapKey`), a key is in one
+    /// of `data` and `binaryData` only, and all of it fits in 1 MiB (`MaxSecretSize`).
     fn validate(&self, object: &Object) -> Vec<Cause> {
-        ["data", "binaryData", "stringData"]
+        const MAX_SIZE: usize = 1024 * 1024;
+        let mut causes: Vec<Cause> = ["data", "binaryData", "stringData"]
             .into_iter()
             .filter(|field| match object.get(*field) {
                 None | Some(Value::Null) => false,
@@ -201,7 +274,25 @@ impl Strategy for DataMaps {
                 Some(_) => true,
             })
             .map(|field| Cause::invalid(field, "must map keys to strings"))
-            .collect()
+            .collect();
+        let mut size = 0;
+        for field in ["data", "binaryData", "stringData"] {
+            let at = super::validate::Field::new(field);
+            for (key, value) in object.get(field).and_then(Value::as_object).into_iter().flatten() {
+                causes.extend(at.key(key).each_invalid(key, super::validate::content::config_map_key(key)));
+                size += value.as_str().map_or(0, str::len);
+                if field == "data" && object.get("binaryData").and_then(|b| b.get(key)).is_some() {
+                    causes.push(
+                        at.key(key).invalid(&Value::String(key.clone()), "duplicate of key present in binaryData"),
+                    );
+                }
+            }
+        }
+        if size > MAX_SIZE {
+            let field = if self.0.kind == "Secret" { "data" } else { "" };
+            causes.push(super::validate::Field::new(field).too_long(MAX_SIZE));
+        }
+        causes
     }
 }
 
@@ -223,6 +314,7 @@ pub(super) fn strategies() -> Vec<Arc<dyn Strategy>> {
                 ("", "namespaces") => Arc::new(Namespaces(resource)),
                 ("", "configmaps" | "secrets") => Arc::new(DataMaps(resource)),
                 ("", "services") => Arc::new(super::services::Services(resource)),
+                ("", "pods") => Arc::new(super::pods::Pods(resource)),
                 ("apiextensions.k8s.io", "customresourcedefinitions") => {
                     Arc::new(super::custom::CustomResourceDefinitions(resource))
                 }

@@ -23,6 +23,18 @@ impl Cause {
     }
 }
 
+/// Causes as Kubernetes' aggregate error prints them.
+fn causes_text(causes: &[Cause]) -> String {
+    let shown: Vec<String> = causes
+        .iter()
+        .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
+        .collect();
+    match shown.as_slice() {
+        [one] => one.clone(),
+        _ => format!("[{}]", shown.join(", ")),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `resource` is qualified ("configmaps", "deployments.apps"); `name` may be empty.
@@ -35,7 +47,8 @@ pub enum Error {
     /// A server-side apply would take fields other managers own (409 with one cause per field).
     #[error("{message}")]
     ApplyConflict { resource: String, name: String, message: String, causes: Vec<Cause> },
-    #[error("{kind} \"{name}\" is invalid: {}", .causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
+    /// kube-apiserver's words: one cause bare, several in brackets.
+    #[error("{kind} \"{name}\" is invalid: {}", causes_text(.causes))]
     Invalid { kind: String, name: String, causes: Vec<Cause> },
     #[error("{0}")]
     BadRequest(String),

@@ -51,6 +51,7 @@ mod signing_key;
 mod store;
 mod strategic;
 mod subresource;
+mod validate;
 mod validation;
 mod watch;
 mod write;

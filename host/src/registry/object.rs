@@ -59,7 +59,8 @@ pub(super) fn into_object(body: Value, resource: &ApiResource) -> Result<Object>
     Ok(object)
 }
 
-/// The generic metadata rules: DNS-1123 names, string labels and annotations.
+/// The generic metadata rules: the kind's name rule, a namespace where one belongs, and
+/// ObjectMeta's own (`validate::meta`: labels, annotations, finalizers, owners).
 pub(super) fn validate_metadata(object: &Object, namespaced: bool, rule: NameRule) -> Vec<Cause> {
     let metadata = object.metadata();
     let mut causes = Vec::new();
@@ -71,13 +72,7 @@ pub(super) fn validate_metadata(object: &Object, namespaced: bool, rule: NameRul
     if namespaced && metadata.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty) {
         causes.push(Cause::required("metadata.namespace", "Required value"));
     }
-    for field in ["labels", "annotations"] {
-        match metadata.get(field) {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) if map.values().all(Value::is_string) => {}
-            Some(_) => causes.push(Cause::invalid(&format!("metadata.{field}"), "must map strings to strings")),
-        }
-    }
+    causes.extend(super::validate::meta::validate(metadata));
     causes
 }
 

@@ -264,6 +264,11 @@ pub trait Strategy: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// [`Strategy::validate`] for an update over the stored `old` (what may not change).
+    fn validate_update(&self, object: &Object, _old: &Object) -> Vec<Cause> {
+        self.validate(object)
+    }
+
     /// The schema objects are checked (and patched, and applied) against: a built-in
     /// kind's Kubernetes definition unless the strategy has its own.
     fn schema(&self) -> Option<schema::Schema<'_>> {

@@ -182,6 +182,21 @@ impl<'a> Schema<'a> {
     pub fn type_name(self) -> Option<&'a str> {
         self.resolved().get("type").and_then(Value::as_str)
     }
+
+    /// The `format` of the type (`int32`, `date-time`, `int-or-string`, `byte`, ...).
+    pub fn format(self) -> Option<&'a str> {
+        self.node.get("format").or_else(|| self.resolved().get("format")).and_then(Value::as_str)
+    }
+
+    /// The definition this node refers to (`io.k8s.api.core.v1.Container`), if it is a
+    /// reference.
+    pub fn reference(self) -> Option<&'a str> {
+        self.node
+            .get("$ref")
+            .or_else(|| self.node.get("allOf").and_then(Value::as_array).filter(|a| a.len() == 1)?[0].get("$ref"))
+            .and_then(Value::as_str)
+            .and_then(|r| r.rsplit('/').next())
+    }
 }
 
 #[cfg(test)]

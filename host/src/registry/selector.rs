@@ -41,6 +41,33 @@ impl LabelSelector {
         self.requirements.is_empty()
     }
 
+    /// A `LabelSelector` object (`matchLabels`, `matchExpressions` with In, NotIn, Exists,
+    /// DoesNotExist), as `metav1.LabelSelectorAsSelector` reads it.
+    pub fn from_object(selector: &Value) -> Result<Self, String> {
+        let mut requirements = Vec::new();
+        for (key, value) in selector.get("matchLabels").and_then(Value::as_object).into_iter().flatten() {
+            requirements.push(Requirement::Equals(key.clone(), value.as_str().unwrap_or_default().to_string()));
+        }
+        for expression in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+            let key = expression.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+            let values: BTreeSet<String> = expression
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            requirements.push(match expression.get("operator").and_then(Value::as_str) {
+                Some("In") => Requirement::In(key, values),
+                Some("NotIn") => Requirement::NotIn(key, values),
+                Some("Exists") => Requirement::Exists(key),
+                Some("DoesNotExist") => Requirement::NotExists(key),
+                other => return Err(format!("{:?} is not a valid label selector operator", other.unwrap_or_default())),
+            });
+        }
+        Ok(Self { requirements })
+    }
+
     /// Whether an object with these `metadata.labels` is selected.
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         self.matches_with(|key| labels.and_then(|l| l.get(key)).and_then(Value::as_str))

@@ -116,7 +116,7 @@ impl Registry {
         let hook = Hook { registry: self, key: &key, namespace, name: &name, dry_run: options.dry_run };
         let reservation = strategy.begin_create(&hook, &mut object).await?;
         let outcome = async {
-            validate(&resource, &object, &name)?;
+            validate(&resource, &object, &name, None)?;
             if let Some(ns) = namespace {
                 self.namespace_exists(ns).await?;
             }
@@ -280,7 +280,7 @@ impl Registry {
         // Whether the new object is what storage holds afterwards (else the reservation goes).
         let mut kept = false;
         let outcome = async {
-            validate(resource, &object, name)?;
+            validate(resource, &object, name, Some(&old))?;
             admitted.merge(self.admission.validate(attributes.as_ref(), Some(&object), Some(&old)).await?);
             warnings.extend(admitted.warnings);
             let decisions = admitted.decisions;
@@ -468,8 +468,9 @@ fn into_view(body: Value, resource: &ApiResource, part: Option<Subresource>) -> 
     }
 }
 
-/// The configuration of a server-side apply, checked: an object naming `name`, without
-/// a status when applied to the resource itself (status is its subresource's).
+/// The configuration of a server-side apply, checked: an object naming `name` (or no
+/// name: then `name`), without a status when applied to the resource itself (status is
+/// its subresource's).
 fn apply_config(resource: &ApiResource, name: &str, config: &Value, part: Option<Subresource>) -> Result<Value> {
     let Value::Object(map) = config else {
         return Err(Error::BadRequest("the applied configuration must be an object".into()));
@@ -482,7 +483,20 @@ fn apply_config(resource: &ApiResource, name: &str, config: &Value, part: Option
                 "the name of the object ({given}) does not match the name on the URL ({name})"
             )))
         }
-        None => return Err(Error::BadRequest("the applied configuration must name the object (metadata.name)".into())),
+        // As kube-apiserver: a configuration without a name applies to the one on the URL
+        // (kube-rs applies partial objects this way).
+        None => {
+            let metadata = map.entry("metadata").or_insert(Value::Null);
+            if metadata.is_null() {
+                *metadata = Value::Object(serde_json::Map::new());
+            }
+            match metadata {
+                Value::Object(metadata) => {
+                    metadata.insert("name".into(), Value::String(name.to_string()));
+                }
+                _ => return Err(Error::BadRequest("metadata of the applied configuration must be an object".into())),
+            }
+        }
     }
     if part.is_none() && resource.has_subresource("status") {
         map.remove("status");
@@ -526,7 +540,9 @@ fn check_schema(resource: &Resource, object: &mut Object, validation: FieldValid
     let Some(schema) = resource.strategy().schema() else {
         return Ok(Vec::new());
     };
-    let findings = validation::check(object, schema);
+    // Built-in kinds are decoded by Go types in kube-apiserver; custom ones by their schema.
+    let typed = resource.strategy().openapi_schema().is_none();
+    let findings = validation::check(object, schema, typed);
     let cannot = |why: String| {
         Error::BadRequest(format!(
             "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}",
@@ -547,14 +563,24 @@ fn check_schema(resource: &Resource, object: &mut Object, validation: FieldValid
     }
 }
 
-/// The object's metadata and the strategy's own checks, every problem at once.
-fn validate(resource: &Resource, object: &Object, name: &str) -> Result<()> {
+/// The object's metadata and the strategy's own checks (of an update over `old`, if
+/// given), every problem at once.
+fn validate(resource: &Resource, object: &Object, name: &str, old: Option<&Object>) -> Result<()> {
     let strategy = resource.strategy();
     let mut causes = object::validate_metadata(object, resource.namespaced, strategy.name_rule());
-    causes.extend(strategy.validate(object));
+    causes.extend(match old {
+        None => strategy.validate(object),
+        Some(old) => strategy.validate_update(object, old),
+    });
     if causes.is_empty() {
         Ok(())
     } else {
-        Err(Error::Invalid { kind: resource.kind.into(), name: name.into(), causes })
+        // kube-apiserver names the kind with its group: `Deployment.apps "web" is invalid`.
+        let kind = if resource.group.is_empty() {
+            resource.kind.to_string()
+        } else {
+            format!("{}.{}", resource.kind, resource.group)
+        };
+        Err(Error::Invalid { kind, name: name.into(), causes })
     }
 }

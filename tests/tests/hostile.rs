@@ -188,3 +188,61 @@ async fn a_watcher_that_stops_reading_loses_its_connection() {
     let (code, _) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/configmaps?limit=1", None).await;
     assert_eq!(code, 200);
 }
+
+/// What identifies a stored object is not changed by a write, and preconditions say why
+/// they failed: a patch that renames or moves it is 400, another uid 422, a resourceVersion
+/// of the wrong JSON type 400, a delete's uid precondition 409 naming both uids; the object
+/// is as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_fields_are_not_rewritten_by_writes() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"}, "data": {"a": "1"}});
+    let (code, created) =
+        cluster.request(reqwest::Method::POST, "/api/v1/namespaces/default/configmaps", Some(body)).await;
+    assert_eq!(code, 201, "{created}");
+    let uid = created["metadata"]["uid"].as_str().expect("a uid").to_string();
+    let path = "/api/v1/namespaces/default/configmaps/keep";
+    let cases = [
+        (
+            json!({"metadata": {"name": "other"}, "data": {"a": "2"}}),
+            400,
+            "BadRequest",
+            "the name of the object (other) does not match the name on the URL (keep)".to_string(),
+        ),
+        (
+            json!({"metadata": {"namespace": "kube-system"}, "data": {"a": "2"}}),
+            400,
+            "BadRequest",
+            "the namespace of the object (kube-system) does not match the namespace on the request (default)"
+                .to_string(),
+        ),
+        (
+            json!({"metadata": {"uid": "not-the-uid"}, "data": {"a": "2"}}),
+            422,
+            "Invalid",
+            "metadata.uid: Invalid value: \"not-the-uid\": field is immutable".to_string(),
+        ),
+        (
+            json!({"metadata": {"resourceVersion": 1}, "data": {"a": "2"}}),
+            400,
+            "BadRequest",
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.resourceVersion of type string"
+                .to_string(),
+        ),
+    ];
+    for (patch, code, reason, message) in cases {
+        let (answered, status) = cluster.merge_patch(path, &patch).await;
+        assert_eq!((answered, status["reason"].as_str()), (code, Some(reason)), "{patch}: {status}");
+        assert!(status["message"].as_str().unwrap_or_default().contains(&message), "{patch}: {status}");
+    }
+    let delete = json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "not-the-uid"}});
+    let (code, status) = cluster.request(reqwest::Method::DELETE, path, Some(delete)).await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(
+        status["message"],
+        format!("Operation cannot be fulfilled on configmaps \"keep\": Precondition failed: UID in precondition: not-the-uid, UID in object meta: {uid}")
+    );
+    let (code, stored) = cluster.request(reqwest::Method::GET, path, None).await;
+    assert_eq!(code, 200);
+    assert_eq!((stored["metadata"]["uid"].as_str(), stored["data"]["a"].as_str()), (Some(uid.as_str()), Some("1")));
+}

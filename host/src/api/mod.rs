@@ -152,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{*path}", any(resources::core))
         .route("/apis/{group}/{version}/{*path}", any(resources::grouped))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(resources::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authn::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -204,6 +205,14 @@ fn accepts(headers: &axum::http::HeaderMap, wanted: impl Fn(&str) -> bool) -> bo
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(wanted)
+}
+
+/// A known path asked with a method it does not take (`POST /version`): 405 as a Status.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "the server does not allow this method on the requested resource ({method} {})",
+        uri.path()
+    ))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, StoreLimits, UpdateDeadline};
+use wasmtime::{Engine, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::error::CallError;
@@ -21,7 +21,7 @@ use super::Client;
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: Limits,
     /// When the call under way must end.
     pub(super) deadline: Instant,
     pub(super) plugin: Arc<str>,
@@ -42,7 +42,7 @@ impl HostState {
             // Nothing inherited or preopened: no files, environment, arguments or sockets.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: wasmtime::StoreLimitsBuilder::new().memory_size(memory).trap_on_grow_failure(true).build(),
+            limits: Limits { memory },
             deadline: Instant::now(),
             plugin,
             digest,
@@ -58,6 +58,41 @@ impl WasiView for HostState {
     }
 }
 
+/// A plugin's memory limit, enforced by the store: growing a memory past it fails the
+/// call with [`MemoryExhausted`], which is how [`classify`] tells it apart (by type: the
+/// words wasmtime's own limiter writes change between versions). A module's own declared
+/// maximum keeps WebAssembly's meaning (`memory.grow` answers -1).
+pub(super) struct Limits {
+    memory: usize,
+}
+
+/// A call that wanted more memory than its plugin may have.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin asked for {desired} bytes of memory, past its limit of {limit}")]
+pub(super) struct MemoryExhausted {
+    desired: usize,
+    limit: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            return Err(wasmtime::Error::new(MemoryExhausted { desired, limit: self.memory }));
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    /// The allocator could not give what the limit allows (a pooling slot is smaller).
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        tracing::debug!(error = %error, "a plugin's memory could not grow");
+        Err(wasmtime::Error::new(MemoryExhausted { desired: 0, limit: self.memory }))
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
 /// What a failed call was: a timeout (the epoch deadline), running out of memory, or a trap.
 pub(super) fn classify(error: wasmtime::Error, timeout: Duration, memory_limit: usize) -> CallError {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
@@ -65,11 +100,10 @@ pub(super) fn classify(error: wasmtime::Error, timeout: Duration, memory_limit: 
             return CallError::Timeout(timeout);
         }
     }
-    let text = format!("{error:#}");
-    if text.contains("forcing a memory growth failure to be a trap") || text.contains("memory growth") {
+    if error.downcast_ref::<MemoryExhausted>().is_some() {
         return CallError::OutOfMemory(memory_limit);
     }
-    CallError::Trap(text)
+    CallError::Trap(format!("{error:#}"))
 }
 
 /// A store for one instance: limits and the deadline callback set.

@@ -58,9 +58,11 @@ impl Registry {
                     Ok(object) => object,
                     Err(e) => return Attempt::Done(Err(e)),
                 };
-                if options.resource_version.is_some_and(|rv| rv != stored.mod_revision)
-                    || options.uid.as_deref().is_some_and(|uid| object.metadata().get("uid") != Some(&Value::from(uid)))
-                {
+                let uid = object.metadata().get("uid").and_then(Value::as_str).unwrap_or_default();
+                if let Some(wanted) = options.uid.as_deref().filter(|wanted| *wanted != uid) {
+                    return Attempt::Done(Err(Error::uid_precondition_failed(resource, name, wanted, uid)));
+                }
+                if options.resource_version.is_some_and(|rv| rv != stored.mod_revision) {
                     return Attempt::Done(Err(Error::precondition_failed(resource, name)));
                 }
                 let attributes = self.admission.attributes(Request {

@@ -92,7 +92,16 @@ impl Error {
         }
     }
 
-    /// A delete's resourceVersion or uid precondition does not hold.
+    /// A delete's uid precondition does not hold (storage's `Preconditions.Check` words).
+    pub(super) fn uid_precondition_failed(resource: &super::ApiResource, name: &str, wanted: &str, uid: &str) -> Self {
+        Error::Conflict {
+            resource: resource.qualified(),
+            name: name.into(),
+            message: format!("Precondition failed: UID in precondition: {wanted}, UID in object meta: {uid}"),
+        }
+    }
+
+    /// A delete's resourceVersion precondition does not hold.
     pub(super) fn precondition_failed(resource: &super::ApiResource, name: &str) -> Self {
         Error::Conflict {
             resource: resource.qualified(),

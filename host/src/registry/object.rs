@@ -127,10 +127,41 @@ fn dns_subdomain_problem(name: &str) -> Option<&'static str> {
 
 /// On update the client may not change what the registry owns: uid, creation time, the
 /// name and namespace.
-pub(super) fn carry_over_system_fields(object: &mut Object, old: &Object, namespace: Option<&str>, name: &str) {
+///
+/// What kube-apiserver refuses instead of keeping: another name or namespace than the
+/// request's (400, also when a patch changes them), another uid (422, immutable).
+pub(super) fn carry_over_system_fields(
+    object: &mut Object,
+    old: &Object,
+    resource: &ApiResource,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<()> {
     const SYSTEM: [&str; 5] =
         ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"];
     let old_metadata = old.metadata();
+    let text =
+        |key: &str| object.metadata().get(key).and_then(Value::as_str).filter(|v| !v.is_empty()).map(String::from);
+    if let Some(given) = text("name").filter(|given| given != name) {
+        return Err(Error::BadRequest(format!(
+            "the name of the object ({given}) does not match the name on the URL ({name})"
+        )));
+    }
+    if let (Some(given), Some(ns)) = (text("namespace"), namespace) {
+        if given != ns {
+            return Err(Error::BadRequest(format!(
+                "the namespace of the object ({given}) does not match the namespace on the request ({ns})"
+            )));
+        }
+    }
+    let old_uid = old_metadata.get("uid").and_then(Value::as_str).unwrap_or_default();
+    if let Some(given) = text("uid").filter(|given| given != old_uid) {
+        return Err(Error::Invalid {
+            kind: resource.kind.into(),
+            name: name.into(),
+            causes: vec![Cause::invalid("metadata.uid", format!("Invalid value: {given:?}: field is immutable"))],
+        });
+    }
     let metadata = object.metadata_mut();
     for field in SYSTEM {
         match old_metadata.get(field) {
@@ -143,6 +174,19 @@ pub(super) fn carry_over_system_fields(object: &mut Object, old: &Object, namesp
         metadata.insert("namespace".into(), Value::String(ns.into()));
     }
     metadata.remove("resourceVersion");
+    Ok(())
+}
+
+/// How much of `generateName` is kept (63 less the 5 random characters).
+const MAX_GENERATED_BASE: usize = 58;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate_at_char(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Set what the registry owns in a new object's metadata: its namespace (the request's),
@@ -172,7 +216,8 @@ pub(super) fn prepare_new(
     let name = match metadata.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
         Some(name) => name.to_string(),
         None => match metadata.get("generateName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            Some(base) => format!("{base}{}", random_suffix()),
+            // Kubernetes' SimpleNameGenerator: the base cut to 58 bytes, then 5 random characters.
+            Some(base) => format!("{}{}", truncate_at_char(base, MAX_GENERATED_BASE), random_suffix()),
             None => {
                 return Err(Error::Invalid {
                     kind: resource.kind.into(),
@@ -182,6 +227,9 @@ pub(super) fn prepare_new(
             }
         },
     };
+    if metadata.get("resourceVersion").is_some_and(|rv| !rv.is_null() && rv.as_str() != Some("")) {
+        return Err(Error::BadRequest("resourceVersion should not be set on objects to be created".into()));
+    }
     metadata.insert("name".into(), Value::String(name.clone()));
     metadata.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
     metadata.insert("creationTimestamp".into(), Value::String(now()));
@@ -588,6 +636,31 @@ mod tests {
         for bad in ["", "A", "-a", "a-", "a_b", &"x".repeat(254)] {
             assert!(dns_subdomain_problem(bad).is_some(), "{bad}");
         }
+    }
+
+    #[test]
+    fn generate_name_keeps_58_bytes_of_its_base_and_a_create_may_not_pin_a_version() {
+        let resource = ApiResource {
+            group: "",
+            version: "v1",
+            kind: "ConfigMap",
+            plural: "configmaps",
+            singular: "configmap",
+            namespaced: true,
+            short_names: &[],
+            categories: &[],
+            subresources: &[],
+        };
+        let mut object: Object =
+            serde_json::from_value(serde_json::json!({"metadata": {"generateName": "x".repeat(80)}})).expect("object");
+        let name = prepare_new(&mut object, &resource, Some("default"), false).expect("named");
+        assert_eq!(name.len(), 63, "{name}");
+        assert!(name.starts_with(&"x".repeat(58)), "{name}");
+        let mut pinned: Object =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "a", "resourceVersion": "5"}}))
+                .expect("object");
+        let refused = prepare_new(&mut pinned, &resource, Some("default"), false).expect_err("refused");
+        assert_eq!(refused.to_string(), "resourceVersion should not be set on objects to be created");
     }
 
     #[test]

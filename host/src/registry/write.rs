@@ -224,14 +224,29 @@ impl Registry {
                 None => object.remove("status"),
             };
         }
-        let expected = match object.metadata().get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
-        {
-            Some(rv) => rv.parse::<Revision>().map_err(|_| {
+        let expected = match object.metadata().get("resourceVersion") {
+            None | Some(Value::Null) => current.mod_revision,
+            Some(Value::String(rv)) if rv.is_empty() => current.mod_revision,
+            Some(Value::String(rv)) => rv.parse::<Revision>().map_err(|_| {
                 Error::BadRequest(format!("metadata.resourceVersion {rv:?} is not a valid resource version"))
             })?,
-            None => current.mod_revision,
+            // Go's decoder refuses it before anything else would look at it.
+            Some(other) => {
+                let kind = if other.is_number() {
+                    "number"
+                } else if other.is_boolean() {
+                    "bool"
+                } else {
+                    "object"
+                };
+                return Err(Error::BadRequest(format!(
+                    "{kind_name} in version \"{version}\" cannot be handled as a {kind_name}: json: cannot unmarshal {kind} into Go struct field ObjectMeta.metadata.resourceVersion of type string",
+                    kind_name = resource.kind,
+                    version = resource.version,
+                )));
+            }
         };
-        object::carry_over_system_fields(&mut object, &old, namespace, name);
+        object::carry_over_system_fields(&mut object, &old, resource, namespace, name)?;
         let deleting = old.metadata().contains_key("deletionTimestamp");
         if deleting {
             let before = object::finalizers(&old);

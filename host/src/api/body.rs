@@ -23,9 +23,21 @@ const MAX_YAML_DEPTH: usize = 1000;
 /// A body of an object as JSON, from any media type kube-apiserver takes for objects:
 /// JSON, YAML, or Kubernetes protobuf (what kubectl's generator commands send).
 pub(super) async fn object(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    object_checked(headers, body).await.map(|(value, _)| value)
+}
+
+/// [`object`], and the paths of the keys a JSON body repeats (`spec.replicas`; the last
+/// one is kept, as Go's decoder keeps it), which `fieldValidation` reports or refuses.
+pub(super) async fn object_checked(headers: &HeaderMap, body: &[u8]) -> Result<(Value, Vec<String>), ApiError> {
     match media_type(headers, "application/json") {
-        "application/json" | "" => serde_json::from_slice(body)
+        "application/json" | "" => json_noting_duplicates(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
+        _ => object_of_other_media(headers, body).await.map(|value| (value, Vec::new())),
+    }
+}
+
+async fn object_of_other_media(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    match media_type(headers, "application/json") {
         "application/yaml" => yaml(body, "the request body is not valid YAML").await,
         "application/vnd.kubernetes.protobuf" => {
             let mut value = super::protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -55,6 +67,121 @@ pub(super) async fn patch(headers: &HeaderMap, body: &[u8]) -> Result<Patch, Api
             "UnsupportedMediaType",
             format!("the patch type {other:?} is not supported; use application/merge-patch+json or application/json-patch+json"),
         )),
+    }
+}
+
+/// JSON into a value, noting the dotted path of every key an object repeats.
+fn json_noting_duplicates(body: &[u8]) -> Result<(Value, Vec<String>), serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut duplicates = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = Noting { at: None, duplicates: &mut duplicates }.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok((value, duplicates))
+}
+
+/// Where a value is, as a chain of borrowed keys and indices: a path is only spelled out
+/// (allocated) for a repeated key.
+#[derive(Clone, Copy)]
+struct Segment<'p> {
+    parent: Option<&'p Segment<'p>>,
+    key: Option<&'p str>,
+    index: usize,
+}
+
+impl Segment<'_> {
+    /// `spec.containers[0].name`.
+    fn dotted(&self) -> String {
+        let mut parts = Vec::new();
+        let mut at = Some(self);
+        while let Some(segment) = at {
+            parts.push(match segment.key {
+                Some(key) => format!(".{key}"),
+                None => format!("[{}]", segment.index),
+            });
+            at = segment.parent;
+        }
+        let path: String = parts.into_iter().rev().collect();
+        path.strip_prefix('.').unwrap_or(&path).to_string()
+    }
+}
+
+/// Builds a `Value` like serde_json's own, recording repeated keys.
+struct Noting<'p, 'd> {
+    at: Option<&'p Segment<'p>>,
+    duplicates: &'d mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Noting<'_, '_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Noting<'_, '_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let segment = Segment { parent: self.at, key: None, index: items.len() };
+            let next = Noting { at: Some(&segment), duplicates: &mut *self.duplicates };
+            match seq.next_element_seed(next)? {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let segment = Segment { parent: self.at, key: Some(&key), index: 0 };
+            let value = map.next_value_seed(Noting { at: Some(&segment), duplicates: &mut *self.duplicates })?;
+            if object.contains_key(&key) {
+                self.duplicates.push(segment.dotted());
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -233,6 +360,22 @@ data:
         assert!(yaml_too_deep(indented.as_bytes(), MAX_YAML_DEPTH));
         // Deep, but within the bound.
         assert!(!yaml_too_deep("[".repeat(500).as_bytes(), MAX_YAML_DEPTH));
+    }
+
+    #[test]
+    fn repeated_keys_are_noted_by_path_and_the_last_one_kept() {
+        let body = br#"{"spec": {"replicas": 1, "replicas": 3, "template": {"spec": {"containers": [{"name": "a", "name": "b"}]}}}, "kind": "Deployment"}"#;
+        let (value, duplicates) = json_noting_duplicates(body).expect("JSON");
+        assert_eq!(duplicates, ["spec.replicas", "spec.template.spec.containers[0].name"]);
+        assert_eq!(value["spec"]["replicas"], 3);
+        assert_eq!(value["spec"]["template"]["spec"]["containers"][0]["name"], "b");
+        let plain: Value = serde_json::from_slice(br#"{"a": [1, 2.5, -3, null, true, "x", {"b": {}}]}"#).expect("JSON");
+        assert_eq!(
+            json_noting_duplicates(br#"{"a": [1, 2.5, -3, null, true, "x", {"b": {}}]}"#).expect("JSON").0,
+            plain
+        );
+        assert!(json_noting_duplicates(b"{} trailing").is_err());
+        assert!(json_noting_duplicates("[".repeat(1000).as_bytes()).is_err(), "the depth limit holds");
     }
 
     #[tokio::test]

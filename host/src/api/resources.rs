@@ -269,6 +269,7 @@ impl Params {
             force: flag(self.force.as_deref()),
             user: self.user.clone(),
             rewrite: false,
+            duplicate_fields: Vec::new(),
         })
     }
 
@@ -452,17 +453,16 @@ async fn serve(
             Ok(Json(object).into_response())
         }
         (Method::POST, None) => {
-            let mut written = registry
-                .create(resource, namespace, body::object(&headers, &body).await?, &params.write_options(&headers)?)
-                .await?;
+            let (object, duplicates) = body::object_checked(&headers, &body).await?;
+            let options = WriteOptions { duplicate_fields: duplicates, ..params.write_options(&headers)? };
+            let mut written = registry.create(resource, namespace, object, &options).await?;
             version.set(&mut written.object);
             Ok(respond(StatusCode::CREATED, written))
         }
         (Method::PUT, Some(name)) => {
-            let options = params.write_options(&headers)?;
-            let mut written = registry
-                .update(resource, namespace, name, body::object(&headers, &body).await?, None, &options)
-                .await?;
+            let (object, duplicates) = body::object_checked(&headers, &body).await?;
+            let options = WriteOptions { duplicate_fields: duplicates, ..params.write_options(&headers)? };
+            let mut written = registry.update(resource, namespace, name, object, None, &options).await?;
             version.set(&mut written.object);
             Ok(respond(StatusCode::OK, written))
         }

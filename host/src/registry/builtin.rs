@@ -133,9 +133,16 @@ impl Strategy for Generic {
         }
     }
 
-    /// The workload kinds' selectors, replicas and pod templates.
+    /// The kind's own rules: workloads' selectors, replicas and pod templates; RBAC rules
+    /// and bindings; Node taints; Lease durations.
     fn validate(&self, object: &Object) -> Vec<Cause> {
-        super::validate::workload::validate(self.0.kind, object)
+        use super::validate::{node, rbac, workload};
+        match (self.0.group, self.0.kind) {
+            ("rbac.authorization.k8s.io", kind) => rbac::validate(kind, object),
+            ("", "Node") => node::validate_node(object),
+            ("coordination.k8s.io", "Lease") => node::validate_lease(object),
+            (_, kind) => workload::validate(kind, object),
+        }
     }
 
     /// A status subresource's status is the controllers' to write, not the creator's

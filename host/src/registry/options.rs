@@ -39,6 +39,9 @@ pub struct WriteOptions {
     /// the tests). Otherwise an update that changes nothing but managedFields timestamps is
     /// a no-op, as in kube-apiserver.
     pub rewrite: bool,
+    /// Keys the request's JSON body repeated (`spec.replicas`), reported or refused as
+    /// `fieldValidation` says, beside the unknown fields.
+    pub duplicate_fields: Vec<String>,
 }
 
 impl WriteOptions {

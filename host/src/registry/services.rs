@@ -50,6 +50,10 @@ impl Strategy for Services {
         object.remove("status");
     }
 
+    fn validate(&self, object: &Object) -> Vec<Cause> {
+        super::validate::service::validate(object)
+    }
+
     async fn begin_create(&self, hook: &Hook<'_>, object: &mut Object) -> Result<Reservation> {
         let needs = prepare(object, None)?;
         if hook.dry_run || needs.wanted.is_empty() {

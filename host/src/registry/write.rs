@@ -108,7 +108,7 @@ impl Registry {
             dry_run: options.dry_run,
         });
         let mut admitted = self.admission.mutate(attributes.as_ref(), &mut object, None).await?;
-        let mut warnings = check_schema(&resource, &mut object, options.field_validation)?;
+        let mut warnings = check_schema(&resource, &mut object, options)?;
         if managed == ManagedFields::Record {
             object = record_manager(&resource, None, object, options)?;
         }
@@ -286,7 +286,7 @@ impl Registry {
         if strategy.tracks_generation() {
             object::bump_generation(&mut object, &old);
         }
-        let mut warnings = check_schema(resource, &mut object, options.field_validation)?;
+        let mut warnings = check_schema(resource, &mut object, options)?;
         if managed == ManagedFields::Record {
             object = record_manager(resource, Some(&old), object, options)?;
         }
@@ -551,7 +551,8 @@ fn record_manager(resource: &Resource, old: Option<&Object>, object: Object, opt
 
 /// Drop the fields the kind's schema does not declare; refuse them under Strict, and
 /// refuse values of the wrong shape. Returns the warnings for the client.
-fn check_schema(resource: &Resource, object: &mut Object, validation: FieldValidation) -> Result<Vec<String>> {
+fn check_schema(resource: &Resource, object: &mut Object, options: &WriteOptions) -> Result<Vec<String>> {
+    let validation = options.field_validation;
     let Some(schema) = resource.strategy().schema() else {
         return Ok(Vec::new());
     };
@@ -568,12 +569,17 @@ fn check_schema(resource: &Resource, object: &mut Object, validation: FieldValid
     if !findings.wrong_shape.is_empty() {
         return Err(cannot(findings.wrong_shape.join(", ")));
     }
-    let unknown = findings.unknown.iter().map(|path| format!("unknown field \"{path}\""));
+    let problems: Vec<String> = findings
+        .unknown
+        .iter()
+        .map(|path| format!("unknown field \"{path}\""))
+        .chain(options.duplicate_fields.iter().map(|path| format!("duplicate field \"{path}\"")))
+        .collect();
     match validation {
-        FieldValidation::Strict if !findings.unknown.is_empty() => {
-            Err(cannot(format!("strict decoding error: {}", unknown.collect::<Vec<_>>().join(", "))))
+        FieldValidation::Strict if !problems.is_empty() => {
+            Err(cannot(format!("strict decoding error: {}", problems.join(", "))))
         }
-        FieldValidation::Warn => Ok(unknown.collect()),
+        FieldValidation::Warn => Ok(problems),
         _ => Ok(Vec::new()),
     }
 }

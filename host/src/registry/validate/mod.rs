@@ -8,7 +8,10 @@
 
 pub(super) mod content;
 pub(super) mod meta;
+pub(super) mod node;
 pub(super) mod pod;
+pub(super) mod rbac;
+pub(super) mod service;
 pub(super) mod workload;
 
 use serde_json::Value;

@@ -223,7 +223,7 @@ fn validate_resources(resources: Option<&Value>, at: &Field, causes: &mut Vec<Ca
 }
 
 /// `IsValidPortName`.
-fn port_name(port: &str) -> Vec<String> {
+pub(super) fn port_name(port: &str) -> Vec<String> {
     let mut problems = Vec::new();
     if port.len() > 15 {
         problems.push(content::max_len_error(15));

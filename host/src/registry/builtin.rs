@@ -134,13 +134,14 @@ impl Strategy for Generic {
     }
 
     /// The kind's own rules: workloads' selectors, replicas and pod templates; RBAC rules
-    /// and bindings; Node taints; Lease durations.
+    /// and bindings; Node taints; Lease durations; core Events' namespaces.
     fn validate(&self, object: &Object) -> Vec<Cause> {
         use super::validate::{node, rbac, workload};
         match (self.0.group, self.0.kind) {
             ("rbac.authorization.k8s.io", kind) => rbac::validate(kind, object),
             ("", "Node") => node::validate_node(object),
             ("coordination.k8s.io", "Lease") => node::validate_lease(object),
+            ("", "Event") => super::validate::event::validate(object),
             (_, kind) => workload::validate(kind, object),
         }
     }

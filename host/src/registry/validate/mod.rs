@@ -7,6 +7,7 @@
 //! storage or HTTP. The schema's own checks (types, unknown fields) are `validation.rs`.
 
 pub(super) mod content;
+pub(super) mod event;
 pub(super) mod meta;
 pub(super) mod node;
 pub(super) mod pod;

@@ -195,6 +195,12 @@ impl ValidServeOptions {
         self
     }
 
+    /// The same, without a scheduler (pods stay unbound, and nothing writes about them).
+    pub(crate) fn without_scheduler(mut self) -> Self {
+        self.scheduler = None;
+        self
+    }
+
     /// The same, with plugins from `dir` and (or not) the default plugins.
     pub(crate) fn with_plugins(mut self, dir: Option<PathBuf>, defaults: bool) -> Self {
         self.plugin_dir = dir;

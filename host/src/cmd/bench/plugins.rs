@@ -315,7 +315,12 @@ async fn api_creates(
     let data_dir = scratch.join(name);
     let listen = "127.0.0.1:0".parse()?;
     let mut server =
-        Server::start(ValidServeOptions::embedded(data_dir.clone(), listen).with_plugins(plugin_dir, defaults)).await?;
+        // No scheduler: with no nodes it would write a FailedScheduling Event and a condition
+        // for every pod, measuring itself rather than the admission plugins.
+        Server::start(
+            ValidServeOptions::embedded(data_dir.clone(), listen).with_plugins(plugin_dir, defaults).without_scheduler(),
+        )
+        .await?;
     server.ready().await?;
     let api = Arc::new(Api::connect(&data_dir, &format!("https://{}", server.advertise))?);
     api.warm_up().await?;

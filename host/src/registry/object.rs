@@ -435,55 +435,48 @@ pub(super) fn served_json(value: &[u8], revision: i64) -> Result<Bytes> {
         let metadata = object.get("metadata")?;
         let metadata: RawFields = serde_json::from_str(metadata.get()).ok()?;
         let revision = revision.to_string();
+        /// `"key":`, after a comma unless it is the object's first field.
+        fn key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
+            if !std::mem::take(first) {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
         let mut out = Vec::with_capacity(value.len() + 32);
         out.push(b'{');
         let mut first = true;
-        let mut field = |out: &mut Vec<u8>, key: &str| {
-            if !std::mem::take(&mut first) {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
-        };
-        for key in ["kind", "apiVersion"] {
-            if let Some(raw) = object.get(key) {
-                field(&mut out, key);
+        for name in ["kind", "apiVersion"] {
+            if let Some(raw) = object.get(name) {
+                key(&mut out, &mut first, name);
                 out.extend_from_slice(raw.get().as_bytes());
             }
         }
-        field(&mut out, "metadata");
+        key(&mut out, &mut first, "metadata");
         out.push(b'{');
         let mut first_in_metadata = true;
-        let mut meta_field = |out: &mut Vec<u8>, key: &str| {
-            if !std::mem::take(&mut first_in_metadata) {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
-        };
-        for key in METADATA_ORDER {
-            if *key == "resourceVersion" {
-                meta_field(&mut out, key);
+        for name in METADATA_ORDER {
+            if *name == "resourceVersion" {
+                key(&mut out, &mut first_in_metadata, name);
                 out.push(b'"');
                 out.extend_from_slice(revision.as_bytes());
                 out.push(b'"');
-            } else if let Some(raw) = metadata.get(key) {
-                meta_field(&mut out, key);
+            } else if let Some(raw) = metadata.get(name) {
+                key(&mut out, &mut first_in_metadata, name);
                 out.extend_from_slice(raw.get().as_bytes());
             }
         }
-        for (key, raw) in &metadata.0 {
-            if !METADATA_ORDER.contains(key) {
-                meta_field(&mut out, key);
+        for (name, raw) in &metadata.0 {
+            if !METADATA_ORDER.contains(name) {
+                key(&mut out, &mut first_in_metadata, name);
                 out.extend_from_slice(raw.get().as_bytes());
             }
         }
         out.push(b'}');
-        for (key, raw) in &object.0 {
-            if !matches!(*key, "kind" | "apiVersion" | "metadata") {
-                field(&mut out, key);
+        for (name, raw) in &object.0 {
+            if !matches!(*name, "kind" | "apiVersion" | "metadata") {
+                key(&mut out, &mut first, name);
                 out.extend_from_slice(raw.get().as_bytes());
             }
         }

@@ -29,8 +29,7 @@ mod tests {
     use super::*;
 
     fn problems(event: Value) -> Vec<String> {
-        let Value::Object(event) = event else { panic!("an object") };
-        validate(&event).into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        super::super::problems(validate, event)
     }
 
     #[test]

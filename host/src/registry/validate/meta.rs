@@ -93,8 +93,7 @@ mod tests {
     use super::*;
 
     fn problems(metadata: Value) -> Vec<String> {
-        let Value::Object(metadata) = metadata else { panic!("an object") };
-        validate(&metadata).into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        super::super::problems(validate, metadata)
     }
 
     #[test]

@@ -110,3 +110,10 @@ fn shown(value: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// For the kinds' tests: what a check says of an object, each cause as `field: message`.
+#[cfg(test)]
+pub(super) fn problems(check: impl Fn(&serde_json::Map<String, Value>) -> Vec<Cause>, object: Value) -> Vec<String> {
+    let Value::Object(object) = object else { panic!("an object") };
+    check(&object).into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+}

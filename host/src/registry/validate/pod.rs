@@ -250,8 +250,7 @@ mod tests {
     use super::*;
 
     fn problems(pod: Value) -> Vec<String> {
-        let Value::Object(pod) = pod else { panic!("an object") };
-        validate(&pod).into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        super::super::problems(validate, pod)
     }
 
     /// Cases of upstream's `TestValidatePodSpec` / `TestValidateContainers`, with their words.

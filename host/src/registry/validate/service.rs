@@ -105,8 +105,7 @@ mod tests {
     use super::*;
 
     fn problems(service: Value) -> Vec<String> {
-        let Value::Object(service) = service else { panic!("an object") };
-        validate(&service).into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        super::super::problems(validate, service)
     }
 
     #[test]

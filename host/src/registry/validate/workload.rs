@@ -92,8 +92,7 @@ mod tests {
     use super::*;
 
     fn problems(kind: &str, object: Value) -> Vec<String> {
-        let Value::Object(object) = object else { panic!("an object") };
-        validate(kind, &object).into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        super::super::problems(|o| validate(kind, o), object)
     }
 
     fn deployment(replicas: i64, selector: Value, labels: Value, policy: Option<&str>) -> Value {

@@ -14,6 +14,8 @@ pub mod client;
 pub mod cmd;
 pub mod controllers;
 pub mod datadir;
+#[cfg(test)]
+mod fuzzing;
 pub mod machinery;
 pub mod node;
 pub mod plugins;

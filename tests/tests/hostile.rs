@@ -279,3 +279,27 @@ async fn a_repeated_key_is_a_warning_by_default() {
     let stored: Value = response.json().await.expect("the object");
     assert_eq!(stored["data"]["a"], "2");
 }
+
+/// An upload far past the size limit, over HTTP/2 (kubectl, like every client-go client,
+/// speaks it to a TLS server): the client gets the 413 Status, not a reset stream, and the
+/// server answers the next request. 80 MB is past the part of a body the server reads and
+/// drops (64 MiB), so the rest is refused unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upload_over_http2_gets_a_413_status() {
+    let cluster = Cluster::start_on(Backend::Embedded).await;
+    let body = cluster.dir.path().join("huge.json");
+    let mut text = String::from(
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hostile-huge"}, "data": {"a": ""#,
+    );
+    text.push_str(&"a".repeat(80_000_000));
+    text.push_str(r#""}}"#);
+    std::fs::write(&body, text).expect("the body");
+    let body = body.to_string_lossy().into_owned();
+    let kubectl = wasmkube_tests::KUBECTLS[0];
+    let (ok, out, err) =
+        cluster.kubectl(kubectl, &["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", &body]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("Error from server (RequestEntityTooLarge)"), "{err}");
+    let (ok, out, err) = cluster.kubectl(kubectl, &["get", "configmaps", "-o", "name"]);
+    assert!(ok && !out.contains("hostile-huge"), "{out} {err}");
+}

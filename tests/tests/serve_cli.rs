@@ -145,3 +145,12 @@ async fn a_damaged_journal_is_reported_instead_of_serving_an_older_store() {
     assert!(stderr.contains(dir.path().to_str().unwrap()) && stderr.contains("is corrupt"), "{stderr}");
     assert!(stderr.contains("revision 200 was durable"), "{stderr}");
 }
+
+/// A log written to a file (not a terminal) is plain text: no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_of_a_server_writing_to_a_file_has_no_colour_codes() {
+    let cluster = wasmkube_tests::Cluster::start().await;
+    let raw = std::fs::read_to_string(cluster.dir.path().join("serve.log")).expect("the log");
+    assert!(raw.contains("INFO"), "the server logged: {raw}");
+    assert!(!raw.contains('\u{1b}'), "colour codes in a log file: {raw:?}");
+}

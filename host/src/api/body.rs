@@ -387,4 +387,52 @@ data:
         // The scan's words: refused before libyaml saw it.
         assert!(error.to_string().contains("nests deeper than 1000 levels"), "{error}");
     }
+
+    /// The fuzz targets of the JSON and YAML decoders (bounded: see `crate::fuzzing`).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzzing;
+
+        fn depth(value: &Value) -> usize {
+            match value {
+                Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+                Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+                _ => 0,
+            }
+        }
+
+        /// YAML-ish text from the pieces that open, close and indent collections.
+        fn yaml_text() -> impl Strategy<Value = String> {
+            const PIECES: &[&str] = &[
+                "[", "]", "{", "}", "- ", ": ", "\n", "  ", "a", "b: ", "'", "\"", "# ", "|", ">", ", ", "? ",
+                "\n  - ", "\n    ",
+            ];
+            proptest::collection::vec(proptest::sample::select(PIECES), 0..40).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            #![proptest_config(fuzzing::config())]
+
+            /// Never a panic, and the same verdict and value as serde_json's own decoder.
+            #[test]
+            fn json_bodies_decode_as_serde_json_decodes_them(text in fuzzing::json_text()) {
+                let ours = json_noting_duplicates(&text).map(|(value, _)| value).ok();
+                let theirs = serde_json::from_slice::<Value>(&text).ok();
+                prop_assert_eq!(ours, theirs);
+            }
+
+            /// A document the depth scan lets through nests no deeper than its bound.
+            #[test]
+            fn the_yaml_depth_scan_never_counts_too_few_levels(text in yaml_text()) {
+                let limit = 3;
+                if !yaml_too_deep(text.as_bytes(), limit) {
+                    if let Ok(value) = serde_yaml_ng::from_str::<Value>(&text) {
+                        prop_assert!(depth(&value) <= limit, "{text:?} nests {} levels", depth(&value));
+                    }
+                }
+            }
+        }
+    }
 }

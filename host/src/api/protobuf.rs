@@ -1090,4 +1090,46 @@ mod tests {
             Err(Failure { reason: MalformedReason::TooDeep, .. })
         ));
     }
+
+    /// The fuzz target of the protobuf decoder (bounded: see `crate::fuzzing`).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// An envelope with the magic, a typeMeta for a kind with a message, and arbitrary
+        /// bytes as its `raw`: inputs that get past the first checks.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            (proptest::collection::vec(any::<u8>(), 0..200), any::<bool>()).prop_map(|(raw, wrapped)| {
+                if !wrapped {
+                    return [b"k8s\0".as_slice(), &raw].concat();
+                }
+                let type_meta = [&[0x0a, 2][..], b"v1", &[0x12, 3], b"Pod"].concat();
+                let mut body = b"k8s\0".to_vec();
+                body.extend([0x0a, type_meta.len() as u8]);
+                body.extend(type_meta);
+                body.push(0x12);
+                let mut len = raw.len();
+                while len >= 0x80 {
+                    body.push((len as u8) | 0x80);
+                    len >>= 7;
+                }
+                body.push(len as u8);
+                body.extend(raw);
+                body
+            })
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::config())]
+
+            /// Never a panic; what decodes is within the depth bound.
+            #[test]
+            fn protobuf_bodies_decode_or_are_refused(bytes in body()) {
+                if let Ok(value) = decode(&bytes) {
+                    prop_assert!(nesting(&value) <= MAX_DEPTH);
+                }
+            }
+        }
+    }
 }

@@ -166,11 +166,14 @@ fn query(params: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiErr
 pub(super) struct Params {
     watch: Option<String>,
     resource_version: Option<String>,
-    limit: Option<usize>,
+    /// Integers are read as Go reads them (`strconv.ParseInt`), so bad ones get its words.
+    limit: Option<String>,
     #[serde(rename = "continue")]
     continue_token: Option<String>,
     allow_watch_bookmarks: Option<String>,
-    timeout_seconds: Option<u64>,
+    timeout_seconds: Option<String>,
+    /// Read and checked; graceful deletion itself comes with the node agent.
+    grace_period_seconds: Option<String>,
     label_selector: Option<String>,
     field_selector: Option<String>,
     dry_run: Option<String>,
@@ -229,7 +232,7 @@ impl Params {
         Ok(ListOptions {
             exact,
             resource_version,
-            limit: self.limit.unwrap_or(0),
+            limit: go_int(self.limit.as_deref())?.map_or(0, |n| usize::try_from(n).unwrap_or(0)),
             continue_token: self.continue_token.clone().filter(|t| !t.is_empty()),
             selectors: self.selectors(kind)?,
         })
@@ -287,18 +290,57 @@ impl Params {
             bookmarks: flag(self.allow_watch_bookmarks.as_deref()),
             send_initial_events: self.send_initial_events.as_deref().map(|v| flag(Some(v))),
             selectors: self.selectors(kind)?,
-            timeout: self.timeout_seconds.map_or(MAX_WATCH, |s| Duration::from_secs(s).min(MAX_WATCH)),
+            timeout: match go_int(self.timeout_seconds.as_deref())? {
+                Some(s) if s > 0 => Duration::from_secs(s.unsigned_abs()).min(MAX_WATCH),
+                _ => MAX_WATCH,
+            },
         })
     }
 
+    /// `resourceVersion` as kube-apiserver's storage parses it (`strconv.ParseUint`, with
+    /// "" and "0" meaning "any"), in its words. Upstream answers a bad one with 500
+    /// (kubernetes#139485); a malformed client input is a 400 here.
     fn resource_version(&self) -> Result<Option<i64>, ApiError> {
         match self.resource_version.as_deref() {
             None | Some("") => Ok(None),
-            Some(rv) => rv
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number"))),
+            // ParseUint takes no sign, which Rust's parse would.
+            Some(rv) if rv.starts_with('+') => Err(invalid_resource_version(rv, "invalid syntax")),
+            Some(rv) => match rv.parse::<u64>() {
+                Ok(n) => i64::try_from(n).map(Some).map_err(|_| invalid_resource_version(rv, "value out of range")),
+                Err(e) => Err(invalid_resource_version(rv, go_parse_problem(&e))),
+            },
         }
+    }
+
+    /// `gracePeriodSeconds`, read for its errors (see the field).
+    fn grace_period_seconds(&self) -> Result<Option<i64>, ApiError> {
+        go_int(self.grace_period_seconds.as_deref())
+    }
+}
+
+fn invalid_resource_version(rv: &str, problem: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "resourceVersion: Invalid value: {rv:?}: strconv.ParseUint: parsing {rv:?}: {problem}"
+    ))
+}
+
+/// What Go's strconv says of a number it cannot parse.
+fn go_parse_problem(e: &std::num::ParseIntError) -> &'static str {
+    match e.kind() {
+        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => "value out of range",
+        _ => "invalid syntax",
+    }
+}
+
+/// An integer query parameter as kube-apiserver's parameter codec reads one
+/// (`strconv.ParseInt(s, 10, 64)`; a present but empty value is an error there too).
+fn go_int(value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(s) => s
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("strconv.ParseInt: parsing {s:?}: {}", go_parse_problem(&e)))),
     }
 }
 
@@ -441,6 +483,8 @@ async fn serve(
             Ok(Json(list_body(resource, list)).into_response())
         }
         (Method::GET, Some(name)) => {
+            // Any version is served from the latest state, but a malformed one is refused.
+            params.resource_version()?;
             let mut object = registry.get(resource, namespace, name).await?;
             version.set(&mut object);
             if table::wanted(&headers) {
@@ -624,6 +668,7 @@ fn success(code: StatusCode) -> Value {
 /// `propagationPolicy`: preconditions, dry run (kubectl sends `dryRun` in the body) and
 /// propagation.
 fn delete_options(body: &[u8], params: &Params) -> Result<DeleteOptions, ApiError> {
+    params.grace_period_seconds()?;
     let mut options =
         DeleteOptions { dry_run: params.dry_run()?, user: params.user.clone(), ..DeleteOptions::default() };
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {

@@ -79,11 +79,17 @@ pub(crate) fn admin_https_client(data_dir: &std::path::Path, user_agent: &str) -
         .context("building the HTTPS client")
 }
 
-/// Log through `tracing` to stderr; `RUST_LOG` filters (default: info).
+/// Log through `tracing` to stderr; `RUST_LOG` filters (default: info). Colours only
+/// when stderr is a terminal (a log file or a pipe gets plain text).
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Run one command to completion on a fresh tokio runtime.

@@ -142,6 +142,7 @@ impl Strategy for Generic {
             ("", "Node") => node::validate_node(object),
             ("coordination.k8s.io", "Lease") => node::validate_lease(object),
             ("", "Event") => super::validate::event::validate(object),
+            ("networking.k8s.io", kind) => super::validate::networking::validate(kind, object),
             (_, kind) => workload::validate(kind, object),
         }
     }
@@ -188,6 +189,10 @@ impl Strategy for Namespaces {
     }
 
     /// The namespace finalizer (`spec.finalizers`) holds a namespace until its content is gone.
+    fn validate(&self, object: &Object) -> Vec<Cause> {
+        super::validate::networking::namespace(object)
+    }
+
     fn blocks_deletion(&self, object: &Object) -> bool {
         object.get("spec").and_then(|s| s.get("finalizers")).and_then(Value::as_array).is_some_and(|f| !f.is_empty())
     }

@@ -36,6 +36,7 @@ mod bootstrap;
 mod builtin;
 mod continuation;
 mod custom;
+mod defaults;
 mod delete;
 mod error;
 pub mod modules;

@@ -1516,4 +1516,34 @@ mod tests {
         let error = rejected(POD, original, json!({"metadata": {"finalizers": [["b"]]}}));
         assert!(matches!(error, StrategicMergeError::UnmergeableList { .. }));
     }
+
+    /// The fuzz target of the strategic merge patch (bounded: see `crate::fuzzing`).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzzing;
+
+        proptest! {
+            #![proptest_config(fuzzing::config())]
+
+            /// Any patch over any stored value, with the Pod's patch strategies: never a
+            /// panic, and what is applied is an object.
+            #[test]
+            fn any_patch_applies_or_is_refused(
+                original in fuzzing::json_value(),
+                patch in fuzzing::json_value(),
+                spec in fuzzing::json_value(),
+            ) {
+                let schema = Schema::definition(definitions(), "io.k8s.api.core.v1.Pod");
+                // Also with the values one level down, where the merge keys are.
+                let nested = serde_json::json!({"spec": {"containers": [spec]}});
+                for (original, patch) in [(&original, &patch), (&nested, &patch), (&original, &nested)] {
+                    if let Ok(applied) = apply(original, patch, schema) {
+                        prop_assert!(applied.is_object());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -16,7 +16,7 @@ use super::admit::Request;
 use super::object::{self, ObjectExt};
 use super::options::{ManagedFields, Via};
 use super::resource::Hook;
-use super::{apply, schema, strategic, subresource, validation, ApiResource};
+use super::{apply, defaults, schema, strategic, subresource, validation, ApiResource};
 use super::{Cause, Error, FieldValidation, Object, Patch, Resource, Result, Revision, Subresource};
 use super::{Registry, WriteOptions, Written};
 use crate::plugins::Operation;
@@ -97,6 +97,7 @@ impl Registry {
         let strategy = resource.strategy();
         let mut object = object::into_object(body, &resource)?;
         let name = object::prepare_new(&mut object, &resource, namespace, strategy.tracks_generation())?;
+        fill_defaults(&resource, &mut object);
         strategy.prepare_for_create(&mut object);
         let attributes = self.admission.attributes(Request {
             resource: &resource,
@@ -108,6 +109,7 @@ impl Registry {
             dry_run: options.dry_run,
         });
         let mut admitted = self.admission.mutate(attributes.as_ref(), &mut object, None).await?;
+        fill_defaults(&resource, &mut object);
         let mut warnings = check_schema(&resource, &mut object, options)?;
         if managed == ManagedFields::Record {
             object = record_manager(&resource, None, object, options)?;
@@ -211,7 +213,10 @@ impl Registry {
     ) -> Result<Written> {
         let strategy = resource.strategy();
         let key = resource.key(namespace, name);
-        let old = object::decode(current)?;
+        let mut old = object::decode(current)?;
+        // As kube-apiserver defaults what it reads from storage: an object stored before a
+        // default existed compares equal to itself with the default.
+        fill_defaults(resource, &mut old);
         let keep_status = match via {
             Via::Resource => true,
             Via::Subresource(part) => !part.writes_status(),
@@ -247,6 +252,7 @@ impl Registry {
             }
         };
         object::carry_over_system_fields(&mut object, &old, resource, namespace, name)?;
+        fill_defaults(resource, &mut object);
         let deleting = old.metadata().contains_key("deletionTimestamp");
         if deleting {
             let before = object::finalizers(&old);
@@ -283,6 +289,7 @@ impl Registry {
             }),
         };
         let mut admitted = self.admission.mutate(attributes.as_ref(), &mut object, Some(&old)).await?;
+        fill_defaults(resource, &mut object);
         if strategy.tracks_generation() {
             object::bump_generation(&mut object, &old);
         }
@@ -586,6 +593,22 @@ fn check_schema(resource: &Resource, object: &mut Object, options: &WriteOptions
 
 /// The object's metadata and the strategy's own checks (of an update over `old`, if
 /// given), every problem at once.
+/// Kubernetes' defaults and the fields Go always writes, for a built-in kind (a custom
+/// resource's defaults are its schema's, applied with the schema check). A write fills
+/// them twice, as kube-apiserver does: into the body it decodes (what the strategy and
+/// admission see), and again after them (kube-apiserver decodes what it stored, so a
+/// status a strategy reset comes back as `status: {}`, a PersistentVolume's as Pending).
+fn fill_defaults(resource: &Resource, object: &mut Object) {
+    let strategy = resource.strategy();
+    if strategy.openapi_schema().is_some() {
+        return;
+    }
+    let r = strategy.resource();
+    if let Some(definition) = schema::definition_of(r.group, r.version, r.kind) {
+        defaults::apply(definition, object);
+    }
+}
+
 fn validate(resource: &Resource, object: &Object, name: &str, old: Option<&Object>) -> Result<()> {
     let strategy = resource.strategy();
     let mut causes = object::validate_metadata(object, resource.namespaced, strategy.name_rule());

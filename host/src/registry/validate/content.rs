@@ -60,6 +60,22 @@ pub(in crate::registry) fn dns1123_label(value: &str) -> Vec<String> {
     problems
 }
 
+/// `IsDNS1035Label`: a DNS-1123 label that starts with a letter (a Service's name).
+pub(in crate::registry) fn dns1035_label(value: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if value.len() > 63 {
+        problems.push(max_len_error(63));
+    }
+    if !(matches_dns1123_label(value) && value.starts_with(|c: char| c.is_ascii_lowercase())) {
+        problems.push(regex_error(
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+            "[a-z]([-a-z0-9]*[a-z0-9])?",
+            &["my-name", "abc-123"],
+        ));
+    }
+    problems
+}
+
 pub(in crate::registry) fn dns1123_subdomain(value: &str) -> Vec<String> {
     let mut problems = Vec::new();
     if value.len() > 253 {

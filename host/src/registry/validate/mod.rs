@@ -9,6 +9,7 @@
 pub(super) mod content;
 pub(super) mod event;
 pub(super) mod meta;
+pub(super) mod networking;
 pub(super) mod node;
 pub(super) mod pod;
 pub(super) mod rbac;

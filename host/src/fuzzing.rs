@@ -3,8 +3,10 @@
 //! inputs reach the decoders' interesting paths (directives, merge keys, nesting) and
 //! not only their first syntax check.
 //!
-//! Each target runs [`cases`] inputs: a bounded run in CI, a longer one by setting
-//! `WASMKUBE_FUZZ_CASES`.
+//! Each target runs [`cases`] inputs from one fixed seed, so a run in CI is bounded and
+//! repeatable; `WASMKUBE_FUZZ_CASES` runs longer and `WASMKUBE_FUZZ_SEED` (a number, or
+//! `random`) explores elsewhere. A failure prints its smallest input: add it to the
+//! target's unit tests when fixing it.
 
 use proptest::prelude::*;
 use serde_json::Value;
@@ -14,9 +16,22 @@ pub(crate) fn cases() -> u32 {
     std::env::var("WASMKUBE_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000)
 }
 
+/// Where the inputs come from (`WASMKUBE_FUZZ_SEED`: a number or `random`; default fixed).
+fn seed() -> proptest::test_runner::RngSeed {
+    use proptest::test_runner::RngSeed;
+    match std::env::var("WASMKUBE_FUZZ_SEED").ok().as_deref() {
+        Some("random") => RngSeed::Random,
+        Some(number) => number.parse().map_or(RngSeed::Fixed(SEED), RngSeed::Fixed),
+        None => RngSeed::Fixed(SEED),
+    }
+}
+
+/// The seed of the runs in CI.
+const SEED: u64 = 0x7761_736d_6b75_6265;
+
 /// The proptest configuration of a fuzz target.
 pub(crate) fn config() -> ProptestConfig {
-    ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig { cases: cases(), failure_persistence: None, rng_seed: seed(), ..ProptestConfig::default() }
 }
 
 /// Keys of Kubernetes objects and strategic-merge directives.

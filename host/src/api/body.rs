@@ -215,8 +215,9 @@ async fn yaml(body: &[u8], invalid: &'static str) -> Result<Value, ApiError> {
 /// a parser would (a bracket that opens a plain scalar), never fewer, so a document it lets
 /// through nests at most `limit` levels.
 fn yaml_too_deep(text: &[u8], limit: usize) -> bool {
-    // Indentation of each open block collection.
-    let mut blocks: Vec<usize> = Vec::new();
+    // Each open block collection: its indentation, and whether it is a sequence (a `- `
+    // line) rather than a mapping (or the content after a `- `).
+    let mut blocks: Vec<(usize, bool)> = Vec::new();
     let mut flow = 0usize;
     // In flow context, a quoted string may span lines.
     let mut quote: Option<u8> = None;
@@ -237,17 +238,32 @@ fn yaml_too_deep(text: &[u8], limit: usize) -> bool {
             if blank || rest[0] == b'#' {
                 continue;
             }
-            while blocks.last().is_some_and(|open| *open >= indent) {
-                blocks.pop();
+            let entry =
+                |rest: &[u8], at: usize| rest.get(at) == Some(&b'-') && rest.get(at + 1).is_none_or(|b| *b == b' ');
+            if entry(rest, 0) {
+                // A sequence entry: a sibling of an open sequence at its indentation, or
+                // (YAML lets `key:` take a sequence at the key's own indentation) a
+                // sequence inside an open mapping there.
+                while blocks.last().is_some_and(|(open, _)| *open > indent) {
+                    blocks.pop();
+                }
+                if blocks.last() != Some(&(indent, true)) {
+                    blocks.push((indent, true));
+                }
+            } else {
+                while blocks.last().is_some_and(|(open, _)| *open >= indent) {
+                    blocks.pop();
+                }
+                blocks.push((indent, false));
             }
-            blocks.push(indent);
-            // `- - - x`: a sequence in a sequence on one line, one level each.
-            while rest.get(at) == Some(&b'-') && rest.get(at + 1).is_none_or(|b| *b == b' ') {
+            // `- - - x`: a sequence in a sequence on one line, one level each, then what
+            // the last entry holds.
+            while entry(rest, at) {
                 at += 1;
                 while rest.get(at) == Some(&b' ') {
                     at += 1;
                 }
-                blocks.push(indent + at);
+                blocks.push((indent + at, entry(rest, at)));
             }
             if blocks.len() > limit {
                 return true;
@@ -360,6 +376,11 @@ data:
         assert!(yaml_too_deep(indented.as_bytes(), MAX_YAML_DEPTH));
         // Deep, but within the bound.
         assert!(!yaml_too_deep("[".repeat(500).as_bytes(), MAX_YAML_DEPTH));
+        // Found by the fuzz target: a sequence at its key's own indentation nests inside
+        // the key's mapping (4 levels), and long lists do not pile up levels.
+        assert!(yaml_too_deep(b"\n  - b: \n\n    - b: ", 3));
+        let list: String = (0..5000).map(|i| format!("- item{i}\n")).collect();
+        assert!(!yaml_too_deep(format!("a:\n{list}b: 1\n").as_bytes(), 3));
     }
 
     #[test]

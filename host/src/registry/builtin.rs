@@ -143,6 +143,12 @@ impl Strategy for Generic {
             ("coordination.k8s.io", "Lease") => node::validate_lease(object),
             ("", "Event") => super::validate::event::validate(object),
             ("networking.k8s.io", kind) => super::validate::networking::validate(kind, object),
+            (group @ ("autoscaling" | "policy" | "scheduling.k8s.io" | "storage.k8s.io"), kind) => {
+                super::validate::capacity::validate(group, kind, object)
+            }
+            ("", kind @ ("PersistentVolume" | "PersistentVolumeClaim")) => {
+                super::validate::capacity::validate("", kind, object)
+            }
             (_, kind) => workload::validate(kind, object),
         }
     }

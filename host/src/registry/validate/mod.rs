@@ -6,6 +6,7 @@
 //! Pure functions of the object (and, on update, the stored one); they know nothing of
 //! storage or HTTP. The schema's own checks (types, unknown fields) are `validation.rs`.
 
+pub(super) mod capacity;
 pub(super) mod content;
 pub(super) mod event;
 pub(super) mod meta;

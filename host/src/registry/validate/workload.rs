@@ -11,6 +11,9 @@ use crate::registry::{Cause, LabelSelector};
 /// Every problem of workload `kind`'s spec (Deployment, ReplicaSet, StatefulSet,
 /// DaemonSet, ReplicationController, Job); other kinds have none here.
 pub(in crate::registry) fn validate(kind: &str, object: &serde_json::Map<String, Value>) -> Vec<Cause> {
+    if kind == "CronJob" {
+        return cron_job(object);
+    }
     let restart_policies: &[&str] = match kind {
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => &["Always"],
         "Job" => &["OnFailure", "Never"],
@@ -80,6 +83,81 @@ pub(in crate::registry) fn validate(kind: &str, object: &serde_json::Map<String,
     causes
 }
 
+const CONCURRENCY_POLICIES: &[&str] = &["Allow", "Forbid", "Replace"];
+
+/// A CronJob: a schedule in the standard five-field cron syntax (or a `@` descriptor), a
+/// known concurrency policy, no negative deadline or history limit, and a job template
+/// that is a valid Job's.
+fn cron_job(object: &serde_json::Map<String, Value>) -> Vec<Cause> {
+    let null = Value::Null;
+    let spec = object.get("spec").unwrap_or(&null);
+    let at = Field::new("spec");
+    let mut causes = Vec::new();
+    match spec.get("schedule").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        None => causes.push(at.child("schedule").required("")),
+        Some(schedule) => {
+            let shown = Value::String(schedule.into());
+            if let Err(problem) = parse_schedule(schedule) {
+                causes.push(at.child("schedule").invalid(&shown, &problem));
+            }
+            if schedule.contains("TZ") {
+                causes.push(
+                    at.child("schedule")
+                        .invalid(&shown, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"),
+                );
+            }
+        }
+    }
+    if let Some(policy) = spec.get("concurrencyPolicy").filter(|p| !p.is_null()) {
+        if !policy.as_str().is_some_and(|p| CONCURRENCY_POLICIES.contains(&p)) {
+            causes.push(at.child("concurrencyPolicy").not_supported(policy, CONCURRENCY_POLICIES));
+        }
+    }
+    for field in ["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
+        if let Some(n) = spec.get(field).and_then(Value::as_i64).filter(|n| *n < 0) {
+            causes.push(at.child(field).invalid(&Value::from(n), "must be greater than or equal to 0"));
+        }
+    }
+    // The template is checked as the Job it makes, its paths under `jobTemplate`.
+    let job = serde_json::Map::from_iter([(
+        "spec".to_string(),
+        spec.pointer("/jobTemplate/spec").cloned().unwrap_or_default(),
+    )]);
+    for mut cause in validate("Job", &job) {
+        cause.field = format!("spec.jobTemplate.{}", cause.field);
+        causes.push(cause);
+    }
+    causes
+}
+
+/// A schedule as robfig/cron's `ParseStandard` takes it: five fields, a `@` descriptor,
+/// or `@every <duration>`; the problem in its words where they are simple to match.
+fn parse_schedule(schedule: &str) -> Result<(), String> {
+    let trimmed = schedule.trim();
+    if let Some(every) = trimmed.strip_prefix("@every ") {
+        return humantime::parse_duration(every.trim())
+            .map(|_| ())
+            .map_err(|_| format!("failed to parse duration {trimmed}: time: invalid duration {:?}", every.trim()));
+    }
+    if trimmed.starts_with('@') {
+        return match trimmed {
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly" => Ok(()),
+            other => Err(format!("unrecognized descriptor: {other}")),
+        };
+    }
+    let fields: Vec<&str> = trimmed.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!("expected exactly 5 fields, found {}: [{}]", fields.len(), fields.join(" ")));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(trimmed)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Whether a LabelSelector object selects `labels` (a malformed one selects nothing).
 fn selects(selector: &Value, labels: Option<&serde_json::Map<String, Value>>) -> bool {
     LabelSelector::from_object(selector).is_ok_and(|selector| selector.matches(labels))
@@ -141,5 +219,36 @@ mod tests {
         let empty = json!({"spec": {"selector": sel, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}});
         assert_eq!(problems("Deployment", empty), ["spec.template.spec.containers: Required value"]);
         assert_eq!(problems("ConfigMap", json!({})), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_cron_job_needs_a_standard_schedule_and_a_valid_job() {
+        let cron_job = |schedule: &str, policy: &str| {
+            json!({"spec": {"schedule": schedule, "concurrencyPolicy": policy, "jobTemplate": {"spec": {"template": {"spec": {
+                "containers": [{"name": "c", "image": "a:1"}], "restartPolicy": "OnFailure"}}}}}})
+        };
+        for schedule in ["*/5 * * * *", "0 0 1 JAN-JUN MON-FRI", "@hourly", "@every 90m", "15,45 8-18 * * 1-5"] {
+            assert_eq!(problems("CronJob", cron_job(schedule, "Allow")), Vec::<String>::new(), "{schedule}");
+        }
+        assert_eq!(
+            problems("CronJob", cron_job("lots", "Allow")),
+            ["spec.schedule: Invalid value: \"lots\": expected exactly 5 fields, found 1: [lots]"]
+        );
+        assert_eq!(problems("CronJob", cron_job("61 * * * *", "Allow")).len(), 1);
+        assert_eq!(problems("CronJob", cron_job("@fortnightly", "Allow")).len(), 1);
+        assert_eq!(
+            problems("CronJob", cron_job("TZ=UTC 0 * * * *", "Allow")).last().map(String::as_str),
+            Some("spec.schedule: Invalid value: \"TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead")
+        );
+        assert_eq!(
+            problems("CronJob", cron_job("0 * * * *", "Sometimes")),
+            ["spec.concurrencyPolicy: Unsupported value: \"Sometimes\": supported values: \"Allow\", \"Forbid\", \"Replace\""]
+        );
+        let always = json!({"spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "c", "image": "a:1"}], "restartPolicy": "Always"}}}}}});
+        assert_eq!(
+            problems("CronJob", always),
+            ["spec.jobTemplate.spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]
+        );
     }
 }

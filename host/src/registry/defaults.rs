@@ -12,9 +12,10 @@
 //! `port`, requests from limits) are written out in [`manual`], one function each, named
 //! after the upstream function the table lists them under.
 //!
-//! Owns only the filling of absent fields: it never changes a value a client set, touches
-//! `metadata` only where upstream does (a ReplicationController's labels) and leaves wrong
-//! types for validation to report.
+//! Owns only the filling of absent fields: it changes a value a client set only where
+//! upstream does (a Service without session affinity loses its `sessionAffinityConfig`),
+//! touches `metadata` only where upstream does (a ReplicationController's and a Job's
+//! labels) and leaves wrong types for validation to report.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -216,9 +217,10 @@ impl Condition {
     }
 }
 
-fn lookup<'a>(object: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+/// The value at `path` (field names) under `object`.
+fn lookup<'a, S: AsRef<str>>(object: &'a Map<String, Value>, path: &[S]) -> Option<&'a Value> {
     let (first, rest) = path.split_first()?;
-    rest.iter().try_fold(object.get(first)?, |at, step| at.get(step))
+    rest.iter().try_fold(object.get(first.as_ref())?, |at, step| at.get(step.as_ref()))
 }
 
 /// Whether a field's value equals `constant` as Go compares them: an absent or null
@@ -242,6 +244,8 @@ fn same_as_go(value: Option<&Value>, constant: &Value) -> bool {
 /// that list.
 mod manual {
     use serde_json::{Map, Value};
+
+    use super::lookup as at;
 
     /// The upstream functions written out here, by the definition they run on.
     #[cfg_attr(not(test), allow(dead_code))]
@@ -520,11 +524,6 @@ mod manual {
                 spec.insert("replicas".into(), 1.into());
             }
         }
-    }
-
-    fn at<'a>(object: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
-        let (first, rest) = path.split_first()?;
-        rest.iter().try_fold(object.get(*first)?, |at, step| at.get(step))
     }
 
     fn at_mut<'a>(object: &'a mut Map<String, Value>, path: &[&str]) -> Option<&'a mut Value> {

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{content, Field};
+use super::{content, text, Field};
 use crate::registry::Cause;
 
 const ACCESS_MODES: &[&str] = &["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"];
@@ -61,10 +61,6 @@ pub(in crate::registry) fn validate(group: &str, kind: &str, object: &Map<String
         ("storage.k8s.io", "StorageClass") => storage_class(object),
         _ => Vec::new(),
     }
-}
-
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
 fn one_of(value: Option<&Value>, at: &Field, supported: &[&str]) -> Option<Cause> {

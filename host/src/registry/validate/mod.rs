@@ -105,6 +105,11 @@ impl Field {
     }
 }
 
+/// A string field of `value`, "" when absent or not a string (Go's zero value).
+pub(super) fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
 /// A value as Go's `%#v`-like field errors print it: strings quoted, numbers bare.
 fn shown(value: &Value) -> String {
     match value {

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{content, Field};
+use super::{content, text, Field};
 use crate::registry::{Cause, LabelSelector};
 
 const PATH_TYPES: &[&str] = &["Exact", "Prefix", "ImplementationSpecific"];
@@ -23,10 +23,6 @@ pub(in crate::registry) fn validate(kind: &str, object: &serde_json::Map<String,
         "NetworkPolicy" => network_policy(spec, &at),
         _ => Vec::new(),
     }
-}
-
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
 fn items<'a>(value: &'a Value, key: &str) -> impl Iterator<Item = (usize, &'a Value)> {

@@ -22,8 +22,12 @@ use super::{Registry, WriteOptions, Written};
 use crate::plugins::Operation;
 use crate::storage::{KeyValue, StoreError};
 
-/// How often a read-modify-write is tried again when a concurrent write wins.
-const UPDATE_ATTEMPTS: usize = 5;
+/// How long a read-modify-write goes on trying when concurrent writes keep winning.
+/// kube-apiserver retries an unconditional update until it lands (bounded only by the
+/// request's timeout), so a client never sees a Conflict for a write it did not pin: a
+/// count of attempts is not enough while a controller writes an object's status in a
+/// burst (a Deployment that is rolling out).
+const UPDATE_PERSISTENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the `scale` subresource reads and writes.
 const SCALE: ApiResource = ApiResource {
@@ -52,7 +56,7 @@ pub(super) enum Attempt<T> {
 impl Registry {
     /// kube-apiserver's GuaranteedUpdate: read the object at `key`, let `attempt` compute
     /// and write the change against what was read, and when a concurrent write wins, read
-    /// again and retry (at most [`UPDATE_ATTEMPTS`] times). `attempt` decides what counts
+    /// again and retry (for up to [`UPDATE_PERSISTENCE`]). `attempt` decides what counts
     /// as a lost race: a write pinned to a resourceVersion never retries.
     ///
     /// Each attempt is a boxed `Send` future borrowing the request's data (an async
@@ -62,14 +66,15 @@ impl Registry {
         key: &Bytes,
         attempt: impl Fn(Option<KeyValue>) -> AttemptFuture<'a, T>,
     ) -> Result<T> {
-        let mut lost = None;
-        for _ in 0..UPDATE_ATTEMPTS {
+        let started = std::time::Instant::now();
+        loop {
             match attempt(self.stored(key).await?).await {
                 Attempt::Done(result) => return result,
-                Attempt::Raced(e) => lost = Some(e),
+                Attempt::Raced(e) if started.elapsed() >= UPDATE_PERSISTENCE => return Err(e),
+                // Let the writer that won finish what it is doing before reading again.
+                Attempt::Raced(_) => tokio::task::yield_now().await,
             }
         }
-        Err(lost.unwrap_or_else(|| Error::Internal("the update was never attempted".into())))
     }
 
     /// Create `body` (generateName honoured); returns the stored object.

@@ -46,7 +46,7 @@ struct Definition {
     #[serde(default)]
     defaults: Vec<Rule>,
     #[serde(default)]
-    children: Map<String, Value>,
+    children: HashMap<String, Child>,
 }
 
 /// Set `path` to `value` where it is absent, null or one of `unset`, if every condition holds.
@@ -100,29 +100,10 @@ struct Expectation {
     value: Value,
 }
 
-/// The table, with each definition's children resolved once.
-struct Defaults {
-    table: Table,
-    children: HashMap<String, Vec<(String, Child)>>,
-}
-
-fn defaults() -> &'static Defaults {
-    static DEFAULTS: LazyLock<Defaults> = LazyLock::new(|| {
-        let table: Table =
-            serde_json::from_str(include_str!("../../openapi/k8s-1.33-defaults.json")).unwrap_or_default();
-        let children = table
-            .definitions
-            .iter()
-            .map(|(name, definition)| {
-                let children = definition
-                    .children
-                    .iter()
-                    .filter_map(|(field, child)| Some((field.clone(), Child::deserialize(child).ok()?)))
-                    .collect();
-                (name.clone(), children)
-            })
-            .collect();
-        Defaults { table, children }
+/// The table, parsed once.
+fn defaults() -> &'static Table {
+    static DEFAULTS: LazyLock<Table> = LazyLock::new(|| {
+        serde_json::from_str(include_str!("../../openapi/k8s-1.33-defaults.json")).unwrap_or_default()
     });
     &DEFAULTS
 }
@@ -144,9 +125,9 @@ enum Pass {
     Rules,
 }
 
-impl Defaults {
+impl Table {
     fn walk(&self, name: &str, object: &mut Map<String, Value>, pass: Pass) {
-        let definition = self.table.definitions.get(name);
+        let definition = self.definitions.get(name);
         match pass {
             Pass::Always => {
                 for (field, empty) in definition.map(|d| &d.always).into_iter().flatten() {
@@ -163,7 +144,7 @@ impl Defaults {
                 manual::apply(name, object);
             }
         }
-        for (field, child) in self.children.get(name).into_iter().flatten() {
+        for (field, child) in definition.map(|d| &d.children).into_iter().flatten() {
             let Some(value) = object.get_mut(field) else { continue };
             match (child.shape, value) {
                 (Shape::One, Value::Object(inner)) => self.walk(&child.def, inner, pass),
@@ -703,7 +684,7 @@ mod tests {
     /// (pkg/apis/core/v1/defaults_test.go), carried into the generated table.
     #[test]
     fn upstream_pod_defaulting_tables_hold() {
-        let table = &defaults().table;
+        let table = defaults();
         assert!(table.expectations.len() > 100, "the upstream tables are in the generated file");
         let mut failures = Vec::new();
         for expectation in &table.expectations {
@@ -743,7 +724,7 @@ mod tests {
     /// What the table leaves to code is written here, and nothing else is.
     #[test]
     fn every_manual_default_is_written_out_or_knowingly_left() {
-        let listed: Vec<&str> = defaults().table.manual.iter().map(|m| m.function.as_str()).collect();
+        let listed: Vec<&str> = defaults().manual.iter().map(|m| m.function.as_str()).collect();
         for (_, function) in manual::WRITTEN {
             assert!(listed.contains(function), "{function} is written out but the table does not list it");
         }
@@ -764,7 +745,6 @@ mod tests {
         let d = defaults();
         let mut reached: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let mut queue: Vec<&str> = d
-            .table
             .definitions
             .keys()
             .filter(|name| {
@@ -776,7 +756,8 @@ mod tests {
             .collect();
         while let Some(name) = queue.pop() {
             if reached.insert(name) {
-                queue.extend(d.children.get(name).into_iter().flatten().map(|(_, child)| child.def.as_str()));
+                let children = d.definitions.get(name).map(|def| &def.children);
+                queue.extend(children.into_iter().flatten().map(|(_, child)| child.def.as_str()));
             }
         }
         for (definition, function) in manual::WRITTEN.iter().chain(manual::NEWER_THAN_THE_TABLE) {

@@ -18,6 +18,7 @@ pub mod datadir;
 mod fuzzing;
 pub mod machinery;
 pub mod node;
+pub mod oci;
 pub mod plugins;
 pub mod quantity;
 pub mod registry;

@@ -291,6 +291,12 @@ pub fn plugin_component(name: &str) -> PathBuf {
     path
 }
 
+/// A workload component built by scripts/build-examples (examples/workloads: "hello-command",
+/// "hello-http").
+pub fn workload_component(name: &str) -> PathBuf {
+    plugin_component(name)
+}
+
 /// Leader election fast enough for a test: a 3 s lease, 2 s renew deadline, 500 ms retries.
 pub const FAST_ELECTION: [&str; 6] = [
     "--leader-elect-lease-duration",
@@ -314,6 +320,39 @@ pub struct Cluster {
     /// The etcd the server stores in, for a cluster on the etcd backend that started it.
     _etcd: Option<Etcd>,
     etcd_endpoint: Option<String>,
+    /// The pod address range this cluster's node holds (claimed; see [`AddressRange`]).
+    pub range: Option<AddressRange>,
+}
+
+/// A /16 of loopback addresses one test's node agent uses for its node and pods, claimed
+/// with a lock file so tests running at once never share addresses: 127.N.0.0/16 with N in
+/// 100..=239 (clear of 127.0.0.0/16, the default cluster and service ranges).
+pub struct AddressRange {
+    pub second_octet: u8,
+    _lock: std::fs::File,
+}
+
+impl AddressRange {
+    pub fn claim() -> AddressRange {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join("wasmkube-test-ranges");
+        std::fs::create_dir_all(&dir).expect("a dir for range locks");
+        let start = (std::process::id() as usize + free_port() as usize) % 140;
+        for i in 0..140 {
+            let octet = 100 + ((start + i) % 140) as u8;
+            let file = std::fs::File::create(dir.join(format!("{octet}.lock"))).expect("a range lock file");
+            // SAFETY: flock on a descriptor this File owns; released when it is dropped.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return AddressRange { second_octet: octet, _lock: file };
+            }
+        }
+        panic!("every test address range 127.100-239.0.0/16 is claimed");
+    }
+
+    /// `127.N.0.0/16`.
+    pub fn cidr(&self) -> String {
+        format!("127.{}.0.0/16", self.second_octet)
+    }
 }
 
 /// A test that fails prints what its server logged last, so a failure in CI says why.
@@ -351,6 +390,28 @@ impl Cluster {
         };
         let endpoint = etcd.as_ref().map(|e| e.endpoint.clone());
         Self::launch(etcd, endpoint.as_deref(), extra).await
+    }
+
+    /// Start the real binary on the embedded store with its node agent on (node `node-a`,
+    /// pods from a claimed address range) and `extra` flags.
+    pub async fn start_with_node(extra: &[&str]) -> Cluster {
+        let range = AddressRange::claim();
+        let cidr = range.cidr();
+        let mut flags = vec!["--node-agent=true", "--node-name", "node-a", "--cluster-cidr", &cidr];
+        flags.extend_from_slice(extra);
+        let mut cluster = Self::launch(None, None, &flags).await;
+        cluster.range = Some(range);
+        cluster
+    }
+
+    /// Run `wasmkube` with `args` against this cluster (its kubeconfig); (success, stdout, stderr).
+    pub fn wasmkube(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(wasmkube_bin())
+            .args(args)
+            .env("KUBECONFIG", &self.api.kubeconfig)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run wasmkube: {e}"));
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
     }
 
     /// A second API server on this cluster's etcd (its own data dir, port and CA), as in
@@ -416,6 +477,11 @@ impl Cluster {
             if let Some(endpoint) = endpoint {
                 args.extend(["--storage", "etcd", "--etcd-endpoints", endpoint]);
             }
+            // The tests that want a node agent ask for one (start_with_node); the rest run a
+            // control plane only, as they assume no real node.
+            if !extra.iter().any(|f| f.starts_with("--node-agent")) {
+                args.push("--node-agent=false");
+            }
             args.extend_from_slice(extra);
             let log = dir.path().join("serve.log");
             let mut serve = Process::start_logged(&args, &log);
@@ -436,7 +502,14 @@ impl Cluster {
             let said = || std::fs::read_to_string(&log).unwrap_or_default();
             match outcome {
                 Ok(()) => {
-                    return Cluster { _serve: serve, dir, api, _etcd: etcd, etcd_endpoint: endpoint.map(str::to_owned) }
+                    return Cluster {
+                        _serve: serve,
+                        dir,
+                        api,
+                        _etcd: etcd,
+                        etcd_endpoint: endpoint.map(str::to_owned),
+                        range: None,
+                    }
                 }
                 Err(Some(_)) if attempt < 3 && said().contains("Address already in use") => continue,
                 Err(status) => {

@@ -34,18 +34,30 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     }
 }
 
+/// The password of HTTP Basic credentials (`base64(user:password)`).
+fn basic_password(encoded: &str) -> Option<String> {
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_string())
+}
+
 /// Paths the anonymous user may read.
 fn public(method: &Method, path: &str) -> bool {
     method == Method::GET && matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
 }
 
 pub(super) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(|t| t.trim().to_string());
+    let path = request.uri().path();
+    let registry_path = path == "/v2" || path.starts_with("/v2/");
+    let bearer = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(|t| t.trim().to_string()).or_else(|| {
+            // The registry's clients (docker login, oras) send Basic; the password is a token.
+            let basic = v.strip_prefix("Basic ")?;
+            registry_path.then(|| basic_password(basic)).flatten()
+        })
+    });
     let certificate = request.extensions().get::<ConnectInfo<Peer>>().and_then(|p| p.0.certificate_user.clone());
     let user = match (certificate, bearer) {
         (Some(user), _) => user,
@@ -58,6 +70,9 @@ pub(super) async fn authenticate(State(state): State<AppState>, mut request: Req
         },
         (None, None) => UserInfo::anonymous(),
     };
+    if user.is_anonymous() && registry_path {
+        return super::oci::RegistryError::unauthorized();
+    }
     if user.is_anonymous() && !public(request.method(), request.uri().path()) {
         let verb = request.method().as_str().to_lowercase();
         return ApiError::new(

@@ -1,6 +1,6 @@
 //! The HTTP front: the Kubernetes API (`/version`, discovery, OpenAPI, every group's
 //! resources with list and watch), the health endpoints (`/healthz`, `/livez`, `/readyz`) and
-//! `/metrics`.
+//! `/metrics`, and the cluster's OCI registry at `/v2/` (`oci.rs`).
 //!
 //! Owns routing and the wire format only: what an object may be is the registry's
 //! business; what is healthy is decided by the components that report into [`Health`].
@@ -12,7 +12,10 @@ mod component_status;
 mod conn;
 mod discovery;
 mod health;
+pub mod kubelet;
+mod logs;
 mod modules;
+mod oci;
 pub mod openapi;
 mod protobuf;
 mod resources;
@@ -58,6 +61,10 @@ pub struct AppState {
     /// The audiences a service-account token must be for to authenticate here
     /// (`--api-audiences`), and those a TokenRequest without audiences gets.
     pub api_audiences: Arc<[String]>,
+    /// The cluster registry's blobs and manifests (`/v2/`).
+    pub images: crate::oci::BlobStore,
+    /// The node agents this process runs (`pods/log` reaches them).
+    pub kubelets: kubelet::Kubelets,
 }
 
 impl AppState {
@@ -149,6 +156,9 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v3/{*group_version}", get(openapi::v3_document))
         .route("/apis/wasmkube.io/v1alpha1/modules", any(modules::collection))
         .route("/apis/wasmkube.io/v1alpha1/modules/{digest}", any(modules::item))
+        .route("/v2", any(oci::handle))
+        .route("/v2/", any(oci::handle))
+        .route("/v2/{*path}", any(oci::handle))
         .route("/api/v1/{*path}", any(resources::core))
         .route("/apis/{group}/{version}/{*path}", any(resources::grouped))
         .fallback(not_found)

@@ -188,6 +188,15 @@ pub(super) struct Params {
     force: Option<String>,
     /// `Strict`, `Warn` or `Ignore`; checked, and honoured as far as the schema goes.
     field_validation: Option<String>,
+    /// pods/log: which container, and how much of its log.
+    container: Option<String>,
+    follow: Option<String>,
+    previous: Option<String>,
+    timestamps: Option<String>,
+    tail_lines: Option<String>,
+    since_seconds: Option<String>,
+    since_time: Option<String>,
+    limit_bytes: Option<String>,
     /// Who asks (not a query parameter: set from authentication).
     #[serde(skip)]
     user: Option<UserInfo>,
@@ -196,6 +205,50 @@ pub(super) struct Params {
 impl Params {
     fn watching(&self) -> bool {
         flag(self.watch.as_deref())
+    }
+
+    /// pods/log's options; bad numbers and times get kube-apiserver's words.
+    fn log_options(&self) -> Result<super::kubelet::LogOptions, ApiError> {
+        let positive = |name: &str, value: Option<&str>| -> Result<Option<u64>, ApiError> {
+            match go_int(value)? {
+                Some(n) if n < 0 => Err(ApiError::bad_request(format!(
+                    "{name}: Invalid value: {n}: must be greater than or equal to 0"
+                ))),
+                Some(n) => Ok(Some(n as u64)),
+                None => Ok(None),
+            }
+        };
+        let since_seconds = match go_int(self.since_seconds.as_deref())? {
+            Some(n) if n < 1 => {
+                return Err(ApiError::bad_request(format!("sinceSeconds: Invalid value: {n}: must be greater than 0")))
+            }
+            n => n,
+        };
+        let since_time = match self.since_time.as_deref() {
+            Some(text) => Some(humantime::parse_rfc3339_weak(text).map_err(|e| {
+                ApiError::bad_request(format!("parsing time {text:?} as \"2006-01-02T15:04:05Z07:00\": {e}"))
+            })?),
+            None => None,
+        };
+        if since_seconds.is_some() && since_time.is_some() {
+            return Err(ApiError::bad_request(
+                "sinceTime: Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified",
+            ));
+        }
+        let since = since_time
+            .or_else(|| since_seconds.map(|s| std::time::SystemTime::now() - std::time::Duration::from_secs(s as u64)));
+        let limit_bytes = match positive("limitBytes", self.limit_bytes.as_deref())? {
+            Some(0) => return Err(ApiError::bad_request("limitBytes: Invalid value: 0: must be greater than 0")),
+            n => n,
+        };
+        Ok(super::kubelet::LogOptions {
+            follow: flag(self.follow.as_deref()),
+            previous: flag(self.previous.as_deref()),
+            timestamps: flag(self.timestamps.as_deref()),
+            tail_lines: positive("tailLines", self.tail_lines.as_deref())?,
+            since,
+            limit_bytes,
+        })
     }
 
     /// `dryRun=All` (the only value Kubernetes defines).
@@ -451,6 +504,12 @@ async fn serve(
         (target.name.as_deref(), target.subresource.as_deref(), namespace, method == Method::POST)
     {
         return reviews::token_request(&state, ns, name, body::object(&headers, &body).await?).await;
+    }
+    if let (Some(name), Some("log"), Some(ns), "pods", true) =
+        (target.name.as_deref(), target.subresource.as_deref(), namespace, resource.plural, method == Method::GET)
+    {
+        let options = params.log_options()?;
+        return super::logs::answer(&state, &registry, resource, ns, name, params.container.as_deref(), options).await;
     }
     if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
         return subresource(&registry, resource, namespace, name, sub, method, &params, &headers, &body).await;

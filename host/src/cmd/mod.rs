@@ -1,11 +1,12 @@
 //! The command line: `wasmkube serve`, `wasmkube kubeconfig`, `wasmkube store ...`,
-//! `wasmkube bench ...`, `wasmkube plugin ...`.
+//! `wasmkube bench ...`, `wasmkube plugin ...`, `wasmkube image ...`.
 //!
 //! Every command follows Kubernetes' pattern: flags parse into `Options`, `complete()`
 //! fills defaults, `validate()` returns every problem at once ([`InvalidOptions`], exit
 //! code 2), `run()` does the work. This is the binary's edge: errors here are `anyhow`.
 
 mod bench;
+mod image;
 mod kubeconfig;
 mod plugin;
 pub(crate) mod serve;
@@ -41,6 +42,9 @@ enum Command {
     /// Plugins: check a component, test it on fixtures, load it into a server, list them.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Images in the cluster's registry: push a component, list, remove.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 /// Every problem found on the command line, reported together.
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Store(command) => store::run(command).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Plugin(command) => plugin::run(command).await,
+            Command::Image(command) => image::run(command).await,
         }
     })
 }

@@ -108,6 +108,29 @@ pub struct ServeOptions {
     /// before its connection is closed.
     #[arg(long, default_value = "30s")]
     write_timeout: String,
+    /// Run a node agent for this machine's node, so pods bound to it really run (as
+    /// `k3s server` runs an agent); false: a control plane only (k3s: --disable-agent).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    node_agent: bool,
+    /// The name of this server's node. Default: the host name.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The range pods' addresses come from; each node gets a --node-cidr-mask-size part of it.
+    #[arg(long, default_value = "127.64.0.0/12")]
+    cluster_cidr: String,
+    /// The size of each node's range (its podCIDR).
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Give every Node a podCIDR from --cluster-cidr (the node-IPAM controller).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    allocate_node_cidrs: bool,
+    /// How many pods this server's node runs at most.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// CrashLoopBackOff's first and longest delay between restarts of a container
+    /// (the kubelet's 10s and 5m; it is reset after a run twice the longest).
+    #[arg(long, default_value = "10s,5m")]
+    crash_loop_backoff: String,
 }
 
 /// What decides where pods go.
@@ -159,6 +182,10 @@ pub struct ValidServeOptions {
     api_audiences: Vec<String>,
     /// How long a write may wait for a client to read.
     write_timeout: Duration,
+    /// None: no node agent in this process.
+    node_agent: Option<crate::node::agent::AgentConfig>,
+    /// None: nodes get no podCIDR from this server.
+    node_ipam: Option<crate::controllers::node_ipam::NodeIpam>,
 }
 
 impl ValidServeOptions {
@@ -176,6 +203,8 @@ impl ValidServeOptions {
             scheduler: Some(Default::default()),
             api_audiences: vec![crate::auth::tokens::ISSUER.to_string()],
             write_timeout: crate::api::DEFAULT_WRITE_TIMEOUT,
+            node_agent: None,
+            node_ipam: None,
         }
     }
 
@@ -222,6 +251,8 @@ impl ValidServeOptions {
             scheduler: Some(Default::default()),
             api_audiences: vec![crate::auth::tokens::ISSUER.to_string()],
             write_timeout: crate::api::DEFAULT_WRITE_TIMEOUT,
+            node_agent: None,
+            node_ipam: None,
         }
     }
 }
@@ -358,6 +389,45 @@ impl CompletedServeOptions {
                 election.retry_period, election.renew_deadline
             ));
         }
+        let node_ipam = match crate::machinery::cidr::Ipv4Net::parse(&o.cluster_cidr) {
+            Err(e) => {
+                problems.push(format!("--cluster-cidr: {e}"));
+                None
+            }
+            Ok(range) if range.overlaps(&RESERVED_LOOPBACK) => {
+                problems.push(format!("--cluster-cidr {range} overlaps {RESERVED_LOOPBACK} (the API's 127.0.0.1, resolvers on 127.0.0.53, the hostname's 127.0.1.1): pick a range clear of it, such as 127.64.0.0/12"));
+                None
+            }
+            Ok(range) if o.node_cidr_mask_size < range.prefix() || o.node_cidr_mask_size > 30 => {
+                problems.push(format!(
+                    "--node-cidr-mask-size {} must be between the cluster CIDR's prefix ({}) and 30",
+                    o.node_cidr_mask_size,
+                    range.prefix()
+                ));
+                None
+            }
+            Ok(range) => {
+                Some(crate::controllers::node_ipam::NodeIpam { cluster_cidr: range, node_mask: o.node_cidr_mask_size })
+            }
+        };
+        let node_ipam = node_ipam.filter(|_| o.allocate_node_cidrs);
+        let backoff = crate::node::agent::Backoff::parse(&o.crash_loop_backoff)
+            .map_err(|e| problems.push(format!("--crash-loop-backoff {e}")))
+            .unwrap_or_default();
+        let node_name = o.node_name.clone().unwrap_or_else(host_name);
+        if let Some(problem) = crate::registry::dns1123_subdomain_problem(&node_name) {
+            problems.push(format!("--node-name {node_name:?}: {problem}"));
+        }
+        if o.max_pods == 0 {
+            problems.push("--max-pods must be at least 1".into());
+        }
+        let node_agent = o.node_agent.then(|| crate::node::agent::AgentConfig {
+            node_name,
+            dir: self.data_dir.join("node"),
+            max_pods: o.max_pods,
+            backoff,
+            local_registries: Vec::new(),
+        });
         let api_audiences: Vec<String> = o.api_audiences.iter().map(|a| a.trim().to_string()).collect();
         if api_audiences.iter().any(String::is_empty) {
             problems.push("--api-audiences must not name an empty audience".into());
@@ -386,8 +456,22 @@ impl CompletedServeOptions {
             scheduler,
             api_audiences,
             write_timeout,
+            node_agent,
+            node_ipam,
         })
     }
+}
+
+/// 127.0.0.0/16: loopback addresses the machine itself uses; no pod or node gets one.
+const RESERVED_LOOPBACK: crate::machinery::cidr::Ipv4Net = crate::machinery::cidr::Ipv4Net::RESERVED_LOOPBACK;
+
+/// This machine's host name, lowercased, as the kubelet names its node.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_lowercase())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Parse, complete, validate and run.
@@ -488,6 +572,8 @@ impl Server {
         let api_registry = Arc::new(std::sync::OnceLock::new());
         let requests = api::request_metrics(&registry).context("registering API metrics")?;
         let controller_health = Health::default();
+        let images = crate::oci::BlobStore::new(&options.data_dir);
+        let kubelets = crate::api::kubelet::Kubelets::default();
         let app = api::router(AppState {
             health: health.clone(),
             controller_health: controller_health.clone(),
@@ -497,6 +583,8 @@ impl Server {
             openapi: Default::default(),
             tokens: Default::default(),
             api_audiences: options.api_audiences.clone().into(),
+            images: images.clone(),
+            kubelets: kubelets.clone(),
         });
         let http = {
             let mut stopped = stopped.clone();
@@ -513,6 +601,11 @@ impl Server {
         let (plugin_dir, default_plugins) = (options.plugin_dir.clone(), options.default_plugins);
         let (selection, election) = (options.controllers.clone(), options.election.clone());
         let sim_nodes = options.sim_nodes.clone();
+        let node_ipam = options.node_ipam.clone();
+        let node_agent = options.node_agent.clone().map(|mut agent| {
+            agent.local_registries = vec![advertise.to_string(), format!("localhost:{}", advertise.port())];
+            agent
+        });
         let scheduler_config = options.scheduler.clone();
         let storage = tokio::spawn(async move {
             let store = open_storage(options.storage, storage_metrics.clone(), health.clone(), stopped.clone()).await?;
@@ -571,6 +664,30 @@ impl Server {
                     crate::node::sim::run(client.clone(), informers.clone(), sim, stopped.clone()),
                 )
                 .await?;
+            }
+            if let Some(agent) = node_agent {
+                step(
+                    "registering this server's node",
+                    STEP_DEADLINE,
+                    crate::node::agent::run(
+                        client.clone(),
+                        informers.clone(),
+                        images,
+                        kubelets,
+                        agent,
+                        stopped.clone(),
+                    ),
+                )
+                .await?;
+            }
+            if let Some(ipam) = node_ipam {
+                tokio::spawn(crate::controllers::node_ipam::run(
+                    client.clone(),
+                    informers.clone(),
+                    ipam,
+                    lead.clone(),
+                    stopped.clone(),
+                ));
             }
             let controller_host = Arc::new(crate::controllers::manager::ControllerHost {
                 client: client.clone(),

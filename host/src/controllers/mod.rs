@@ -10,6 +10,7 @@ pub mod crd;
 pub mod gc;
 pub mod manager;
 mod metrics;
+pub mod node_ipam;
 pub mod plugins;
 
 /// Set condition `kind` in `status`, keeping its transition time unless its status changes.

@@ -7,6 +7,7 @@
 //! It stands above the registry (it reads and writes through its verbs) and below every
 //! component; it knows no component.
 
+pub mod cidr;
 pub mod informer;
 pub mod leader;
 pub mod queue;

@@ -1,4 +1,53 @@
-//! The node agent [kubelet]. Today: simulated nodes (`sim`), which register Nodes and
-//! run the pods bound to them on paper, for controllers, the scheduler and scale tests.
+//! The node agent [kubelet] and the container runtime. `agent` runs one real node: its
+//! pods (`pod`) are WebAssembly components run in-process (`runtime`), their images pulled
+//! from the cluster's registry (`images`), their output kept as the kubelet keeps it
+//! (`logs`). `sim` registers simulated nodes that run the pods bound to them on paper, for
+//! controllers, the scheduler and scale tests. Both reach the API only through the
+//! [`Client`].
 
+pub mod agent;
+mod context;
+mod images;
+mod logs;
+mod pod;
+mod runtime;
 pub mod sim;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::client::Client;
+use crate::registry::{Error, Patch, WriteOptions};
+
+/// How often a node's Lease is renewed and its Ready condition's heartbeat written
+/// (the kubelet's defaults: 10 s, and a status update at most every minute).
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+const LEASE_SECONDS: u64 = 40;
+const STATUS_EVERY: Duration = Duration::from_secs(60);
+
+fn micro_now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// Renew (or create) the node's Lease in `kube-node-lease`, written by `manager`.
+async fn renew_lease(client: &dyn Client, node: &str, manager: &str) -> Result<(), Error> {
+    let leases = client
+        .resource("coordination.k8s.io", "v1", "leases")
+        .ok_or_else(|| Error::Internal("leases are not served".into()))?;
+    let options = WriteOptions { field_manager: Some(manager.into()), ..WriteOptions::default() };
+    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()});
+    let patch = Patch::Merge(json!({"spec": spec}));
+    match client.patch(&leases, Some("kube-node-lease"), node, patch, None, &options).await {
+        Ok(_) => Ok(()),
+        Err(Error::NotFound { .. }) => {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": node, "namespace": "kube-node-lease"}, "spec": spec});
+            match client.create(&leases, Some("kube-node-lease"), lease, &options).await {
+                Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

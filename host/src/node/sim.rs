@@ -57,11 +57,7 @@ impl SimNodes {
     }
 }
 
-/// How often a node's Lease is renewed and its Ready condition's heartbeat written
-/// (the kubelet's defaults: 10 s, and a status update at most every minute).
-const LEASE_RENEW: Duration = Duration::from_secs(10);
-const LEASE_SECONDS: u64 = 40;
-const STATUS_EVERY: Duration = Duration::from_secs(60);
+use super::{LEASE_RENEW, STATUS_EVERY};
 /// Who writes (managedFields).
 const MANAGER: &str = "wasmkube-sim-node";
 
@@ -71,10 +67,6 @@ fn options() -> WriteOptions {
 
 fn now() -> String {
     crate::registry::now()
-}
-
-fn micro_now() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
 
 /// Register the nodes, then keep them alive and run their pods until `stop`.
@@ -174,27 +166,7 @@ async fn register(client: &dyn Client, config: &SimNodes, i: usize) -> Result<()
         },
     }});
     client.patch(&nodes, None, &name, Patch::Merge(status), Some(Subresource::Status), &options()).await?;
-    renew_lease(client, &name).await
-}
-
-async fn renew_lease(client: &dyn Client, node: &str) -> Result<(), Error> {
-    let leases = client
-        .resource("coordination.k8s.io", "v1", "leases")
-        .ok_or_else(|| Error::Internal("leases are not served".into()))?;
-    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()});
-    let patch = Patch::Merge(json!({"spec": spec}));
-    match client.patch(&leases, Some("kube-node-lease"), node, patch, None, &options()).await {
-        Ok(_) => Ok(()),
-        Err(Error::NotFound { .. }) => {
-            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": node, "namespace": "kube-node-lease"}, "spec": spec});
-            match client.create(&leases, Some("kube-node-lease"), lease, &options()).await {
-                Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
+    super::renew_lease(client, &name, MANAGER).await
 }
 
 /// Renew every node's Lease every 10 s, and its Ready heartbeat every minute.
@@ -214,7 +186,7 @@ async fn heartbeat(client: Arc<dyn Client>, config: SimNodes, mut stop: watch::R
             let outcome = if refresh {
                 register(client.as_ref(), &config, i).await
             } else {
-                renew_lease(client.as_ref(), &SimNodes::name(i)).await
+                super::renew_lease(client.as_ref(), &SimNodes::name(i), MANAGER).await
             };
             if let Err(e) = outcome {
                 tracing::warn!(node = %SimNodes::name(i), error = %e, "simulated node: cannot renew");

@@ -88,3 +88,10 @@ pub fn decode(kv: &crate::storage::KeyValue) -> Result<Object> {
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+
+/// Why `name` is not a DNS-1123 subdomain (a Node's or most objects' name), in
+/// kube-apiserver's words; None if it is one.
+pub fn dns1123_subdomain_problem(name: &str) -> Option<String> {
+    let problems = validate::content::dns1123_subdomain(name);
+    (!problems.is_empty()).then(|| problems.join("; "))
+}

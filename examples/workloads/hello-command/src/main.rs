@@ -1,0 +1,64 @@
+//! A WASI command for pods. Its arguments say what to do, one step after another:
+//!
+//! - `echo WORDS...`  print the words
+//! - `env NAME`       print NAME's value
+//! - `count N MS`     print 1..N, one every MS milliseconds
+//! - `sleep MS`       sleep
+//! - `alloc MIB`      allocate and touch MIB mebibytes (to meet a memory limit)
+//! - `trap`           abort (a trap)
+//! - `exit N`         exit with code N
+//!
+//! Without arguments it says hello and exits 0.
+
+use std::io::Write;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        println!("hello from a WASI command");
+        return;
+    }
+    let mut words = args.iter();
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    while let Some(step) = words.next() {
+        let mut next = || words.next().cloned().unwrap_or_default();
+        match step.as_str() {
+            "echo" => {
+                let rest: Vec<String> = std::iter::from_fn(|| words.next().cloned()).collect();
+                println!("{}", rest.join(" "));
+            }
+            "env" => {
+                let name = next();
+                println!("{name}={}", std::env::var(&name).unwrap_or_default());
+            }
+            "count" => {
+                let n: u64 = next().parse().unwrap_or(3);
+                let ms: u64 = next().parse().unwrap_or(100);
+                for i in 1..=n {
+                    println!("{i}");
+                    let _ = std::io::stdout().flush();
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+            }
+            "sleep" => std::thread::sleep(std::time::Duration::from_millis(next().parse().unwrap_or(1000))),
+            "alloc" => {
+                let mib: usize = next().parse().unwrap_or(1);
+                for _ in 0..mib {
+                    kept.push(vec![1u8; 1 << 20]);
+                }
+                println!("allocated {mib} MiB");
+            }
+            "trap" => std::process::abort(),
+            "exit" => {
+                let _ = std::io::stdout().flush();
+                // WASI 0.2's exit is success or failure; exit-with-code carries the code.
+                wasip2::cli::exit::exit_with_code(next().parse().unwrap_or(1));
+                return;
+            }
+            other => {
+                eprintln!("unknown step {other:?}");
+                wasip2::cli::exit::exit_with_code(2);
+            }
+        }
+    }
+}

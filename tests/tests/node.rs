@@ -1,0 +1,320 @@
+//! The node agent and the WASI container runtime, end to end: `serve` runs a node, `wasmkube
+//! image push` puts components into the cluster's registry, and pods of them really run —
+//! commands to their exit code, HTTP servers answering on their pod IP — with the statuses,
+//! restarts and logs kubectl shows.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use wasmkube_tests::{plugin_component, wait_for, workload_component, Cluster, KUBECTLS};
+
+const KUBECTL: &str = KUBECTLS[0];
+
+/// Push the example `name` as `name:v1`.
+fn push(cluster: &Cluster, name: &str) {
+    let file = workload_component(name);
+    let reference = format!("{name}:v1");
+    let (ok, out, err) = cluster.wasmkube(&["image", "push", file.to_str().unwrap(), &reference]);
+    assert!(ok, "image push: {err}");
+    assert!(out.contains(&format!("pushed {name}:v1")), "{out}");
+}
+
+async fn pod(cluster: &Cluster, name: &str) -> Value {
+    cluster.request(Method::GET, &format!("/api/v1/namespaces/default/pods/{name}"), None).await.1
+}
+
+/// Wait until the pod's first container status satisfies `check`; that status.
+async fn container_status(cluster: &Cluster, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    wait_for(what, Duration::from_secs(60), || async {
+        let pod = pod(cluster, name).await;
+        let status = pod.pointer("/status/containerStatuses/0")?.clone();
+        check(&status).then_some(status)
+    })
+    .await
+}
+
+async fn phase(cluster: &Cluster, name: &str, want: &str) -> Value {
+    wait_for(&format!("pod {name} to be {want}"), Duration::from_secs(60), || async {
+        let pod = pod(cluster, name).await;
+        (pod.pointer("/status/phase")? == want).then_some(pod)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_pods_end_with_their_exit_code_and_their_logs_are_read() {
+    let cluster = Cluster::start_with_node(&[]).await;
+    // The node registers with the first range of the cluster CIDR and its .1 as address.
+    let range = cluster.range.as_ref().unwrap().second_octet;
+    let node = wait_for("the node to be Ready with its address", Duration::from_secs(30), || async {
+        let (_, node) = cluster.request(Method::GET, "/api/v1/nodes/node-a", None).await;
+        let ready =
+            node["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (ready && node["status"]["addresses"][0]["address"].is_string()).then_some(node)
+    })
+    .await;
+    assert_eq!(node["spec"]["podCIDR"], format!("127.{range}.0.0/24"), "{node}");
+    assert_eq!(
+        node["status"]["addresses"][0],
+        serde_json::json!({"type": "InternalIP", "address": format!("127.{range}.0.1")})
+    );
+    push(&cluster, "hello-command");
+
+    let (ok, _, err) = cluster
+        .kubectl(KUBECTL, &["run", "ok", "--image=hello-command:v1", "--restart=Never", "--", "echo", "hi", "there"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) =
+        cluster.kubectl(KUBECTL, &["run", "bad", "--image=hello-command:v1", "--restart=Never", "--", "exit", "3"]);
+    assert!(ok, "{err}");
+
+    let done = phase(&cluster, "ok", "Succeeded").await;
+    let terminated = &done["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 0, "{done}");
+    assert_eq!(terminated["reason"], "Completed", "{done}");
+    let status = &done["status"];
+    assert!(status["podIP"].as_str().unwrap().starts_with(&format!("127.{range}.0.")), "{status}");
+    assert_eq!(status["hostIP"], format!("127.{range}.0.1"));
+    // BestEffort unless something (the default `defaults` plugin) gave it resources.
+    let resources = &done["spec"]["containers"][0]["resources"];
+    let best_effort =
+        resources.as_object().is_none_or(|r| r.values().all(|v| v.as_object().is_none_or(|m| m.is_empty())));
+    assert_eq!(status["qosClass"], if best_effort { "BestEffort" } else { "Burstable" }, "{done}");
+    assert!(status["containerStatuses"][0]["containerID"].as_str().unwrap().starts_with("wasmtime://"), "{status}");
+    assert!(
+        status["containerStatuses"][0]["imageID"].as_str().unwrap().starts_with("hello-command@sha256:"),
+        "{status}"
+    );
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!((&ready["status"], &ready["reason"]), (&Value::from("False"), &Value::from("PodCompleted")), "{status}");
+    let (ok, out, err) = cluster.kubectl(KUBECTL, &["logs", "ok"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "hi there\n");
+    let (ok, out, _) = cluster.kubectl(KUBECTL, &["logs", "ok", "--timestamps"]);
+    assert!(ok && out.ends_with("Z hi there\n") && out.len() > 20, "{out}");
+
+    let failed = phase(&cluster, "bad", "Failed").await;
+    let terminated = &failed["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!((terminated["exitCode"].as_i64(), terminated["reason"].as_str()), (Some(3), Some("Error")), "{failed}");
+    let (ok, out, _) = cluster.kubectl(KUBECTL, &["get", "pods"]);
+    assert!(ok && out.lines().any(|l| l.starts_with("bad ") && l.contains("Error")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("ok ") && l.contains("Completed")), "{out}");
+
+    // A container over its memory limit is OOMKilled (137) and costs nothing else.
+    let overrides = r#"{"spec":{"containers":[{"name":"oom","image":"hello-command:v1","args":["alloc","64"],"resources":{"limits":{"memory":"16Mi"}}}]}}"#;
+    let (ok, _, err) = cluster.kubectl(
+        KUBECTL,
+        &["run", "oom", "--image=hello-command:v1", "--restart=Never", &format!("--overrides={overrides}")],
+    );
+    assert!(ok, "{err}");
+    let oom = phase(&cluster, "oom", "Failed").await;
+    let terminated = &oom["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        (terminated["exitCode"].as_i64(), terminated["reason"].as_str()),
+        (Some(137), Some("OOMKilled")),
+        "{oom}"
+    );
+    assert_eq!(oom["status"]["qosClass"], "Burstable");
+
+    // kubectl's words for logs that cannot be had.
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["logs", "ok", "--previous"]);
+    assert!(!ok && err.contains("previous terminated container \"ok\" in pod \"ok\" not found"), "{err}");
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["logs", "ok", "-c", "nope"]);
+    assert!(!ok && err.contains("container nope is not valid for pod ok"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_deployment_answers_on_its_pod_ip_and_a_trapping_request_costs_only_itself() {
+    let cluster = Cluster::start_with_node(&[]).await;
+    push(&cluster, "hello-http");
+    let (ok, _, err) =
+        cluster.kubectl(KUBECTL, &["create", "deployment", "web", "--image=hello-http:v1", "--port=8080"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cluster.kubectl(KUBECTL, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(ok, "rollout: {out} {err}");
+    let (ok, out, err) = cluster.kubectl(
+        KUBECTL,
+        &["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}"],
+    );
+    assert!(ok, "{err}");
+    let (name, ip) = out.split_once(' ').unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = http.get(format!("http://{ip}:8080{path}"));
+        async move {
+            let response = request.send().await.expect("the pod answers");
+            (response.status().as_u16(), response.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(get("/").await, (200, format!("hello from {name}\n")));
+    let (code, body) = get("/trap").await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("trapped"), "{body}");
+    assert_eq!(get("/").await.0, 200, "a trapping request does not stop the pod");
+    assert_eq!(get("/env/HOSTNAME").await, (200, format!("{name}\n")));
+
+    // kubectl logs -f follows: a request made while following shows up.
+    let mut follow = Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(&cluster.api.kubeconfig)
+        .args(["logs", "-f", name])
+        .env("HOME", cluster.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let marker = "/followed-request";
+    let seen = wait_for("kubectl logs -f to show a new request", Duration::from_secs(30), || {
+        let request = get(marker);
+        let received = &received;
+        async move {
+            request.await;
+            std::iter::from_fn(|| received.recv_timeout(Duration::from_millis(200)).ok()).find(|l| l.contains(marker))
+        }
+    })
+    .await;
+    assert!(seen.contains("Get"), "{seen}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let (ok, out, _) = cluster.kubectl(KUBECTL, &["logs", name, "--tail=1"]);
+    assert!(ok && out.lines().count() == 1, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_container_backs_off_with_growing_delays() {
+    let cluster = Cluster::start_with_node(&["--crash-loop-backoff", "1s,4s"]).await;
+    push(&cluster, "hello-command");
+    let (ok, _, err) =
+        cluster.kubectl(KUBECTL, &["run", "crash", "--image=hello-command:v1", "--", "echo", "crashing"]);
+    assert!(ok, "{err}");
+    let seen = std::cell::RefCell::new(Vec::<String>::new());
+    let status = wait_for("three restarts", Duration::from_secs(60), || {
+        let (seen, cluster) = (&seen, &cluster);
+        async move {
+            let pod = pod(cluster, "crash").await;
+            let status = pod.pointer("/status/containerStatuses/0")?.clone();
+            if let Some(message) = status.pointer("/state/waiting/message").and_then(Value::as_str) {
+                let delay = message.strip_prefix("back-off ")?.split_whitespace().next()?.to_string();
+                let mut seen = seen.borrow_mut();
+                if seen.last() != Some(&delay) {
+                    seen.push(delay);
+                }
+            }
+            (status["restartCount"].as_u64()? >= 3).then_some(status)
+        }
+    })
+    .await;
+    let delays = seen.into_inner();
+    // Each wait doubles, up to the maximum.
+    assert!(delays.windows(2).all(|w| w[0] != w[1]), "{delays:?}");
+    assert!(delays.starts_with(&["1s".to_string(), "2s".to_string()]), "{delays:?}");
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Completed", "{status}");
+    let (ok, out, err) = cluster.kubectl(KUBECTL, &["logs", "crash", "--previous"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "crashing\n");
+    let pod = pod(&cluster, "crash").await;
+    assert_eq!(pod["status"]["phase"], "Running", "restartPolicy Always keeps it Running: {pod}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_that_cannot_run_say_why_on_their_pod() {
+    let cluster = Cluster::start_with_node(&["--crash-loop-backoff", "1s,2s"]).await;
+    // Nothing pushed under this name.
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["run", "missing", "--image=nothing:v9", "--restart=Never"]);
+    assert!(ok, "{err}");
+    let status = container_status(&cluster, "missing", "ErrImagePull or ImagePullBackOff", |s| {
+        matches!(s.pointer("/state/waiting/reason").and_then(Value::as_str), Some("ErrImagePull" | "ImagePullBackOff"))
+    })
+    .await;
+    let message = status.pointer("/state/waiting/message").and_then(Value::as_str).unwrap();
+    assert!(message.contains("\"nothing:v9\"") && message.contains("manifest unknown"), "{message}");
+    container_status(&cluster, "missing", "ImagePullBackOff", |s| {
+        s.pointer("/state/waiting/reason") == Some(&"ImagePullBackOff".into())
+    })
+    .await;
+
+    // A name that does not parse.
+    // (kubectl run checks names itself; the API does not, as kube-apiserver does not.)
+    let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "badname"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "Not_A:Name"}]}});
+    let (code, answer) = cluster.request(Method::POST, "/api/v1/namespaces/default/pods", Some(bad)).await;
+    assert_eq!(code, 201, "{answer}");
+    let status = container_status(&cluster, "badname", "InvalidImageName", |s| {
+        s.pointer("/state/waiting/reason") == Some(&"InvalidImageName".into())
+    })
+    .await;
+    assert!(status["state"]["waiting"]["message"].as_str().unwrap().contains("invalid reference format"), "{status}");
+
+    // A component that is neither a command nor an HTTP server (a plugin).
+    let plugin = plugin_component("no_latest");
+    let (ok, _, err) = cluster.wasmkube(&["image", "push", plugin.to_str().unwrap(), "plugin:v1"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["run", "plugin", "--image=plugin:v1", "--restart=Never"]);
+    assert!(ok, "{err}");
+    let status = container_status(&cluster, "plugin", "CreateContainerError", |s| {
+        s.pointer("/state/waiting/reason") == Some(&"CreateContainerError".into())
+    })
+    .await;
+    assert!(
+        status["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exports neither wasi:cli/run nor wasi:http/incoming-handler"),
+        "{status}"
+    );
+    // The node keeps running pods meanwhile.
+    push(&cluster, "hello-command");
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["run", "fine", "--image=hello-command:v1", "--restart=Never"]);
+    assert!(ok, "{err}");
+    phase(&cluster, "fine", "Succeeded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_push_refuses_what_is_not_a_component_and_the_registry_wants_a_user() {
+    let cluster = Cluster::start_with_node(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let (ok, _, err) = cluster.wasmkube(&["image", "push", core.to_str().unwrap(), "core:v1"]);
+    assert!(!ok && err.contains("is a core WebAssembly module, not a component"), "{err}");
+    let text = dir.path().join("text.wasm");
+    std::fs::write(&text, b"hello").unwrap();
+    let (ok, _, err) = cluster.wasmkube(&["image", "push", text.to_str().unwrap(), "text:v1"]);
+    assert!(!ok && err.contains("is not WebAssembly"), "{err}");
+    let file = workload_component("hello-command");
+    let (ok, _, err) = cluster.wasmkube(&["image", "push", file.to_str().unwrap(), "example.com/team/app:v1"]);
+    assert!(!ok && err.contains("names the registry example.com"), "{err}");
+    let (ok, _, err) = cluster.wasmkube(&["image", "push", file.to_str().unwrap(), "Bad:Name"]);
+    assert!(!ok && err.contains("invalid reference format"), "{err}");
+
+    // ls and rm.
+    push(&cluster, "hello-command");
+    let (ok, out, err) = cluster.wasmkube(&["image", "ls"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("hello-command ") && l.contains(" v1 ")), "{out}");
+    let (ok, _, err) = cluster.wasmkube(&["image", "rm", "hello-command:v1"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = cluster.wasmkube(&["image", "ls"]);
+    assert!(!out.contains("hello-command "), "{out}");
+    let (ok, _, err) = cluster.wasmkube(&["image", "rm", "hello-command:v1"]);
+    assert!(!ok && err.contains("manifest unknown"), "{err}");
+
+    // Anonymous clients get the registry's challenge.
+    let anonymous = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let response = anonymous.get(format!("{}/v2/", cluster.api.base)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Basic realm=\"wasmkube\"");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{body}");
+}

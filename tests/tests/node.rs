@@ -94,6 +94,15 @@ async fn command_pods_end_with_their_exit_code_and_their_logs_are_read() {
     assert_eq!(out, "hi there\n");
     let (ok, out, _) = cluster.kubectl(KUBECTL, &["logs", "ok", "--timestamps"]);
     assert!(ok && out.ends_with("Z hi there\n") && out.len() > 20, "{out}");
+    // kubectl describe shows the kubelet's events.
+    let described = wait_for("the node's events", Duration::from_secs(30), || async {
+        let (ok, out, _) = cluster.kubectl(KUBECTL, &["describe", "pod", "ok"]);
+        (ok && out.contains("Started container ok")).then_some(out)
+    })
+    .await;
+    for said in ["Scheduled", "Pulled", "Created container: ok", "kubelet"] {
+        assert!(described.contains(said), "{said:?} missing from:\n{described}");
+    }
 
     let failed = phase(&cluster, "bad", "Failed").await;
     let terminated = &failed["status"]["containerStatuses"][0]["state"]["terminated"];
@@ -317,4 +326,329 @@ async fn image_push_refuses_what_is_not_a_component_and_the_registry_wants_a_use
     assert_eq!(response.headers()["www-authenticate"], "Basic realm=\"wasmkube\"");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{body}");
+}
+
+/// Create `object` (JSON) at `path`; panics unless 201.
+async fn create(cluster: &Cluster, path: &str, object: Value) {
+    let (code, answer) = cluster.request(Method::POST, path, Some(object)).await;
+    assert_eq!(code, 201, "{answer}");
+}
+
+/// The lines pod `name`'s container `container` printed.
+fn logs(cluster: &Cluster, name: &str, container: &str) -> String {
+    let (ok, out, err) = cluster.kubectl(KUBECTL, &["logs", name, "-c", container]);
+    assert!(ok, "{err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_and_volumes_reach_the_component() {
+    let cluster = Cluster::start_with_node(&["--crash-loop-backoff", "1s,2s"]).await;
+    push(&cluster, "hello-command");
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/configmaps",
+        serde_json::json!({
+        "metadata": {"name": "settings"}, "data": {"greeting": "hello", "file.txt": "from a configmap"}}),
+    )
+    .await;
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/secrets",
+        serde_json::json!({
+        "metadata": {"name": "creds"}, "stringData": {"password": "hunter2"}}),
+    )
+    .await;
+    let args = [
+        "env",
+        "GREETING",
+        "env",
+        "PASSWORD",
+        "env",
+        "POD_NAME",
+        "env",
+        "EXPANDED",
+        "env",
+        "CFG_greeting",
+        "cat",
+        "/etc/config/file.txt",
+        "cat",
+        "/etc/info/labels",
+        "write",
+        "/scratch/x",
+        "scratched",
+        "cat",
+        "/scratch/x",
+        "write",
+        "/etc/config/nope",
+        "x",
+    ];
+    create(&cluster, "/api/v1/namespaces/default/pods", serde_json::json!({
+        "metadata": {"name": "reader", "labels": {"app": "reader"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "c", "image": "hello-command:v1", "args": args,
+                "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+                "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "EXPANDED", "value": "$(GREETING)-world-$$(GREETING)"},
+                ],
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/etc/config", "readOnly": true},
+                    {"name": "info", "mountPath": "/etc/info"},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                ],
+            }],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "settings"}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+        }})).await;
+    phase(&cluster, "reader", "Succeeded").await;
+    let out = logs(&cluster, "reader", "c");
+    for line in [
+        "GREETING=hello",
+        "PASSWORD=hunter2",
+        "POD_NAME=reader",
+        "EXPANDED=hello-world-$(GREETING)",
+        "CFG_greeting=hello",
+        "from a configmap",
+        "app=\"reader\"",
+        "scratched",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing from:\n{out}");
+    }
+    // The configMap volume is read-only.
+    assert!(out.lines().any(|l| l.starts_with("write /etc/config/nope:")), "{out}");
+
+    // What is missing is said on the pod, as the kubelet says it.
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        serde_json::json!({
+        "metadata": {"name": "noenv"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "hello-command:v1",
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]}]}}),
+    )
+    .await;
+    let status = container_status(&cluster, "noenv", "CreateContainerConfigError", |s| {
+        s.pointer("/state/waiting/reason") == Some(&"CreateContainerConfigError".into())
+    })
+    .await;
+    assert_eq!(status["state"]["waiting"]["message"], "configmap \"nope\" not found", "{status}");
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        serde_json::json!({
+        "metadata": {"name": "novolume"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "hello-command:v1",
+            "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+            "volumes": [{"name": "v", "configMap": {"name": "nope"}}]}}),
+    )
+    .await;
+    let status = container_status(&cluster, "novolume", "the mount failure", |s| {
+        s.pointer("/state/waiting/message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.starts_with("MountVolume.SetUp failed"))
+    })
+    .await;
+    assert_eq!(status["state"]["waiting"]["reason"], "ContainerCreating", "{status}");
+    assert!(
+        status["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("for volume \"v\" : configmap \"nope\" not found"),
+        "{status}"
+    );
+    // Once the ConfigMap exists, the pod runs.
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/configmaps",
+        serde_json::json!({"metadata": {"name": "nope"}, "data": {"k": "v"}}),
+    )
+    .await;
+    phase(&cluster, "novolume", "Succeeded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_in_order_before_the_containers() {
+    let cluster = Cluster::start_with_node(&["--crash-loop-backoff", "1s,2s"]).await;
+    push(&cluster, "hello-command");
+    let container = |name: &str, args: &[&str]| {
+        serde_json::json!({"name": name, "image": "hello-command:v1", "args": args,
+            "volumeMounts": [{"name": "work", "mountPath": "/work"}]})
+    };
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        serde_json::json!({
+        "metadata": {"name": "staged"},
+        "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [
+                container("first", &["write", "/work/a", "one"]),
+                container("second", &["cat", "/work/a", "write", "/work/b", "two"]),
+            ],
+            "containers": [container("main", &["ls", "/work"])],
+            "volumes": [{"name": "work", "emptyDir": {}}],
+        }}),
+    )
+    .await;
+    let done = phase(&cluster, "staged", "Succeeded").await;
+    let inits = done["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2, "{done}");
+    assert!(inits.iter().all(|s| s["state"]["terminated"]["reason"] == "Completed"), "{done}");
+    assert_eq!(logs(&cluster, "staged", "second"), "one\n");
+    assert_eq!(logs(&cluster, "staged", "main"), "a b\n");
+    let initialized =
+        done["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Initialized").unwrap().clone();
+    assert_eq!(initialized["status"], "True", "{done}");
+
+    // An init container that fails with restartPolicy Never fails the pod; the app never starts.
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        serde_json::json!({
+        "metadata": {"name": "blocked"},
+        "spec": {"restartPolicy": "Never",
+            "initContainers": [{"name": "gate", "image": "hello-command:v1", "args": ["exit", "4"]}],
+            "containers": [{"name": "main", "image": "hello-command:v1"}]}}),
+    )
+    .await;
+    let failed = phase(&cluster, "blocked", "Failed").await;
+    assert_eq!(failed["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 4, "{failed}");
+    assert_eq!(failed["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing", "{failed}");
+    let (ok, out, _) = cluster.kubectl(KUBECTL, &["get", "pod", "blocked"]);
+    assert!(ok && out.contains("Init:Error"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_gate_readiness_and_a_failing_liveness_probe_restarts() {
+    let cluster = Cluster::start_with_node(&["--crash-loop-backoff", "1s,2s"]).await;
+    push(&cluster, "hello-http");
+    push(&cluster, "hello-command");
+    let pod = |name: &str, image: &str, args: Value, probes: Value| {
+        let mut container = serde_json::json!({"name": "c", "image": image, "args": args, "ports": [{"name": "http", "containerPort": 8080}]});
+        for (k, v) in probes.as_object().unwrap() {
+            container[k] = v.clone();
+        }
+        serde_json::json!({"metadata": {"name": name}, "spec": {"containers": [container]}})
+    };
+    let http_probe = |path: &str| serde_json::json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": 1, "failureThreshold": 2});
+    // Ready once the readiness probe answers 200.
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        pod("ready", "hello-http:v1", serde_json::json!([]), serde_json::json!({"readinessProbe": http_probe("/")})),
+    )
+    .await;
+    container_status(&cluster, "ready", "the readiness probe to pass", |s| s["ready"] == true).await;
+    // Never Ready while its probe finds nothing listening.
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        pod(
+            "unready",
+            "hello-http:v1",
+            serde_json::json!([]),
+            serde_json::json!({
+        "readinessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1}}),
+        ),
+    )
+    .await;
+    let status = container_status(&cluster, "unready", "running", |s| s.pointer("/state/running").is_some()).await;
+    assert_eq!(status["ready"], false, "{status}");
+    // A liveness probe answered 404 restarts the container.
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        pod(
+            "sick",
+            "hello-http:v1",
+            serde_json::json!([]),
+            serde_json::json!({"livenessProbe": http_probe("/missing")}),
+        ),
+    )
+    .await;
+    let status = container_status(&cluster, "sick", "a restart", |s| s["restartCount"].as_u64() >= Some(1)).await;
+    let message = status.pointer("/lastState/terminated/message").and_then(Value::as_str).unwrap_or_default();
+    assert!(message.contains("Liveness probe failed: HTTP probe failed with statuscode: 404"), "{status}");
+    // An exec probe runs the component as a command: `exit 1` fails it.
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        pod(
+            "execed",
+            "hello-command:v1",
+            serde_json::json!(["sleep", "600000"]),
+            serde_json::json!({
+        "livenessProbe": {"exec": {"command": ["probe", "exit", "1"]}, "periodSeconds": 1, "failureThreshold": 1}}),
+        ),
+    )
+    .await;
+    let status =
+        container_status(&cluster, "execed", "an exec-probe restart", |s| s["restartCount"].as_u64() >= Some(1)).await;
+    assert!(
+        status
+            .pointer("/lastState/terminated/message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .contains("command exited with 1"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pod_is_graceful_and_the_node_removes_it_once_stopped() {
+    let cluster = Cluster::start_with_node(&[]).await;
+    push(&cluster, "hello-command");
+    create(&cluster, "/api/v1/namespaces/default/pods", serde_json::json!({
+        "metadata": {"name": "sleeper"},
+        "spec": {"terminationGracePeriodSeconds": 3, "containers": [{"name": "c", "image": "hello-command:v1", "args": ["sleep", "600000"]}]}})).await;
+    container_status(&cluster, "sleeper", "running", |s| s.pointer("/state/running").is_some()).await;
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["delete", "pod", "sleeper", "--wait=false"]);
+    assert!(ok, "{err}");
+    // Marked, not gone: the node has the grace period to stop it.
+    let marked = pod(&cluster, "sleeper").await;
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 3, "{marked}");
+    assert!(marked["metadata"]["deletionTimestamp"].is_string(), "{marked}");
+    let (ok, out, _) = cluster.kubectl(KUBECTL, &["get", "pod", "sleeper"]);
+    assert!(ok && out.contains("Terminating"), "{out}");
+    // The command does not end on its own: it is stopped at the deadline, then the pod goes.
+    wait_for("the pod to be removed", Duration::from_secs(30), || async {
+        let (code, _) = cluster.request(Method::GET, "/api/v1/namespaces/default/pods/sleeper", None).await;
+        (code == 404).then_some(())
+    })
+    .await;
+
+    // --grace-period=0 --force removes it at once; a pod no node took goes at once too.
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        serde_json::json!({
+        "metadata": {"name": "forced"},
+        "spec": {"containers": [{"name": "c", "image": "hello-command:v1", "args": ["sleep", "600000"]}]}}),
+    )
+    .await;
+    container_status(&cluster, "forced", "running", |s| s.pointer("/state/running").is_some()).await;
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["delete", "pod", "forced", "--grace-period=0", "--force"]);
+    assert!(ok, "{err}");
+    let (code, _) = cluster.request(Method::GET, "/api/v1/namespaces/default/pods/forced", None).await;
+    assert_eq!(code, 404);
+    create(
+        &cluster,
+        "/api/v1/namespaces/default/pods",
+        serde_json::json!({
+        "metadata": {"name": "nowhere"},
+        "spec": {"nodeSelector": {"no": "such-node"}, "containers": [{"name": "c", "image": "hello-command:v1"}]}}),
+    )
+    .await;
+    let (code, gone) = cluster.request(Method::DELETE, "/api/v1/namespaces/default/pods/nowhere", None).await;
+    assert_eq!(code, 200, "{gone}");
+    let (code, _) = cluster.request(Method::GET, "/api/v1/namespaces/default/pods/nowhere", None).await;
+    assert_eq!(code, 404);
 }

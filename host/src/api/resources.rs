@@ -172,7 +172,7 @@ pub(super) struct Params {
     continue_token: Option<String>,
     allow_watch_bookmarks: Option<String>,
     timeout_seconds: Option<String>,
-    /// Read and checked; graceful deletion itself comes with the node agent.
+    /// A delete's grace period (pods on a node go gracefully).
     grace_period_seconds: Option<String>,
     label_selector: Option<String>,
     field_selector: Option<String>,
@@ -365,7 +365,7 @@ impl Params {
         }
     }
 
-    /// `gracePeriodSeconds`, read for its errors (see the field).
+    /// `gracePeriodSeconds`, with strconv's words for a bad one.
     fn grace_period_seconds(&self) -> Result<Option<i64>, ApiError> {
         go_int(self.grace_period_seconds.as_deref())
     }
@@ -727,9 +727,13 @@ fn success(code: StatusCode) -> Value {
 /// `propagationPolicy`: preconditions, dry run (kubectl sends `dryRun` in the body) and
 /// propagation.
 fn delete_options(body: &[u8], params: &Params) -> Result<DeleteOptions, ApiError> {
-    params.grace_period_seconds()?;
-    let mut options =
-        DeleteOptions { dry_run: params.dry_run()?, user: params.user.clone(), ..DeleteOptions::default() };
+    let grace = params.grace_period_seconds()?;
+    let mut options = DeleteOptions {
+        dry_run: params.dry_run()?,
+        user: params.user.clone(),
+        grace_period_seconds: grace,
+        ..DeleteOptions::default()
+    };
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -742,6 +746,10 @@ fn delete_options(body: &[u8], params: &Params) -> Result<DeleteOptions, ApiErro
     };
     options.uid =
         body.pointer("/preconditions/uid").and_then(Value::as_str).filter(|u| !u.is_empty()).map(String::from);
+    // kubectl sends --grace-period (and --now, --force) in the body.
+    if let Some(seconds) = body.get("gracePeriodSeconds").and_then(Value::as_i64) {
+        options.grace_period_seconds = Some(seconds);
+    }
     match body.get("dryRun").and_then(Value::as_array).map(Vec::as_slice) {
         None | Some([]) => {}
         Some([value]) if value == "All" => options.dry_run = true,

@@ -86,36 +86,110 @@ fn selector(o: &Object) -> Value {
     or_none(pairs.join(","))
 }
 
+/// What kubectl's printPod derives from a pod: ready and total containers (restartable
+/// init containers, native sidecars, count), restarts, and the STATUS reason.
+struct PodSummary {
+    ready: usize,
+    total: usize,
+    restarts: i64,
+    reason: String,
+}
+
+fn pod_summary(o: &Object) -> PodSummary {
+    let phase = text(o, &["status", "phase"]);
+    let mut reason = text(o, &["status", "reason"]);
+    if reason.is_empty() {
+        reason = phase.clone();
+    }
+    let inits = list(o, &["spec", "initContainers"]);
+    let sidecar = |name: &Value| inits.iter().any(|c| &c["name"] == name && c["restartPolicy"] == "Always");
+    let total =
+        list(o, &["spec", "containers"]).len() + inits.iter().filter(|c| c["restartPolicy"] == "Always").count();
+    let (mut ready, mut restarts, mut sidecar_restarts) = (0usize, 0i64, 0i64);
+    let init_count = inits.len();
+    let mut initializing = false;
+    for (i, status) in list(o, &["status", "initContainerStatuses"]).iter().enumerate() {
+        let count = status["restartCount"].as_i64().unwrap_or(0);
+        restarts += count;
+        if sidecar(&status["name"]) {
+            sidecar_restarts += count;
+            if status["started"] == true {
+                ready += 1;
+            }
+            continue;
+        }
+        let state = &status["state"];
+        let terminated = &state["terminated"];
+        let waiting = state["waiting"]["reason"].as_str().unwrap_or_default();
+        if terminated.is_object() && terminated["exitCode"].as_i64() == Some(0) {
+            continue;
+        }
+        if terminated.is_object() {
+            reason = match terminated["reason"].as_str().filter(|r| !r.is_empty()) {
+                Some(r) => format!("Init:{r}"),
+                None if terminated["signal"].as_i64().unwrap_or(0) != 0 => {
+                    format!("Init:Signal:{}", terminated["signal"])
+                }
+                None => format!("Init:ExitCode:{}", terminated["exitCode"]),
+            };
+        } else if !waiting.is_empty() && waiting != "PodInitializing" {
+            reason = format!("Init:{waiting}");
+        } else {
+            reason = format!("Init:{i}/{init_count}");
+        }
+        initializing = true;
+        break;
+    }
+    let initialized =
+        list(o, &["status", "conditions"]).iter().any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    if !initializing || initialized {
+        restarts = sidecar_restarts;
+        let mut running = false;
+        for status in list(o, &["status", "containerStatuses"]).iter().rev() {
+            restarts += status["restartCount"].as_i64().unwrap_or(0);
+            let state = &status["state"];
+            if let Some(r) = state["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.to_string();
+            } else if let Some(r) = state["terminated"]["reason"].as_str().filter(|r| !r.is_empty()) {
+                reason = r.to_string();
+            } else if state["terminated"].is_object() {
+                reason = match state["terminated"]["signal"].as_i64().filter(|s| *s != 0) {
+                    Some(signal) => format!("Signal:{signal}"),
+                    None => format!("ExitCode:{}", state["terminated"]["exitCode"]),
+                };
+            } else if status["ready"] == true && state["running"].is_object() {
+                running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && running {
+            let ready_condition =
+                list(o, &["status", "conditions"]).iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            reason = if ready_condition { "Running".into() } else { "NotReady".into() };
+        }
+    }
+    if at(o, &["metadata", "deletionTimestamp"]).is_some() {
+        if text(o, &["status", "reason"]) == "NodeLost" {
+            reason = "Unknown".into();
+        } else if !matches!(phase.as_str(), "Succeeded" | "Failed") {
+            reason = "Terminating".into();
+        }
+    }
+    PodSummary { ready, total, restarts, reason: if reason.is_empty() { "Pending".into() } else { reason } }
+}
+
 fn pod_ready(o: &Object, _: SystemTime) -> Value {
-    let total = list(o, &["spec", "containers"]).len();
-    let ready = list(o, &["status", "containerStatuses"]).iter().filter(|s| s["ready"] == true).count();
-    Value::String(format!("{ready}/{total}"))
+    let summary = pod_summary(o);
+    Value::String(format!("{}/{}", summary.ready, summary.total))
 }
 
 /// The STATUS column of a pod, as kubectl's printer derives it.
 fn pod_status(o: &Object, _: SystemTime) -> Value {
-    if at(o, &["metadata", "deletionTimestamp"]).is_some() {
-        return "Terminating".into();
-    }
-    let mut reason = text(o, &["status", "reason"]);
-    if reason.is_empty() {
-        reason = text(o, &["status", "phase"]);
-    }
-    for status in list(o, &["status", "containerStatuses"]) {
-        let state = &status["state"];
-        if let Some(r) = state["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
-            reason = r.to_string();
-        } else if let Some(r) = state["terminated"]["reason"].as_str().filter(|r| !r.is_empty()) {
-            reason = r.to_string();
-        }
-    }
-    Value::String(if reason.is_empty() { "Pending".into() } else { reason })
+    Value::String(pod_summary(o).reason)
 }
 
 fn pod_restarts(o: &Object, _: SystemTime) -> Value {
-    Value::from(
-        list(o, &["status", "containerStatuses"]).iter().filter_map(|s| s["restartCount"].as_i64()).sum::<i64>(),
-    )
+    Value::from(pod_summary(o).restarts)
 }
 
 fn node_status(o: &Object, _: SystemTime) -> Value {

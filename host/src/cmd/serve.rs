@@ -224,6 +224,22 @@ impl ValidServeOptions {
         self
     }
 
+    /// The same, with a node agent for `node` (its pods from `cluster_cidr` cut at `mask`),
+    /// running up to `max_pods` pods, restarting with the kubelet's back-off.
+    pub(crate) fn with_node_agent(mut self, node: &str, cluster_cidr: &str, mask: u8, max_pods: usize) -> Self {
+        if let Ok(cluster_cidr) = crate::machinery::cidr::Ipv4Net::parse(cluster_cidr) {
+            self.node_ipam = Some(crate::controllers::node_ipam::NodeIpam { cluster_cidr, node_mask: mask });
+        }
+        self.node_agent = Some(crate::node::agent::AgentConfig {
+            node_name: node.into(),
+            dir: self.data_dir.join("node"),
+            max_pods: u32::try_from(max_pods).unwrap_or(u32::MAX),
+            backoff: Default::default(),
+            local_registries: Vec::new(),
+        });
+        self
+    }
+
     /// The same, without a scheduler (pods stay unbound, and nothing writes about them).
     pub(crate) fn without_scheduler(mut self) -> Self {
         self.scheduler = None;

@@ -451,7 +451,12 @@ impl Controller {
             }
         };
         plugin.activity.record(Some(true));
-        self.shadow(&plugin, &request, &result.actions);
+        // The shadows read the same informers: they are asked before the live actions land
+        // (bounded), or they would see the live controller's writes and disagree for that.
+        let shadows = self.shadow(&plugin, &request, &result.actions);
+        if !shadows.is_empty() {
+            let _ = tokio::time::timeout(SHADOW_WAIT, futures::future::join_all(shadows)).await;
+        }
         let outcomes = futures::future::join_all(result.actions.iter().map(|a| self.act(&plugin, a))).await;
         let mut ok = true;
         let mut expected: HashMap<String, (Arc<Informer>, Revision)> = HashMap::new();
@@ -504,12 +509,18 @@ impl Controller {
         }
     }
 
-    /// Run every shadow on `request` in the background and record what it would have
-    /// done next to what the live controller answers (`live`).
-    fn shadow(&self, live: &LoadedController, request: &ReconcileRequest, actions: &[Action]) {
+    /// Run every shadow on `request` in a task of its own and record what it would have
+    /// done next to what the live controller answers (`live`); the tasks.
+    fn shadow(
+        &self,
+        live: &LoadedController,
+        request: &ReconcileRequest,
+        actions: &[Action],
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let shadows = self.shadows.read().clone();
+        let mut tasks = Vec::new();
         if shadows.is_empty() {
-            return;
+            return tasks;
         }
         let live_verdict = Verdict::Actions(actions.iter().map(describe).collect());
         let key = request
@@ -522,7 +533,7 @@ impl Controller {
             let (request, live_verdict, key) = (request.clone(), live_verdict.clone(), key.clone());
             let (live_name, live_digest) = (self.name.clone(), live.module.digest.clone());
             let (host, identity) = (self.host.clone(), self.host.identity.clone());
-            tokio::spawn(async move {
+            tasks.push(tokio::spawn(async move {
                 let _slot = slot;
                 let answer = shadow.module.reconcile(&request).await;
                 let name = shadow.manifest.name.as_str();
@@ -563,8 +574,9 @@ impl Controller {
                     shadow: verdict,
                     shadow_digest: shadow.module.digest.clone(),
                 });
-            });
+            }));
         }
+        tasks
     }
 
     fn failed(&self, key: &ObjectRef) {
@@ -732,6 +744,9 @@ fn patch_of(action: &Action, mut body: Value) -> Result<Patch, String> {
         }
     }
 }
+
+/// How long a live reconcile waits for its shadows' answers before its actions land.
+const SHADOW_WAIT: Duration = Duration::from_secs(2);
 
 /// An action as a shadow comparison shows it: what it does to which object, and its body.
 fn describe(action: &Action) -> (String, Value) {

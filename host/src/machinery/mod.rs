@@ -8,6 +8,7 @@
 //! component; it knows no component.
 
 pub mod cidr;
+pub mod events;
 pub mod informer;
 pub mod leader;
 pub mod queue;

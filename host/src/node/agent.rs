@@ -97,6 +97,7 @@ pub async fn run(
         images: Images { store: images, local_names: config.local_registries.clone() },
         config,
         logs: Default::default(),
+        events: crate::machinery::events::Recorder::start(client.clone(), "kubelet", &name, dropped_events()),
     });
     kubelets.register(&name, agent.clone());
     tokio::spawn(async move {
@@ -117,6 +118,16 @@ pub async fn run(
         kubelets.unregister(&name);
     });
     Ok(())
+}
+
+/// Counts the events the node's recorder had to drop (a full backlog).
+fn dropped_events() -> prometheus::IntCounter {
+    #[allow(clippy::expect_used)] // a constant, valid metric name
+    prometheus::IntCounter::new(
+        "wasmkube_node_events_dropped_total",
+        "Events the node agent dropped: its backlog was full.",
+    )
+    .expect("a valid metric name")
 }
 
 fn options() -> WriteOptions {
@@ -217,8 +228,33 @@ enum PodEvent {
 /// A running pod worker.
 struct Worker {
     stop: watch::Sender<bool>,
+    /// The deadline of a graceful deletion, once the pod has one.
+    terminate: watch::Sender<Option<std::time::Instant>>,
+    task: tokio::task::JoinHandle<()>,
     ip: Ipv4Addr,
     dir: PathBuf,
+}
+
+/// When a pod marked for deletion must be stopped by: its `deletionTimestamp`.
+fn deadline(pod: &Value) -> std::time::Instant {
+    let left = pod
+        .pointer("/metadata/deletionTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+        .unwrap_or_default();
+    std::time::Instant::now() + left
+}
+
+/// Remove a pod whose containers are all stopped (grace 0, only that very pod).
+async fn remove(client: Arc<dyn Client>, namespace: String, name: String, uid: String) {
+    let Some(pods) = client.resource("", "v1", "pods") else { return };
+    let options =
+        crate::registry::DeleteOptions { uid: Some(uid), grace_period_seconds: Some(0), ..Default::default() };
+    match client.delete(&pods, Some(&namespace), &name, &options).await {
+        Ok(_) | Err(Error::NotFound { .. }) | Err(Error::Conflict { .. }) => {}
+        Err(e) => tracing::warn!(pod = %name, %namespace, error = %e, "cannot remove the stopped pod"),
+    }
 }
 
 async fn run_pods(
@@ -244,6 +280,8 @@ async fn run_pods(
     }));
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut used: HashSet<Ipv4Addr> = HashSet::from([node_ip]);
+    // Pods this agent asked to remove (each once).
+    let mut removing: HashSet<String> = HashSet::new();
     loop {
         let event = tokio::select! {
             event = incoming.recv() => match event { Some(event) => event, None => break },
@@ -251,6 +289,7 @@ async fn run_pods(
         };
         match event {
             PodEvent::Gone(uid) => {
+                removing.remove(&uid);
                 if let Some(worker) = workers.remove(&uid) {
                     let _ = worker.stop.send(true);
                     used.remove(&worker.ip);
@@ -262,8 +301,22 @@ async fn run_pods(
                 let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
                 let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
                 if deleting {
-                    if let Some(worker) = workers.get(&uid) {
-                        let _ = worker.stop.send(true);
+                    // Graceful deletion: the worker stops the containers by the deadline,
+                    // then removes the pod; a pod with no worker running goes at once.
+                    let running = workers.get(&uid).filter(|w| !w.task.is_finished());
+                    match running {
+                        Some(worker) => {
+                            if worker.terminate.borrow().is_none() {
+                                worker.terminate.send_replace(Some(deadline(&pod)));
+                            }
+                        }
+                        None if removing.insert(uid.clone()) => {
+                            let namespace =
+                                pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                            let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                            tokio::spawn(remove(agent.client.clone(), namespace.into(), name.into(), uid));
+                        }
+                        None => {}
                     }
                     continue;
                 }
@@ -310,11 +363,17 @@ async fn run_pods(
                         .and_then(Value::as_str)
                         .map_or_else(crate::registry::now, str::to_string),
                     dir: dir.clone(),
-                    qos_class: super::pod::qos_class(&pod),
+                    qos_class: pod
+                        .pointer("/status/qosClass")
+                        .and_then(Value::as_str)
+                        .unwrap_or("BestEffort")
+                        .to_string(),
+                    pod,
                 });
                 let (stop_pod, pod_stop) = watch::channel(false);
-                tokio::spawn(super::pod::run(agent.clone(), pod, meta, pod_stop));
-                workers.insert(uid, Worker { stop: stop_pod, ip, dir });
+                let (terminate, terminating) = watch::channel(None);
+                let task = tokio::spawn(super::pod::run(agent.clone(), meta, pod_stop, terminating));
+                workers.insert(uid, Worker { stop: stop_pod, terminate, task, ip, dir });
             }
         }
     }

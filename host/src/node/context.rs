@@ -70,6 +70,8 @@ pub(super) struct Agent {
     pub images: Images,
     pub config: AgentConfig,
     pub(super) logs: Mutex<HashMap<(String, String), RunLogs>>,
+    /// Events about its pods (Pulling, Started, BackOff, ...), as the kubelet reports them.
+    pub events: crate::machinery::events::Recorder,
 }
 
 impl Agent {

@@ -1,17 +1,21 @@
 //! The node agent [kubelet] and the container runtime. `agent` runs one real node: its
 //! pods (`pod`) are WebAssembly components run in-process (`runtime`), their images pulled
-//! from the cluster's registry (`images`), their output kept as the kubelet keeps it
-//! (`logs`). `sim` registers simulated nodes that run the pods bound to them on paper, for
+//! from the cluster's registry (`images`), their environment (`env`) and volumes
+//! (`volumes`) made as the kubelet makes them, probed (`probe`), their output kept as the
+//! kubelet keeps it (`logs`). `sim` registers simulated nodes that run the pods bound to them on paper, for
 //! controllers, the scheduler and scale tests. Both reach the API only through the
 //! [`Client`].
 
 pub mod agent;
 mod context;
+mod env;
 mod images;
 mod logs;
 mod pod;
+mod probe;
 mod runtime;
 pub mod sim;
+mod volumes;
 
 use std::time::Duration;
 

@@ -70,6 +70,8 @@ pub enum Exit {
     Trap(String),
     /// It grew its memory past the limit.
     OutOfMemory,
+    /// The node stopped it (a failed liveness or startup probe: the message says which).
+    Killed(String),
 }
 
 /// What a container's instances are given.
@@ -78,6 +80,8 @@ pub struct GuestSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub memory_limit: Option<u64>,
+    /// Directories preopened for the guest (the container's volume mounts).
+    pub mounts: Vec<super::volumes::Mount>,
     pub stdout: LogSink,
     pub stderr: LogSink,
 }
@@ -210,9 +214,15 @@ impl Runtime {
         Ok(Compiled { http, command })
     }
 
-    fn store(&self, spec: &GuestSpec, exceeded: Arc<AtomicBool>) -> Store<Guest> {
+    fn store(&self, spec: &GuestSpec, exceeded: Arc<AtomicBool>) -> Result<Store<Guest>, String> {
         let mut wasi = WasiCtx::builder();
         wasi.args(&spec.args).envs(&spec.env).stdout(spec.stdout.clone()).stderr(spec.stderr.clone());
+        for mount in &spec.mounts {
+            let perms =
+                if mount.read_only { wasmtime_wasi::FsPerms::ReadOnly } else { wasmtime_wasi::FsPerms::ReadWrite };
+            wasi.preopened_dir(&mount.host, &mount.guest, perms)
+                .map_err(|e| format!("cannot open {} for {}: {e:#}", mount.host.display(), mount.guest))?;
+        }
         let guest = Guest {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -222,13 +232,16 @@ impl Runtime {
         let mut store = Store::new(&self.engine, guest);
         store.limiter(|guest| &mut guest.limits);
         store.epoch_deadline_async_yield_and_update(1);
-        store
+        Ok(store)
     }
 
     /// Run a command to its end. Dropping the future stops it (at the next tick).
     pub async fn run_command(&self, pre: &CommandPre<Guest>, spec: &GuestSpec) -> Exit {
         let exceeded = Arc::new(AtomicBool::new(false));
-        let mut store = self.store(spec, exceeded.clone());
+        let mut store = match self.store(spec, exceeded.clone()) {
+            Ok(store) => store,
+            Err(why) => return Exit::Trap(why),
+        };
         let outcome = match pre.instantiate_async(&mut store).await {
             Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
             Err(e) => Err(e),
@@ -309,7 +322,10 @@ impl HttpServer {
             return plain(503, "the pod is stopping");
         };
         let exceeded = Arc::new(AtomicBool::new(false));
-        let mut store = self.runtime.store(&self.spec, exceeded.clone());
+        let mut store = match self.runtime.store(&self.spec, exceeded.clone()) {
+            Ok(store) => store,
+            Err(why) => return plain(500, &format!("{why}\n")),
+        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = store
             .data_mut()

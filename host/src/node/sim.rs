@@ -88,13 +88,37 @@ pub async fn run(
     // Pods already started (or being started): each is started once.
     let starting: Arc<Mutex<HashSet<String>>> = Arc::default();
     let (client, delay) = (client.clone(), config.start_delay);
+    // Pods marked for deletion that this node was asked to remove (each once).
+    let removing: Arc<Mutex<HashSet<String>>> = Arc::default();
     let id = pods.subscribe(Arc::new(move |change: &Change| {
-        let (Change::Added(pod) | Change::Updated { new: pod, .. }) = change else { return };
-        if pod.deleting {
-            return;
-        }
+        let pod = match change {
+            Change::Added(pod) | Change::Updated { new: pod, .. } => pod,
+            Change::Deleted(pod) => {
+                removing.lock().remove(&pod.uid);
+                return;
+            }
+        };
         let Ok(object) = serde_json::from_str::<Value>(&pod.json) else { return };
         let node = object.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+        if pod.deleting {
+            // Graceful deletion: nothing runs on a simulated node, so it is stopped at once.
+            if names.contains(node) && removing.lock().insert(pod.uid.clone()) {
+                let (client, uid) = (client.clone(), pod.uid.clone());
+                let (namespace, name) = (pod.at.namespace.clone(), pod.at.name.clone());
+                tokio::spawn(async move {
+                    let Some(pods) = client.resource("", "v1", "pods") else { return };
+                    let options = crate::registry::DeleteOptions {
+                        uid: Some(uid),
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    };
+                    if let Err(e) = client.delete(&pods, Some(&namespace), &name, &options).await {
+                        tracing::debug!(pod = %name, error = %e, "simulated node: cannot remove the pod");
+                    }
+                });
+            }
+            return;
+        }
         if !names.contains(node) || is_running(&object) {
             return;
         }

@@ -83,17 +83,32 @@ impl Registry {
                     Some(Propagation::Orphan) => Some("orphan"),
                     _ => None,
                 };
-                let marking = !finalizers.is_empty() || strategy.blocks_deletion(&object) || added.is_some();
+                let grace = strategy.grace_period(&object, options.grace_period_seconds);
+                let marked = object.metadata().get("deletionTimestamp").is_some();
+                let marked_grace = object.metadata().get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+                // A graceful deletion under way is only brought forward, never put back.
+                let shortens = marked_grace.is_none_or(|g| grace < g);
+                if marked && !shortens && marked_grace.is_some_and(|g| g > 0) {
+                    return Attempt::Done(Ok(object::stored_at(object, stored.mod_revision)));
+                }
+                let marking =
+                    !finalizers.is_empty() || strategy.blocks_deletion(&object) || added.is_some() || grace > 0;
                 let failed = if marking {
                     if let Some(added) = added.filter(|f| !finalizers.iter().any(|have| have == f)) {
                         finalizers.push(added.to_string());
                     }
                     let metadata = object.metadata_mut();
-                    if metadata.get("deletionTimestamp").is_none() {
-                        metadata.insert("deletionTimestamp".into(), Value::String(object::now()));
-                        metadata.insert("deletionGracePeriodSeconds".into(), Value::from(0));
+                    if !marked || shortens {
+                        let at = std::time::SystemTime::now() + std::time::Duration::from_secs(grace.max(0) as u64);
+                        metadata.insert(
+                            "deletionTimestamp".into(),
+                            Value::String(humantime::format_rfc3339_seconds(at).to_string()),
+                        );
+                        metadata.insert("deletionGracePeriodSeconds".into(), Value::from(grace.max(0)));
                     }
-                    metadata.insert("finalizers".into(), serde_json::json!(finalizers));
+                    if !finalizers.is_empty() || metadata.contains_key("finalizers") {
+                        metadata.insert("finalizers".into(), serde_json::json!(finalizers));
+                    }
                     strategy.prepare_for_deletion(&mut object);
                     if options.dry_run {
                         return Attempt::Done(Ok(object));

@@ -84,6 +84,9 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// What happens to dependents (recorded as a finalizer for the garbage collector).
     pub propagation: Option<Propagation>,
+    /// `gracePeriodSeconds`: how long a graceful object (a pod on a node) is left to go; 0
+    /// deletes it at once. None: the object's own (a pod's terminationGracePeriodSeconds).
+    pub grace_period_seconds: Option<i64>,
     /// Who deletes, for admission (None: the server itself).
     pub user: Option<crate::auth::UserInfo>,
 }

@@ -29,6 +29,25 @@ impl Strategy for Pods {
         super::validate::pod::validate(object)
     }
 
+    /// kube-apiserver's pod strategy: a pod no node took, or one that has finished, goes at
+    /// once; otherwise its node gets `gracePeriodSeconds` (default the pod's
+    /// `terminationGracePeriodSeconds`, 30) to stop it; a negative request counts as 1.
+    fn grace_period(&self, object: &Object, requested: Option<i64>) -> i64 {
+        let spec = object.get("spec");
+        let on_node = spec.and_then(|s| s.get("nodeName")).and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let phase = object.get("status").and_then(|s| s.get("phase")).and_then(Value::as_str);
+        if !on_node || matches!(phase, Some("Succeeded" | "Failed")) {
+            return 0;
+        }
+        match requested {
+            Some(seconds) if seconds < 0 => 1,
+            Some(seconds) => seconds,
+            None => {
+                spec.and_then(|s| s.get("terminationGracePeriodSeconds")).and_then(Value::as_i64).unwrap_or(30).max(0)
+            }
+        }
+    }
+
     fn validate_update(&self, object: &Object, old: &Object) -> Vec<Cause> {
         let mut causes = super::validate::pod::validate(object);
         causes.extend(super::validate::pod::validate_update(object, old));

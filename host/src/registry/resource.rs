@@ -259,6 +259,13 @@ pub trait Strategy: Send + Sync + 'static {
     /// Change an object being marked for deletion (a namespace becomes Terminating).
     fn prepare_for_deletion(&self, _object: &mut Object) {}
 
+    /// How many seconds a delete leaves the object to go gracefully (marked with a
+    /// `deletionTimestamp` that far ahead, removed by whoever runs it), given what the
+    /// client asked for; 0 removes it at once. Only pods on a node are graceful.
+    fn grace_period(&self, _object: &Object, _requested: Option<i64>) -> i64 {
+        0
+    }
+
     /// Problems with the object, each naming its field.
     fn validate(&self, _object: &Object) -> Vec<Cause> {
         Vec::new()

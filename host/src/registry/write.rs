@@ -103,7 +103,6 @@ impl Registry {
         let mut object = object::into_object(body, &resource)?;
         let name = object::prepare_new(&mut object, &resource, namespace, strategy.tracks_generation())?;
         fill_defaults(&resource, &mut object);
-        strategy.prepare_for_create(&mut object);
         let attributes = self.admission.attributes(Request {
             resource: &resource,
             operation: Operation::Create,
@@ -114,6 +113,10 @@ impl Registry {
             dry_run: options.dry_run,
         });
         let mut admitted = self.admission.mutate(attributes.as_ref(), &mut object, None).await?;
+        // After mutating admission, as kube-apiserver's BeforeCreate: what it computes (a
+        // pod's QoS class) sees the object admission made; the defaults then fill what it
+        // cleared (a status' defaults), as kube-apiserver's defaulting on read does.
+        strategy.prepare_for_create(&mut object);
         fill_defaults(&resource, &mut object);
         let mut warnings = check_schema(&resource, &mut object, options)?;
         if managed == ManagedFields::Record {
@@ -314,7 +317,12 @@ impl Registry {
             if expected != current.mod_revision {
                 return Err(Error::modified(resource, name));
             }
-            let removing = deleting && object::finalizers(&object).is_empty() && !strategy.blocks_deletion(&object);
+            // A graceful deletion under way (a pod its node is stopping) is not finished by
+            // an update: its node removes it (upstream's shouldDeleteDuringUpdate).
+            let graceful =
+                old.metadata().get("deletionGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| g > 0);
+            let removing =
+                deleting && !graceful && object::finalizers(&object).is_empty() && !strategy.blocks_deletion(&object);
             if !removing && !options.rewrite && object::unchanged(&object, &old) {
                 // Nothing to write: the stored object, at the revision it has.
                 return Ok(Written { object: old.clone(), warnings, decisions });

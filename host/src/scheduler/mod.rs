@@ -24,7 +24,6 @@
 //! the [`Client`], never storage. Pods naming another `schedulerName` are left alone.
 
 mod cache;
-mod events;
 mod native;
 mod policies;
 mod queue;
@@ -40,6 +39,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
 use crate::client::Client;
+use crate::machinery::events;
 use crate::machinery::informer::{Change, Informer, Informers};
 use crate::plugins::policy_types::Pod;
 use crate::plugins::{Disagreement, PluginSet, Verdict};
@@ -528,7 +528,7 @@ impl Shared {
             return;
         }
         let about = events::About { namespace: &pod.namespace, name: &pod.name, uid: &pod.uid };
-        self.events.pod_event(&about, true, "FailedScheduling", message);
+        self.events.pod_event(&about, true, "FailedScheduling", message, "Scheduling");
         // Pinned to the version the attempt read: a pod bound meanwhile (a later attempt
         // won) must not be marked unschedulable after the fact.
         let version = object.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
@@ -580,7 +580,7 @@ impl Shared {
                     }
                     let about = events::About { namespace: &pod.namespace, name: &pod.name, uid: &pod.uid };
                     let message = format!("Successfully assigned {}/{} to {node}", pod.namespace, pod.name);
-                    shared.events.pod_event(&about, false, "Scheduled", &message);
+                    shared.events.pod_event(&about, false, "Scheduled", &message, "Binding");
                 }
                 // Gone, or bound by someone else: the informer tells the cache what is true.
                 Err(Error::NotFound { .. }) => shared.cache.lock().forget(&pod.uid),

@@ -2,6 +2,9 @@
 //!
 //! - `echo WORDS...`  print the words
 //! - `env NAME`       print NAME's value
+//! - `cat PATH`       print a file
+//! - `write PATH TEXT` write a file
+//! - `ls DIR`         print a directory's entries, sorted
 //! - `count N MS`     print 1..N, one every MS milliseconds
 //! - `sleep MS`       sleep
 //! - `alloc MIB`      allocate and touch MIB mebibytes (to meet a memory limit)
@@ -30,6 +33,28 @@ fn main() {
             "env" => {
                 let name = next();
                 println!("{name}={}", std::env::var(&name).unwrap_or_default());
+            }
+            "cat" => {
+                let path = next();
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => println!("cat {path}: {e}"),
+                }
+            }
+            "write" => {
+                let (path, text) = (next(), next());
+                if let Err(e) = std::fs::write(&path, text) {
+                    println!("write {path}: {e}");
+                }
+            }
+            "ls" => {
+                let dir = next();
+                let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect(),
+                    Err(e) => vec![format!("ls {dir}: {e}")],
+                };
+                names.sort();
+                println!("{}", names.join(" "));
             }
             "count" => {
                 let n: u64 = next().parse().unwrap_or(3);

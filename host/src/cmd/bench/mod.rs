@@ -4,6 +4,7 @@
 mod api;
 mod controllers;
 mod cpu;
+mod node;
 mod plugins;
 mod scheduler;
 mod storage;
@@ -23,6 +24,9 @@ pub enum BenchCommand {
     /// Scheduler: 10,000 pods on 1,000 simulated nodes with the default policy as
     /// WebAssembly and compiled natively; the policy's call alone, both ways.
     Scheduler(scheduler::SchedulerBenchOptions),
+    /// The node agent: pods/s and latency from create to Ready for commands and HTTP
+    /// servers, memory per idle pod, requests/s through one pod beside `wasmtime serve`.
+    Node(node::NodeBenchOptions),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -32,5 +36,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Plugins(options) => plugins::run(options).await,
         BenchCommand::Controllers(options) => controllers::run(options).await,
         BenchCommand::Scheduler(options) => scheduler::run(options).await,
+        BenchCommand::Node(options) => node::run(options).await,
     }
 }

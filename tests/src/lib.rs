@@ -480,7 +480,11 @@ impl Cluster {
             // The tests that want a node agent ask for one (start_with_node); the rest run a
             // control plane only, as they assume no real node.
             if !extra.iter().any(|f| f.starts_with("--node-agent")) {
+                // Nor do their Nodes get ranges (a test may compare a Node with what it wrote).
                 args.push("--node-agent=false");
+                if !extra.iter().any(|f| f.starts_with("--allocate-node-cidrs")) {
+                    args.push("--allocate-node-cidrs=false");
+                }
             }
             args.extend_from_slice(extra);
             let log = dir.path().join("serve.log");

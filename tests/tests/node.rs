@@ -652,3 +652,29 @@ async fn deleting_a_pod_is_graceful_and_the_node_removes_it_once_stopped() {
     let (code, _) = cluster.request(Method::GET, "/api/v1/namespaces/default/pods/nowhere", None).await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_reads_a_pods_log() {
+    use kube::api::{Api, LogParams};
+    let cluster = Cluster::start_with_node(&[]).await;
+    push(&cluster, "hello-command");
+    let (ok, _, err) = cluster
+        .kubectl(KUBECTL, &["run", "said", "--image=hello-command:v1", "--restart=Never", "--", "count", "2", "1"]);
+    assert!(ok, "{err}");
+    phase(&cluster, "said", "Succeeded").await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.api.kubeconfig).expect("the kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(kube::Client::try_from(config).expect("client"), "default");
+    assert_eq!(pods.logs("said", &LogParams::default()).await.expect("logs"), "1\n2\n");
+    let last = pods
+        .logs("said", &LogParams { tail_lines: Some(1), timestamps: true, ..Default::default() })
+        .await
+        .expect("logs");
+    assert!(last.ends_with("Z 2\n") && last.lines().count() == 1, "{last}");
+    let err = pods.logs("said", &LogParams { container: Some("nope".into()), ..Default::default() }).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 400 && s.message.contains("container nope is not valid for pod said")),
+        "{err:?}"
+    );
+}

@@ -90,3 +90,39 @@ async fn official_python_client_passes_its_checks(backend: Backend) {
 }
 
 on_both_backends!(official_python_client_passes_its_checks);
+
+/// The Python client reads a pod's log (`read_namespaced_pod_log`, with `tail_lines`) from a
+/// pod the node really ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_reads_a_pods_log() {
+    let python = python().await;
+    let cluster = Cluster::start_with_node(&[]).await;
+    let component = wasmkube_tests::workload_component("hello-command");
+    let (ok, _, err) = cluster.wasmkube(&["image", "push", component.to_str().unwrap(), "hello-command:v1"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster.kubectl(
+        wasmkube_tests::KUBECTLS[0],
+        &["run", "said", "--image=hello-command:v1", "--restart=Never", "--", "count", "2", "1"],
+    );
+    assert!(ok, "{err}");
+    wasmkube_tests::wait_for("the pod to succeed", Duration::from_secs(60), || async {
+        let (_, pod) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/pods/said", None).await;
+        (pod["status"]["phase"] == "Succeeded").then_some(())
+    })
+    .await;
+    let script = r#"
+import sys
+from kubernetes import client, config
+config.load_kube_config(sys.argv[1])
+v1 = client.CoreV1Api()
+sys.stdout.write(v1.read_namespaced_pod_log("said", "default"))
+sys.stdout.write("TAIL:" + v1.read_namespaced_pod_log("said", "default", tail_lines=1))
+"#;
+    let mut command = tokio::process::Command::new(&python);
+    command.arg("-c").arg(script).arg(&cluster.api.kubeconfig).stdin(Stdio::null()).kill_on_drop(true);
+    let out =
+        tokio::time::timeout(SCRIPT_DEADLINE, command.output()).await.expect("the script ends").expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "1\n2\nTAIL:2\n");
+}

@@ -325,7 +325,27 @@ async fn run_pods(
                     continue;
                 }
                 if workers.len() >= agent.config.max_pods as usize {
-                    tracing::warn!(node = %agent.config.node_name, max_pods = agent.config.max_pods, "the node runs --max-pods pods already");
+                    // The kubelet's admission: the pod fails, it does not wait.
+                    let message = format!(
+                        "Pod Node didn't have enough resource: pods, requested: 1, used: {}, capacity: {}",
+                        workers.len(),
+                        agent.config.max_pods
+                    );
+                    let status = json!({"status": {"phase": "Failed", "reason": "OutOfpods", "message": message}});
+                    let namespace =
+                        pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let client = agent.client.clone();
+                    tokio::spawn(async move {
+                        let Some(pods) = client.resource("", "v1", "pods") else { return };
+                        let patch = Patch::Merge(status);
+                        if let Err(e) = client
+                            .patch(&pods, Some(&namespace), &name, patch, Some(Subresource::Status), &options())
+                            .await
+                        {
+                            tracing::warn!(pod = %name, error = %e, "cannot fail a pod the node has no room for");
+                        }
+                    });
                     continue;
                 }
                 let previous = pod

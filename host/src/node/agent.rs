@@ -147,7 +147,7 @@ async fn wait_for_range(client: &dyn Client, name: &str, mut stop: watch::Receiv
                 }
             }
         }
-        if waited.as_secs() % 10 == 0 && waited.as_millis() % 10_000 < 250 && !waited.is_zero() {
+        if !waited.is_zero() && waited.as_millis() % 10_000 == 0 {
             tracing::info!(node = name, waited = ?waited, "waiting for the node-IPAM controller to give the node a podCIDR (is --allocate-node-cidrs on?)");
         }
         tokio::select! {
@@ -158,21 +158,12 @@ async fn wait_for_range(client: &dyn Client, name: &str, mut stop: watch::Receiv
     }
 }
 
-fn machine_memory_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(1 << 20)
-}
-
 async fn write_node_status(client: &dyn Client, config: &AgentConfig, node_ip: Ipv4Addr) -> Result<(), Error> {
     let nodes = client.resource("", "v1", "nodes").ok_or_else(|| Error::Internal("nodes are not served".into()))?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let capacity = json!({
         "cpu": cpus.to_string(),
-        "memory": format!("{}Ki", machine_memory_kib()),
+        "memory": format!("{}Ki", super::machine_memory() / 1024),
         "pods": config.max_pods.to_string(),
         "ephemeral-storage": "100Gi",
     });

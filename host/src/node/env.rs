@@ -239,22 +239,11 @@ pub(super) fn resource_value(container: &Value, resource: &str, divisor: &str) -
     }
     let bytes = match given {
         Some(q) => crate::quantity::whole(q)?,
-        None if kind == "limits" => machine_memory(),
+        None if kind == "limits" => super::machine_memory(),
         None => 0,
     };
     let divisor = crate::quantity::whole(divisor).filter(|d| *d > 0)?;
     Some(bytes.div_ceil(divisor).to_string())
-}
-
-fn machine_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(1 << 30, |kib| kib * 1024)
 }
 
 /// Kubernetes' `$(VAR)` expansion: a defined VAR is replaced, `$$` is a literal `$`, and

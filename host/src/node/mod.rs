@@ -30,6 +30,18 @@ const LEASE_RENEW: Duration = Duration::from_secs(10);
 const LEASE_SECONDS: u64 = 40;
 const STATUS_EVERY: Duration = Duration::from_secs(60);
 
+/// The machine's memory in bytes (`MemTotal`), the node's capacity; 1 GiB if unreadable.
+fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(1 << 30, |kib| kib * 1024)
+}
+
 fn micro_now() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }

@@ -43,14 +43,8 @@ impl Reference {
             Some(i) => (&rest[..slash + i], Some(rest[slash + i + 1..].to_string())),
             None => (rest, None),
         };
-        if let Some(tag) = &tag {
-            let ok = !tag.is_empty()
-                && tag.len() <= 128
-                && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-            if !ok {
-                return Err(invalid());
-            }
+        if tag.as_deref().is_some_and(|tag| !valid_tag(tag)) {
+            return Err(invalid());
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
@@ -73,6 +67,14 @@ impl Reference {
     pub fn manifest_reference(&self) -> &str {
         self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
+}
+
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}` (the distribution spec's tag grammar).
+pub fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// `path-component ('/' path-component)*`, each `[a-z0-9]+ (separator [a-z0-9]+)*` where a

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
+use super::reference::valid_tag;
+
 /// A content digest, `sha256:<64 lowercase hex>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub String);
@@ -275,13 +277,6 @@ impl BlobStore {
         found.sort();
         Ok(found)
     }
-}
-
-fn valid_tag(tag: &str) -> bool {
-    !tag.is_empty()
-        && tag.len() <= 128
-        && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -678,3 +678,71 @@ async fn kube_rs_reads_a_pods_log() {
         "{err:?}"
     );
 }
+
+/// Run kubectl with `input` on its stdin.
+fn kubectl_with_input(cluster: &Cluster, args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(&cluster.api.kubeconfig)
+        .args(args)
+        .env("HOME", cluster.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_runs_the_component_as_a_command_beside_the_container() {
+    let cluster = Cluster::start_with_node(&[]).await;
+    push(&cluster, "hello-http");
+    push(&cluster, "hello-command");
+    push(&cluster, "hello-http-py");
+    let (ok, _, err) =
+        cluster.kubectl(KUBECTL, &["run", "web", "--image=hello-http:v1", "--port=8080", "--env=GREETING=hi there"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster
+        .kubectl(KUBECTL, &["run", "waits", "--image=hello-command:v1", "--restart=Never", "--", "sleep", "600000"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["run", "py", "--image=hello-http-py:v1", "--port=8080"]);
+    assert!(ok, "{err}");
+    for name in ["web", "waits", "py"] {
+        container_status(&cluster, name, &format!("{name} to run"), |s| s["state"]["running"].is_object()).await;
+    }
+
+    // The container's environment, its output on stdout.
+    let (ok, out, err) = cluster.kubectl(KUBECTL, &["exec", "web", "--", "hello-http", "env", "GREETING"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "hi there\n");
+    // An exit code, and stderr apart from stdout.
+    let (ok, out, err) = cluster.kubectl(KUBECTL, &["exec", "web", "--", "hello-http", "exit", "3"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("exiting with 3"), "the command's stderr: {err}");
+    assert!(err.contains("command terminated with exit code 3"), "{err}");
+    // stdin: what is typed is read until it ends.
+    let (ok, out, err) =
+        kubectl_with_input(&cluster, &["exec", "-i", "waits", "--", "hello-command", "stdin"], "typed\nlines\n");
+    assert!(ok, "{err}");
+    assert_eq!(out, "typed\nlines\n");
+    // A component with no wasi:cli/run: 126 and why.
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["exec", "py", "--", "anything"]);
+    assert!(!ok);
+    assert!(err.contains("exports no wasi:cli/run"), "{err}");
+    assert!(err.contains("command terminated with exit code 126"), "{err}");
+    // The API server's words for a container that is not there.
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["exec", "web", "-c", "nope", "--", "x"]);
+    assert!(!ok);
+    assert!(err.contains("container nope is not valid for pod web"), "{err}");
+    // The Python server answers on its pod IP.
+    let ip = pod(&cluster, "py").await["status"]["podIP"].as_str().unwrap().to_string();
+    let answer = wait_for("the Python server to answer", Duration::from_secs(60), || async {
+        reqwest::get(format!("http://{ip}:8080/")).await.ok()?.text().await.ok()
+    })
+    .await;
+    assert_eq!(answer, "hello from py in Python\n");
+}

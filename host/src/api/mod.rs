@@ -18,6 +18,7 @@ mod modules;
 mod oci;
 pub mod openapi;
 mod protobuf;
+mod remotecommand;
 mod resources;
 mod reviews;
 mod shape;

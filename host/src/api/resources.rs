@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -398,20 +400,42 @@ fn go_int(value: Option<&str>) -> Result<Option<i64>, ApiError> {
 }
 
 /// `/api/v1/{*path}`: the core group.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn core(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
     params: Result<Query<Params>, QueryRejection>,
     user: Option<Extension<UserInfo>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let user = user.map_or_else(UserInfo::anonymous, |Extension(u)| u);
+    let path = raw_segments(&uri, "/api/v1")?;
+    // exec and attach: a session streamed over a WebSocket, not a request and an answer.
+    if let [ns, pods, name, sub] = path.as_slice().get(1..).unwrap_or_default() {
+        let kind = match sub.as_str() {
+            "exec" => Some(super::remotecommand::Kind::Exec),
+            "attach" => Some(super::remotecommand::Kind::Attach),
+            _ => None,
+        };
+        if let (Some(kind), "namespaces", "pods", true) =
+            (kind, path[0].as_str(), pods.as_str(), method == Method::GET || method == Method::POST)
+        {
+            let registry = state.registry()?;
+            let resource =
+                registry.resource("", "v1", "pods").ok_or_else(|| ApiError::not_found("pods are not served"))?;
+            let options = super::remotecommand::options(uri.query())?;
+            return super::remotecommand::answer(
+                &state, &registry, &resource, ns, name, kind, options, upgrade, &headers,
+            )
+            .await;
+        }
+    }
     let mut params = query(params)?;
     params.user = Some(user.clone());
     let body = body_of(body).await?;
-    let path = raw_segments(&uri, "/api/v1")?;
     to_completion(state, String::new(), "v1".into(), path, method, params, user, headers, body).await
 }
 

@@ -2,7 +2,8 @@
 //! machine, its address the `.1` of the `podCIDR` the node-IPAM controller gives it),
 //! renews its Lease and Ready heartbeat, and runs every pod bound to it (`pod.rs`) on the
 //! in-process WebAssembly runtime (`runtime.rs`), each with its own IP from the range. It
-//! answers the API server's `pods/log` through [`crate::api::kubelet::Kubelet`].
+//! answers the API server's `pods/log`, `pods/exec`, `pods/attach` (`exec.rs`) and stats
+//! (`stats.rs`) through [`crate::api::kubelet::Kubelet`].
 //!
 //! It reads and writes only through the [`Client`] (pods' status, its Node, its Lease).
 
@@ -17,11 +18,10 @@ use futures::stream::BoxStream;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
-use super::context::{Agent, MANAGER};
+use super::context::{Agent, PodMeta, MANAGER};
 use super::images::Images;
-use super::pod::PodMeta;
 use super::runtime::Runtime;
-use crate::api::kubelet::{Kubelet, Kubelets, LogError, LogRequest};
+use crate::api::kubelet::{Kubelet, Kubelets, LogError, LogRequest, Session, StreamError, StreamRequest, Summary};
 use crate::client::Client;
 use crate::machinery::cidr::Ipv4Net;
 use crate::machinery::informer::{Change, Informers};
@@ -32,9 +32,9 @@ pub use super::context::{AgentConfig, Backoff};
 #[async_trait::async_trait]
 impl Kubelet for Agent {
     async fn container_log(&self, request: LogRequest) -> Result<BoxStream<'static, Bytes>, LogError> {
-        let logs = self.logs.lock();
+        let containers = self.containers.lock();
         let (container, pod) = (&request.container, &request.pod);
-        let Some(runs) = logs.get(&(request.uid.clone(), container.clone())) else {
+        let Some(runs) = containers.get(&(request.uid.clone(), container.clone())) else {
             return Err(LogError(format!(
                 "container {container:?} in pod {pod:?} is waiting to start: ContainerCreating"
             )));
@@ -60,6 +60,28 @@ impl Kubelet for Agent {
             }
         };
         Ok(super::logs::read(log, request.options))
+    }
+
+    async fn exec(&self, request: StreamRequest) -> Result<Session, StreamError> {
+        let running = self.session_target(&request)?;
+        Ok(super::exec::exec(self.runtime.clone(), running, request))
+    }
+
+    async fn attach(&self, request: StreamRequest) -> Result<Session, StreamError> {
+        let running = self.session_target(&request)?;
+        Ok(super::exec::attach(running, request))
+    }
+
+    async fn stats(&self) -> Summary {
+        super::stats::summary(self)
+    }
+}
+
+impl Agent {
+    /// The running container a session is for, or the kubelet's words for its absence.
+    fn session_target(&self, request: &StreamRequest) -> Result<Arc<super::context::Running>, StreamError> {
+        self.running(&request.uid, &request.container)
+            .ok_or_else(|| StreamError(format!("container not found ({:?})", request.container)))
     }
 }
 
@@ -96,8 +118,10 @@ pub async fn run(
         runtime,
         images: Images { store: images, local_names: config.local_registries.clone() },
         config,
-        logs: Default::default(),
+        containers: Default::default(),
         events: crate::machinery::events::Recorder::start(client.clone(), "kubelet", &name, dropped_events()),
+        started_at: crate::registry::now(),
+        machine_cpu: Default::default(),
     });
     kubelets.register(&name, agent.clone());
     tokio::spawn(async move {

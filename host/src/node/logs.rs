@@ -3,7 +3,7 @@
 //! (`<RFC 3339 nanos> <stdout|stderr> <F|P> <text>`: P marks a partial line, cut at 16 KiB),
 //! rotated at 10 MiB keeping 5 files. [`LogSink`] is what a guest's stdout and stderr
 //! write to; [`read`] is what `pods/log` streams (tail, since, timestamps, limitBytes,
-//! follow until the run ends).
+//! follow until the run ends); [`ContainerLog::attach`] is what `pods/attach` follows.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::api::kubelet::LogOptions;
 
@@ -29,6 +29,8 @@ pub struct ContainerLog {
     state: Mutex<LogState>,
     /// Bumped on every write; true once the run ended (followers stop).
     written: watch::Sender<(u64, bool)>,
+    /// What is written, as written, for attached sessions.
+    attached: broadcast::Sender<(Stream, Bytes)>,
 }
 
 struct LogState {
@@ -48,6 +50,7 @@ impl ContainerLog {
             path,
             state: Mutex::new(LogState { file: Some(file), size: 0, partial: [Vec::new(), Vec::new()] }),
             written: watch::channel((0, false)).0,
+            attached: broadcast::channel(256).0,
         }))
     }
 
@@ -61,7 +64,15 @@ impl ContainerLog {
         self.written.subscribe()
     }
 
+    /// What is written from now on, as written (an attached session's view).
+    pub fn attach(&self) -> broadcast::Receiver<(Stream, Bytes)> {
+        self.attached.subscribe()
+    }
+
     fn write(&self, stream: Stream, bytes: &[u8]) {
+        if self.attached.receiver_count() > 0 {
+            let _ = self.attached.send((stream, Bytes::copy_from_slice(bytes)));
+        }
         let mut state = self.state.lock();
         let index = stream as usize;
         state.partial[index].extend_from_slice(bytes);

@@ -2,19 +2,23 @@
 //! pods (`pod`) are WebAssembly components run in-process (`runtime`), their images pulled
 //! from the cluster's registry (`images`), their environment (`env`) and volumes
 //! (`volumes`) made as the kubelet makes them, probed (`probe`), their output kept as the
-//! kubelet keeps it (`logs`). `sim` registers simulated nodes that run the pods bound to them on paper, for
-//! controllers, the scheduler and scale tests. Both reach the API only through the
-//! [`Client`].
+//! kubelet keeps it (`logs`), their CPU and memory counted and limited (`usage`) and
+//! reported (`stats`); exec and attach sessions run beside them (`exec`). `sim` registers
+//! simulated nodes that run the pods bound to them on paper, for controllers, the
+//! scheduler and scale tests. Both reach the API only through the [`Client`].
 
 pub mod agent;
 mod context;
 mod env;
+mod exec;
 mod images;
 mod logs;
 mod pod;
 mod probe;
 mod runtime;
 pub mod sim;
+mod stats;
+mod usage;
 mod volumes;
 
 use std::time::Duration;

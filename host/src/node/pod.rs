@@ -10,33 +10,17 @@
 //! reaches the pod worker, which computes the pod's phase and conditions as the kubelet does
 //! and writes the status subresource. It never writes anything but the status of its own pod.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
-use super::context::Agent;
+use super::context::{Agent, PodMeta, Running};
 use super::logs::{ContainerLog, Stream};
-use super::runtime::{Exit, GuestSpec};
+use super::runtime::{Exit, GuestSpec, Pipes};
 use crate::registry::{Patch, Subresource, WriteOptions};
-
-/// What a pod worker knows of its pod.
-pub(super) struct PodMeta {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub ip: Ipv4Addr,
-    pub host_ip: Ipv4Addr,
-    pub restart_policy: String,
-    pub start_time: String,
-    pub dir: std::path::PathBuf,
-    /// As the API server computed it at create.
-    pub qos_class: String,
-    /// The pod as the node got it (env and the downward API read it).
-    pub pod: Value,
-}
 
 /// A container's state, as its status shows it.
 #[derive(Clone, Debug)]
@@ -571,6 +555,13 @@ impl ContainerTask {
             let began = Instant::now();
             // An HTTP server listens before it counts as running.
             let (end_run, run_ended) = watch::channel(false);
+            // With `stdin: true` the run reads what attached sessions write.
+            let (stdin_guest, stdin) = if self.spec["stdin"].as_bool() == Some(true) {
+                let (guest, host) = tokio::io::duplex(64 << 10);
+                (Some(guest), Some(Arc::new(tokio::sync::Mutex::new(Some(host)))))
+            } else {
+                (None, None)
+            };
             let mut running: std::pin::Pin<Box<dyn std::future::Future<Output = Exit> + Send>> =
                 if let Some(pre) = compiled.http.clone() {
                     match self.listen(pre, spec.clone(), &log, run_ended).await {
@@ -579,11 +570,26 @@ impl ContainerTask {
                     }
                 } else if let Some(pre) = compiled.command.clone() {
                     let (runtime, spec) = (self.agent.runtime.clone(), spec.clone());
-                    Box::pin(async move { runtime.run_command(&pre, &spec).await })
+                    let pipes = Pipes { stdin: stdin_guest, ..Pipes::default() };
+                    Box::pin(async move { runtime.run_command(&pre, &spec, pipes).await })
                 } else {
                     Box::pin(std::future::ready(Exit::Trap("the component has no entry point".into())))
                 };
             let name = self.status.name.clone();
+            self.agent.set_running(
+                &self.meta.uid,
+                &name,
+                Some(Arc::new(Running {
+                    pod: self.meta.clone(),
+                    name: name.clone(),
+                    command: compiled.command.clone(),
+                    guest: spec.clone(),
+                    log: log.clone(),
+                    stdin,
+                    stdin_once: self.spec["stdinOnce"].as_bool() == Some(true),
+                    started_at: started_at.clone(),
+                })),
+            );
             self.event(false, "Created", &format!("Created container: {name}"));
             self.event(false, "Started", &format!("Started container {name}"));
             self.status.state = State::Running { started_at: started_at.clone() };
@@ -673,6 +679,7 @@ impl ContainerTask {
             drop(probes);
             let _ = end_run.send(true);
             drop(running);
+            self.agent.set_running(&self.meta.uid, &self.status.name, None);
             log.finish();
             let Some(exit) = exit else { return };
             let (exit_code, reason, message) = match exit {
@@ -802,15 +809,16 @@ impl ContainerTask {
         if let Some(dir) = self.spec["workingDir"].as_str().filter(|d| !d.is_empty()) {
             all.push(("PWD".to_string(), dir.to_string()));
         }
-        let memory_limit =
-            self.spec.pointer("/resources/limits/memory").and_then(Value::as_str).and_then(crate::quantity::whole);
+        let limit =
+            |resource: &str| self.spec.pointer(&format!("/resources/limits/{resource}")).and_then(Value::as_str);
         GuestSpec {
             args,
             env: all,
-            memory_limit,
+            memory_limit: limit("memory").and_then(crate::quantity::whole),
             mounts,
             stdout: log.sink(Stream::Stdout),
             stderr: log.sink(Stream::Stderr),
+            usage: super::usage::Usage::new(limit("cpu").and_then(crate::quantity::milli)),
         }
     }
 }

@@ -213,7 +213,9 @@ async fn check(probe: &Value, timing: &Timing, target: &ProbeTarget) -> Result<(
             exec["command"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect();
         let mut guest = target.guest.clone();
         guest.args = argv;
-        return match tokio::time::timeout(timing.timeout, target.runtime.run_command(pre, &guest)).await {
+        return match tokio::time::timeout(timing.timeout, target.runtime.run_command(pre, &guest, Default::default()))
+            .await
+        {
             Ok(Exit::Code(0)) => Ok(()),
             Ok(Exit::Code(code)) => Err(format!("command exited with {code}")),
             Ok(Exit::Trap(why)) => Err(format!("command trapped: {why}")),

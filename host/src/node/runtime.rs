@@ -8,8 +8,10 @@
 //! Every store gets the container's memory limit (a [`wasmtime::ResourceLimiter`]: growing
 //! past it traps, and the container is OOMKilled) and yields to the executor at every epoch
 //! tick, so a guest that loops never holds a thread and a stopped container stops at the
-//! next tick. WASI grants only what the pod spec says: arguments, environment, stdout and
-//! stderr into the container's log. It knows nothing of the API: the pod worker decides.
+//! next tick; every poll of a guest is counted (and throttled to `limits.cpu`) by the
+//! container's [`Usage`]. WASI grants only what the pod spec says: arguments, environment,
+//! stdout and stderr into the container's log (or an exec session's pipes). It knows
+//! nothing of the API: the pod worker decides.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,9 +21,11 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use parking_lot::Mutex;
+use tokio::io::DuplexStream;
 use tokio::sync::{watch, Semaphore};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
@@ -31,6 +35,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::logs::LogSink;
+use super::usage::Usage;
 
 /// How often the epoch advances: how long a guest runs before it yields.
 const TICK: Duration = Duration::from_millis(10);
@@ -38,6 +43,8 @@ const TICK: Duration = Duration::from_millis(10);
 const CONCURRENT_REQUESTS: usize = 256;
 /// How long one request may run before it is answered 504 and its instance dropped.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+/// Bytes a guest may write to a pipe ahead of its reader.
+const PIPE_BUDGET: usize = 64 << 10;
 
 /// Why a container cannot be made from an image.
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +86,24 @@ pub enum Exit {
 pub struct GuestSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// `limits.memory`, over all of the container's instances at once.
     pub memory_limit: Option<u64>,
     /// Directories preopened for the guest (the container's volume mounts).
     pub mounts: Vec<super::volumes::Mount>,
     pub stdout: LogSink,
     pub stderr: LogSink,
+    /// The container's CPU and memory, which every instance counts into.
+    pub usage: Arc<Usage>,
+}
+
+/// An instance's own stdio, instead of the container's log (an exec session's streams,
+/// or a run's stdin when the container has `stdin: true`); each one absent goes to the log
+/// (stdin: empty).
+#[derive(Default)]
+pub struct Pipes {
+    pub stdin: Option<DuplexStream>,
+    pub stdout: Option<DuplexStream>,
+    pub stderr: Option<DuplexStream>,
 }
 
 /// A store's data: WASI, wasi-http, and the memory limiter.
@@ -106,24 +126,37 @@ impl WasiHttpView for Guest {
     }
 }
 
-/// The container's memory limit over every memory its instance has.
+/// The container's memory limit over every memory of every instance it has: what this
+/// instance holds is counted in the container's [`Usage`], and given back when it is dropped.
 struct MemoryLimit {
     limit: Option<u64>,
-    used: u64,
+    usage: Arc<Usage>,
+    held: u64,
     exceeded: Arc<AtomicBool>,
+}
+
+impl Drop for MemoryLimit {
+    fn drop(&mut self) {
+        self.usage.release(self.held);
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimit {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let grown = self.used + (desired.saturating_sub(current)) as u64;
-        if let Some(limit) = self.limit.filter(|limit| grown > *limit) {
-            self.exceeded.store(true, Ordering::Relaxed);
-            return Err(wasmtime::Error::msg(format!(
-                "memory limit exceeded: growing to {grown} bytes, the limit is {limit}"
-            )));
+        let by = desired.saturating_sub(current) as u64;
+        match self.usage.grow(by, self.limit) {
+            Ok(_) => {
+                self.held += by;
+                Ok(true)
+            }
+            Err(grown) => {
+                self.exceeded.store(true, Ordering::Relaxed);
+                Err(wasmtime::Error::msg(format!(
+                    "memory limit exceeded: growing to {grown} bytes, the limit is {}",
+                    self.limit.unwrap_or_default()
+                )))
+            }
         }
-        self.used = grown;
-        Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
@@ -214,9 +247,20 @@ impl Runtime {
         Ok(Compiled { http, command })
     }
 
-    fn store(&self, spec: &GuestSpec, exceeded: Arc<AtomicBool>) -> Result<Store<Guest>, String> {
+    fn store(&self, spec: &GuestSpec, exceeded: Arc<AtomicBool>, pipes: Pipes) -> Result<Store<Guest>, String> {
         let mut wasi = WasiCtx::builder();
-        wasi.args(&spec.args).envs(&spec.env).stdout(spec.stdout.clone()).stderr(spec.stderr.clone());
+        wasi.args(&spec.args).envs(&spec.env);
+        match pipes.stdout {
+            Some(pipe) => wasi.stdout(AsyncStdoutStream::new(PIPE_BUDGET, pipe)),
+            None => wasi.stdout(spec.stdout.clone()),
+        };
+        match pipes.stderr {
+            Some(pipe) => wasi.stderr(AsyncStdoutStream::new(PIPE_BUDGET, pipe)),
+            None => wasi.stderr(spec.stderr.clone()),
+        };
+        if let Some(pipe) = pipes.stdin {
+            wasi.stdin(AsyncStdinStream::new(pipe));
+        }
         for mount in &spec.mounts {
             let perms =
                 if mount.read_only { wasmtime_wasi::FsPerms::ReadOnly } else { wasmtime_wasi::FsPerms::ReadWrite };
@@ -227,7 +271,7 @@ impl Runtime {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: MemoryLimit { limit: spec.memory_limit, used: 0, exceeded },
+            limits: MemoryLimit { limit: spec.memory_limit, usage: spec.usage.clone(), held: 0, exceeded },
         };
         let mut store = Store::new(&self.engine, guest);
         store.limiter(|guest| &mut guest.limits);
@@ -235,17 +279,24 @@ impl Runtime {
         Ok(store)
     }
 
-    /// Run a command to its end. Dropping the future stops it (at the next tick).
-    pub async fn run_command(&self, pre: &CommandPre<Guest>, spec: &GuestSpec) -> Exit {
+    /// Run a command to its end, its stdio the container's log or `pipes`. Dropping the
+    /// future stops it (at the next tick).
+    pub async fn run_command(&self, pre: &CommandPre<Guest>, spec: &GuestSpec, pipes: Pipes) -> Exit {
         let exceeded = Arc::new(AtomicBool::new(false));
-        let mut store = match self.store(spec, exceeded.clone()) {
+        let mut store = match self.store(spec, exceeded.clone(), pipes) {
             Ok(store) => store,
             Err(why) => return Exit::Trap(why),
         };
-        let outcome = match pre.instantiate_async(&mut store).await {
-            Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
-            Err(e) => Err(e),
-        };
+        let outcome = spec
+            .usage
+            .meter(async {
+                match pre.instantiate_async(&mut store).await {
+                    Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        drop(store);
         match outcome {
             Ok(Ok(())) => Exit::Code(0),
             Ok(Err(())) => Exit::Code(1),
@@ -322,7 +373,7 @@ impl HttpServer {
             return plain(503, "the pod is stopping");
         };
         let exceeded = Arc::new(AtomicBool::new(false));
-        let mut store = match self.runtime.store(&self.spec, exceeded.clone()) {
+        let mut store = match self.runtime.store(&self.spec, exceeded.clone(), Pipes::default()) {
             Ok(store) => store,
             Err(why) => return plain(500, &format!("{why}\n")),
         };
@@ -338,10 +389,10 @@ impl HttpServer {
         };
         let pre = self.pre.clone();
         let stderr = self.spec.stderr.clone();
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(self.spec.usage.meter(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
-        });
+        }));
         let abort = task.abort_handle();
         match tokio::time::timeout(REQUEST_DEADLINE, receiver).await {
             Ok(Ok(Ok(response))) => response,

@@ -1,12 +1,15 @@
 //! A WASI command for pods. Its arguments say what to do, one step after another:
 //!
 //! - `echo WORDS...`  print the words
+//! - `warn WORDS...`  print the words on stderr
+//! - `stdin`          copy stdin to stdout until it ends
 //! - `env NAME`       print NAME's value
 //! - `cat PATH`       print a file
 //! - `write PATH TEXT` write a file
 //! - `ls DIR`         print a directory's entries, sorted
 //! - `count N MS`     print 1..N, one every MS milliseconds
 //! - `sleep MS`       sleep
+//! - `spin MS`        keep a CPU busy for MS milliseconds of wall time
 //! - `alloc MIB`      allocate and touch MIB mebibytes (to meet a memory limit)
 //! - `trap`           abort (a trap)
 //! - `exit N`         exit with code N
@@ -29,6 +32,32 @@ fn main() {
             "echo" => {
                 let rest: Vec<String> = std::iter::from_fn(|| words.next().cloned()).collect();
                 println!("{}", rest.join(" "));
+            }
+            "warn" => {
+                let rest: Vec<String> = std::iter::from_fn(|| words.next().cloned()).collect();
+                eprintln!("{}", rest.join(" "));
+            }
+            "stdin" => {
+                let mut input = std::io::stdin().lock();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    match std::io::Read::read(&mut input, &mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut out = std::io::stdout().lock();
+                            let _ = out.write_all(&buffer[..n]);
+                            let _ = out.flush();
+                        }
+                    }
+                }
+            }
+            "spin" => {
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(next().parse().unwrap_or(1000));
+                let mut x = 0u64;
+                while std::time::Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                println!("spun {}", x % 2);
             }
             "env" => {
                 let name = next();

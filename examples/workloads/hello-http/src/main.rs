@@ -43,7 +43,17 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
     }
 }
 
+/// Run as a command (`kubectl exec POD -- hello-http ARGS`): `env NAME` prints NAME's value,
+/// `exit N` exits with N, anything else is echoed.
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    println!("hello-http serves HTTP; run as a command with arguments {args:?}");
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["env", name] => println!("{}", std::env::var(name).unwrap_or_default()),
+        ["exit", code] => {
+            eprintln!("exiting with {code}");
+            // WASI 0.2's exit is success or failure; exit-with-code carries the code.
+            wasip2::cli::exit::exit_with_code(code.parse().unwrap_or(1));
+        }
+        _ => println!("hello-http serves HTTP; run as a command with arguments {args:?}"),
+    }
 }

@@ -746,3 +746,102 @@ async fn kubectl_exec_runs_the_component_as_a_command_beside_the_container() {
     .await;
     assert_eq!(answer, "hello from py in Python\n");
 }
+
+/// One container's CPU nanoseconds and memory bytes in the node's stats summary.
+async fn container_usage(cluster: &Cluster, pod: &str) -> Option<(u64, u64)> {
+    let (code, summary) = cluster.request(Method::GET, "/api/v1/nodes/node-a/proxy/stats/summary", None).await;
+    assert_eq!(code, 200, "{summary}");
+    let stats = summary["pods"].as_array()?.iter().find(|p| p["podRef"]["name"] == pod)?;
+    let container = &stats["containers"][0];
+    Some((container["cpu"]["usageCoreNanoSeconds"].as_u64()?, container["memory"]["workingSetBytes"].as_u64()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_top_shows_usage_and_a_cpu_limit_holds_a_spinning_container() {
+    let cluster = Cluster::start_with_node(&[]).await;
+    push(&cluster, "hello-command");
+    let spinner = |name: &str, limits: Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "spin"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "spin", "image": "hello-command:v1",
+                "args": ["alloc", "4", "spin", "600000"], "resources": {"limits": limits}}]}})
+    };
+    create(&cluster, "/api/v1/namespaces/default/pods", spinner("capped", serde_json::json!({"cpu": "100m"}))).await;
+    create(&cluster, "/api/v1/namespaces/default/pods", spinner("free", serde_json::json!({}))).await;
+    for name in ["capped", "free"] {
+        container_status(&cluster, name, &format!("{name} to run"), |s| s["state"]["running"].is_object()).await;
+    }
+
+    // kubectl top reads metrics.k8s.io: both pods, with CPU and memory (4 MiB allocated and more).
+    let top = wait_for("kubectl top pods to list both pods", Duration::from_secs(30), || async {
+        let (ok, out, _) = cluster.kubectl(KUBECTL, &["top", "pods", "-l", "app=spin", "--no-headers"]);
+        (ok && out.lines().count() == 2).then_some(out)
+    })
+    .await;
+    for line in top.lines() {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        let mebibytes: u64 = columns[2].trim_end_matches("Mi").parse().unwrap_or_else(|_| panic!("{line}"));
+        assert!(columns[1].ends_with('m') && mebibytes >= 4, "NAME CPU MEMORY: {line}");
+    }
+    let (ok, out, err) = cluster.kubectl(KUBECTL, &["top", "node", "--no-headers"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("node-a ") && out.contains('%'), "{out}");
+    let (ok, _, err) = cluster.kubectl(KUBECTL, &["top", "pod", "nowhere"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+
+    // The limit holds: over a few seconds the capped container gets 100m (a tenth of a
+    // core), with a period's slack; the other one is counted too. Only an upper bound is
+    // asserted: a busy machine gives either of them less, never the capped one more.
+    let (capped_before, _) = container_usage(&cluster, "capped").await.expect("capped's stats");
+    let (free_before, _) = container_usage(&cluster, "free").await.expect("free's stats");
+    let started = std::time::Instant::now();
+    wait_for("three seconds of the spinners", Duration::from_secs(10), || async {
+        (started.elapsed() >= Duration::from_secs(3)).then_some(())
+    })
+    .await;
+    let (capped_after, capped_memory) = container_usage(&cluster, "capped").await.expect("capped's stats");
+    let (free_after, _) = container_usage(&cluster, "free").await.expect("free's stats");
+    let wall = started.elapsed().as_secs_f64();
+    let capped_cores = (capped_after - capped_before) as f64 / 1e9 / wall;
+    let free_cores = (free_after - free_before) as f64 / 1e9 / wall;
+    eprintln!("over {wall:.1} s: capped {capped_cores:.3} cores, free {free_cores:.3} cores");
+    assert!(capped_cores <= 0.1 + 0.05 / wall + 0.02, "the capped container used {capped_cores:.3} cores");
+    assert!(free_after > free_before, "the free container's CPU time grows");
+    assert!(capped_memory >= 4 << 20, "4 MiB allocated are counted: {capped_memory}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_runs_exec_and_reads_the_exit_status() {
+    use kube::api::{Api, AttachParams};
+    use tokio::io::AsyncReadExt;
+    let cluster = Cluster::start_with_node(&[]).await;
+    push(&cluster, "hello-http");
+    let (ok, _, err) =
+        cluster.kubectl(KUBECTL, &["run", "web", "--image=hello-http:v1", "--env=GREETING=from kube-rs"]);
+    assert!(ok, "{err}");
+    container_status(&cluster, "web", "web to run", |s| s["state"]["running"].is_object()).await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.api.kubeconfig).expect("the kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(kube::Client::try_from(config).expect("client"), "default");
+    let run = |argv: Vec<&'static str>| {
+        let pods = pods.clone();
+        async move {
+            let mut process =
+                pods.exec("web", argv, &AttachParams::default().stderr(true)).await.expect("exec is accepted");
+            let mut out = String::new();
+            process.stdout().expect("stdout").read_to_string(&mut out).await.expect("stdout is read");
+            let mut err = String::new();
+            process.stderr().expect("stderr").read_to_string(&mut err).await.expect("stderr is read");
+            let status = process.take_status().expect("a status").await.expect("the status arrives");
+            (out, err, status)
+        }
+    };
+    let (out, _, status) = run(vec!["hello-http", "env", "GREETING"]).await;
+    assert_eq!(out, "from kube-rs\n");
+    assert_eq!(status.status.as_deref(), Some("Success"), "{status:?}");
+    let (_, err, status) = run(vec!["hello-http", "exit", "3"]).await;
+    assert_eq!(err, "exiting with 3\n");
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"), "{status:?}");
+    let causes = status.details.and_then(|d| d.causes).unwrap_or_default();
+    assert_eq!((causes[0].reason.as_deref(), causes[0].message.as_deref()), (Some("ExitCode"), Some("3")));
+}

@@ -92,7 +92,7 @@ async fn official_python_client_passes_its_checks(backend: Backend) {
 on_both_backends!(official_python_client_passes_its_checks);
 
 /// The Python client reads a pod's log (`read_namespaced_pod_log`, with `tail_lines`) from a
-/// pod the node really ran.
+/// pod the node really ran, and runs exec in another (its `stream` API, with the exit code).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_reads_a_pods_log() {
     let python = python().await;
@@ -105,9 +105,17 @@ async fn the_python_client_reads_a_pods_log() {
         &["run", "said", "--image=hello-command:v1", "--restart=Never", "--", "count", "2", "1"],
     );
     assert!(ok, "{err}");
-    wasmkube_tests::wait_for("the pod to succeed", Duration::from_secs(60), || async {
-        let (_, pod) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/pods/said", None).await;
-        (pod["status"]["phase"] == "Succeeded").then_some(())
+    // A pod to exec into (the Python client speaks v4.channel.k8s.io).
+    let (ok, _, err) = cluster.kubectl(
+        wasmkube_tests::KUBECTLS[0],
+        &["run", "waits", "--image=hello-command:v1", "--restart=Never", "--", "sleep", "600000"],
+    );
+    assert!(ok, "{err}");
+    wasmkube_tests::wait_for("the pods to succeed and run", Duration::from_secs(60), || async {
+        let (_, said) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/pods/said", None).await;
+        let (_, waits) = cluster.request(reqwest::Method::GET, "/api/v1/namespaces/default/pods/waits", None).await;
+        let running = waits.pointer("/status/containerStatuses/0/state/running").is_some();
+        (said["status"]["phase"] == "Succeeded" && running).then_some(())
     })
     .await;
     let script = r#"
@@ -117,6 +125,14 @@ config.load_kube_config(sys.argv[1])
 v1 = client.CoreV1Api()
 sys.stdout.write(v1.read_namespaced_pod_log("said", "default"))
 sys.stdout.write("TAIL:" + v1.read_namespaced_pod_log("said", "default", tail_lines=1))
+from kubernetes.stream import stream
+out = stream(v1.connect_get_namespaced_pod_exec, "waits", "default", command=["hello-command", "echo", "exec", "ok"],
+             stderr=True, stdin=False, stdout=True, tty=False)
+sys.stdout.write("EXEC:" + out)
+run = stream(v1.connect_get_namespaced_pod_exec, "waits", "default", command=["hello-command", "exit", "3"],
+             stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+run.run_forever(timeout=30)
+sys.stdout.write("CODE:%s\n" % run.returncode)
 "#;
     let mut command = tokio::process::Command::new(&python);
     command.arg("-c").arg(script).arg(&cluster.api.kubeconfig).stdin(Stdio::null()).kill_on_drop(true);
@@ -124,5 +140,5 @@ sys.stdout.write("TAIL:" + v1.read_namespaced_pod_log("said", "default", tail_li
         tokio::time::timeout(SCRIPT_DEADLINE, command.output()).await.expect("the script ends").expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout, "1\n2\nTAIL:2\n");
+    assert_eq!(stdout, "1\n2\nTAIL:2\nEXEC:exec ok\nCODE:3\n");
 }

@@ -37,14 +37,15 @@ const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGrou
 /// The verbs of every stored resource.
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-/// Every resource discovery lists: the registry's, the review resources and ComponentStatus.
+/// Every resource discovery lists: the registry's, the review resources, ComponentStatus
+/// and the resource metrics.
 fn served(registry: &Registry) -> Vec<Resource> {
     registry
         .resources()
         .iter()
         .map(|r| **r)
         .chain(super::reviews::REVIEWS.iter().copied())
-        .chain([super::component_status::RESOURCE])
+        .chain([super::component_status::RESOURCE, super::resource_metrics::NODES, super::resource_metrics::PODS])
         .collect()
 }
 
@@ -54,6 +55,8 @@ fn verbs_of(resource: &Resource) -> &'static [&'static str] {
         &["create"]
     } else if *resource == super::component_status::RESOURCE {
         super::component_status::VERBS
+    } else if *resource == super::resource_metrics::NODES || *resource == super::resource_metrics::PODS {
+        super::resource_metrics::VERBS
     } else {
         &VERBS
     }

@@ -19,6 +19,7 @@ mod oci;
 pub mod openapi;
 mod protobuf;
 mod remotecommand;
+mod resource_metrics;
 mod resources;
 mod reviews;
 mod shape;

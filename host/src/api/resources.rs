@@ -433,6 +433,12 @@ pub(super) async fn core(
             .await;
         }
     }
+    if let ["nodes", node, "proxy", rest @ ..] = path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        if method == Method::GET {
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            return super::resource_metrics::node_proxy(&state, node, &rest).await;
+        }
+    }
     let mut params = query(params)?;
     params.user = Some(user.clone());
     let body = body_of(body).await?;
@@ -520,6 +526,10 @@ async fn serve(
     }
     if let Some(name) = super::component_status::find(group, path) {
         return super::component_status::answer(&state, &method, name.as_deref(), &headers);
+    }
+    if let Some(target) = super::resource_metrics::find(group, version, path) {
+        let options = params.list_options(target.object_kind())?;
+        return super::resource_metrics::answer(&state, &registry, &method, target, options).await;
     }
     let target = parse_path(&registry, group, version, path)?;
     let namespace = target.namespace.as_deref();

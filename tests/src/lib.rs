@@ -1,6 +1,8 @@
 //! Shared harness for the end-to-end tests: the real `wasmkube` binary, a real `etcd`
 //! started on free loopback ports in a temp dir, and waiting on conditions with deadlines.
 
+pub mod registry;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -36,12 +36,19 @@ async fn container_status(cluster: &Cluster, name: &str, what: &str, check: impl
     .await
 }
 
+/// Wait for the pod's phase; on a timeout the panic shows the pod's last status.
 async fn phase(cluster: &Cluster, name: &str, want: &str) -> Value {
-    wait_for(&format!("pod {name} to be {want}"), Duration::from_secs(60), || async {
-        let pod = pod(cluster, name).await;
-        (pod.pointer("/status/phase")? == want).then_some(pod)
-    })
-    .await
+    let last = parking_lot::Mutex::new(Value::Null);
+    let waited = tokio::time::timeout(
+        Duration::from_secs(60),
+        wait_for(&format!("pod {name} to be {want}"), Duration::from_secs(120), || async {
+            let pod = pod(cluster, name).await;
+            *last.lock() = pod["status"].clone();
+            (pod.pointer("/status/phase")? == want).then_some(pod)
+        }),
+    )
+    .await;
+    waited.unwrap_or_else(|_| panic!("pod {name} was not {want} within 60s; its status: {}", last.lock()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -844,4 +851,68 @@ async fn kube_rs_runs_exec_and_reads_the_exit_status() {
     assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"), "{status:?}");
     let causes = status.details.and_then(|d| d.causes).unwrap_or_default();
     assert_eq!((causes[0].reason.as_deref(), causes[0].message.as_deref()), (Some("ExitCode"), Some("3")));
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret for `registry` (as `kubectl create secret
+/// docker-registry` makes one).
+fn pull_secret(name: &str, registry: &str, user: &str, password: &str) -> Value {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let config = serde_json::json!({"auths": {registry: {"username": user, "password": password, "auth": b64(&format!("{user}:{password}"))}}});
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": b64(&config.to_string())}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_pull_from_another_registry_with_their_pull_secrets() {
+    let registry = wasmkube_tests::registry::TestRegistry::start().await;
+    registry.push(&workload_component("hello-command"), "team/hello", "v1").await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!("configs:\n  \"{}\":\n    tls:\n      ca_file: {}\n", registry.address, registry.ca_file.display()),
+    )
+    .unwrap();
+    let cluster = Cluster::start_with_node(&["--registry-config", config.path().to_str().unwrap()]).await;
+    let secrets = "/api/v1/namespaces/default/secrets";
+    create(&cluster, secrets, pull_secret("good", &registry.address, &registry.user, &registry.password)).await;
+    create(&cluster, secrets, pull_secret("wrong", &registry.address, &registry.user, "wrong-password")).await;
+    let image = format!("{}/team/hello:v1", registry.address);
+    let pod = |name: &str, secret: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "imagePullSecrets": [{"name": secret}],
+                "containers": [{"name": "c", "image": image, "args": ["echo", "pulled"]}]}})
+    };
+    create(&cluster, "/api/v1/namespaces/default/pods", pod("pulled", "good")).await;
+    create(&cluster, "/api/v1/namespaces/default/pods", pod("refused", "wrong")).await;
+
+    let done = phase(&cluster, "pulled", "Succeeded").await;
+    let status = &done["status"]["containerStatuses"][0];
+    let image_id = status["imageID"].as_str().unwrap();
+    assert!(image_id.starts_with(&format!("{}/team/hello@sha256:", registry.address)), "{status}");
+    assert_eq!(logs(&cluster, "pulled", "c"), "pulled\n");
+    // The wrong password: ErrImagePull (then ImagePullBackOff) naming the 401.
+    let waiting = container_status(&cluster, "refused", "the pull to fail", |s| {
+        matches!(s["state"]["waiting"]["reason"].as_str(), Some("ErrImagePull" | "ImagePullBackOff"))
+    })
+    .await;
+    let message = waiting["state"]["waiting"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("401 Unauthorized") && message.contains(&image), "{waiting}");
+    // The node lists what it holds.
+    let listed = wait_for("node.status.images to list the image", Duration::from_secs(30), || async {
+        let (_, node) = cluster.request(Method::GET, "/api/v1/nodes/node-a", None).await;
+        let images = node["status"]["images"].as_array()?.clone();
+        images.into_iter().find(|i| i["names"].as_array().is_some_and(|n| n.iter().any(|n| n == image.as_str())))
+    })
+    .await;
+    assert_eq!(listed["names"][0], image_id, "{listed}");
+    assert!(listed["sizeBytes"].as_u64().unwrap() > 10_000, "{listed}");
+    // Without a secret the registry says 401 as well; with imagePullPolicy: Never a second pod
+    // of the image starts from the node's cache.
+    let cached = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cached"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": image,
+            "imagePullPolicy": "Never", "args": ["echo", "from the cache"]}]}});
+    create(&cluster, "/api/v1/namespaces/default/pods", cached).await;
+    phase(&cluster, "cached", "Succeeded").await;
+    assert_eq!(logs(&cluster, "cached", "c"), "from the cache\n");
 }

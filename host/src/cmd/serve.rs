@@ -131,6 +131,11 @@ pub struct ServeOptions {
     /// (the kubelet's 10s and 5m; it is reset after a run twice the longest).
     #[arg(long, default_value = "10s,5m")]
     crash_loop_backoff: String,
+    /// How the node reaches registries other than the cluster's: a YAML file of `mirrors`
+    /// (an `http://` endpoint for a loopback registry) and `configs` (`auth`, `tls.ca_file`),
+    /// as k3s' registries.yaml.
+    #[arg(long, value_name = "FILE")]
+    registry_config: Option<PathBuf>,
 }
 
 /// What decides where pods go.
@@ -236,6 +241,7 @@ impl ValidServeOptions {
             max_pods: u32::try_from(max_pods).unwrap_or(u32::MAX),
             backoff: Default::default(),
             local_registries: Vec::new(),
+            registry_config: Default::default(),
         });
         self
     }
@@ -437,12 +443,19 @@ impl CompletedServeOptions {
         if o.max_pods == 0 {
             problems.push("--max-pods must be at least 1".into());
         }
+        let registry_config = match &o.registry_config {
+            Some(path) => crate::oci::config::RegistryConfig::load(path)
+                .map_err(|e| problems.push(format!("--registry-config: {e}")))
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
         let node_agent = o.node_agent.then(|| crate::node::agent::AgentConfig {
             node_name,
             dir: self.data_dir.join("node"),
             max_pods: o.max_pods,
             backoff,
             local_registries: Vec::new(),
+            registry_config,
         });
         let api_audiences: Vec<String> = o.api_audiences.iter().map(|a| a.trim().to_string()).collect();
         if api_audiences.iter().any(String::is_empty) {

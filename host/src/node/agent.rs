@@ -116,12 +116,19 @@ pub async fn run(
     let agent = Arc::new(Agent {
         client: client.clone(),
         runtime,
-        images: Images { store: images, local_names: config.local_registries.clone() },
+        images: Images {
+            store: images,
+            local_names: config.local_registries.clone(),
+            remote: crate::oci::remote::Remote::new(config.registry_config.clone()),
+            cache: crate::oci::BlobStore::new(&config.dir),
+        },
         config,
         containers: Default::default(),
         events: crate::machinery::events::Recorder::start(client.clone(), "kubelet", &name, dropped_events()),
         started_at: crate::registry::now(),
         machine_cpu: Default::default(),
+        images_held: Default::default(),
+        images_changed: Default::default(),
     });
     kubelets.register(&name, agent.clone());
     tokio::spawn(async move {
@@ -134,7 +141,7 @@ pub async fn run(
             return;
         };
         tracing::info!(node = %name, pod_cidr = %range, %node_ip, "node agent running");
-        if let Err(e) = write_node_status(agent.client.as_ref(), &agent.config, node_ip).await {
+        if let Err(e) = write_node_status(&agent, node_ip).await {
             tracing::warn!(node = %name, error = %e, "cannot write the node's status yet");
         }
         tokio::spawn(heartbeat(agent.clone(), node_ip, stop.clone()));
@@ -182,8 +189,21 @@ async fn wait_for_range(client: &dyn Client, name: &str, mut stop: watch::Receiv
     }
 }
 
-async fn write_node_status(client: &dyn Client, config: &AgentConfig, node_ip: Ipv4Addr) -> Result<(), Error> {
+async fn write_node_status(agent: &Agent, node_ip: Ipv4Addr) -> Result<(), Error> {
+    let (client, config) = (agent.client.as_ref(), &agent.config);
     let nodes = client.resource("", "v1", "nodes").ok_or_else(|| Error::Internal("nodes are not served".into()))?;
+    // The kubelet lists the largest images first.
+    let mut images: Vec<Value> = agent
+        .images_held
+        .lock()
+        .iter()
+        .map(|(id, (names, size))| {
+            let mut names: Vec<&String> = names.iter().collect();
+            names.insert(0, id);
+            json!({"names": names, "sizeBytes": size})
+        })
+        .collect();
+    images.sort_by_key(|image| std::cmp::Reverse(image["sizeBytes"].as_u64().unwrap_or_default()));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let capacity = json!({
         "cpu": cpus.to_string(),
@@ -203,6 +223,7 @@ async fn write_node_status(client: &dyn Client, config: &AgentConfig, node_ip: I
         ],
         "addresses": [{"type": "InternalIP", "address": node_ip.to_string()}, {"type": "Hostname", "address": config.node_name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "images": images,
         "nodeInfo": {
             "kubeletVersion": format!("v{}.{}.0-wasmkube", crate::api::KUBERNETES_VERSION.0, crate::api::KUBERNETES_VERSION.1),
             "kubeProxyVersion": "",
@@ -225,11 +246,22 @@ async fn heartbeat(agent: Arc<Agent>, node_ip: Ipv4Addr, mut stop: watch::Receiv
         }
         if since_status >= super::STATUS_EVERY {
             since_status = Duration::ZERO;
-            if let Err(e) = write_node_status(agent.client.as_ref(), &agent.config, node_ip).await {
+            if let Err(e) = write_node_status(&agent, node_ip).await {
                 tracing::warn!(node = %agent.config.node_name, error = %e, "cannot write the node's status");
             }
         }
-        tokio::select! { _ = tokio::time::sleep(super::LEASE_RENEW) => {}, _ = stop.wait_for(|s| *s) => return }
+        let images_changed = tokio::select! {
+            _ = tokio::time::sleep(super::LEASE_RENEW) => false,
+            _ = agent.images_changed.notified() => true,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if images_changed {
+            // A new image is on the node: its status says so now, not at the next minute.
+            if let Err(e) = write_node_status(&agent, node_ip).await {
+                tracing::warn!(node = %agent.config.node_name, error = %e, "cannot write the node's status");
+            }
+            continue;
+        }
         since_status += super::LEASE_RENEW;
     }
 }

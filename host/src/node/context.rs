@@ -57,6 +57,8 @@ pub struct AgentConfig {
     pub backoff: Backoff,
     /// `host:port` names the cluster's own registry is reached by.
     pub local_registries: Vec<String>,
+    /// How other registries are reached (`--registry-config`).
+    pub registry_config: crate::oci::config::RegistryConfig,
 }
 
 /// Who writes (managedFields).
@@ -114,6 +116,10 @@ pub(super) struct Agent {
     /// When the agent started, and the machine's CPU at the last stats (for its rate).
     pub started_at: String,
     pub(super) machine_cpu: Mutex<CpuSample>,
+    /// The images this node holds (`node.status.images`): names and size by image ID.
+    pub(super) images_held: Mutex<std::collections::BTreeMap<String, (std::collections::BTreeSet<String>, u64)>>,
+    /// Told when an image is held that was not (the node's status is written again).
+    pub(super) images_changed: tokio::sync::Notify,
 }
 
 impl Agent {
@@ -138,6 +144,15 @@ impl Agent {
 
     pub(super) fn running(&self, uid: &str, container: &str) -> Option<Arc<Running>> {
         self.containers.lock().get(&(uid.to_string(), container.to_string()))?.running.clone()
+    }
+
+    /// Note that the node holds image `id`, pulled as `name`.
+    pub(super) fn hold_image(&self, id: &str, name: &str, size: u64) {
+        let mut held = self.images_held.lock();
+        let entry = held.entry(id.to_string()).or_insert_with(|| (Default::default(), size));
+        if entry.0.insert(name.to_string()) {
+            self.images_changed.notify_one();
+        }
     }
 
     pub(super) fn forget(&self, uid: &str) {

@@ -447,6 +447,32 @@ impl ContainerTask {
         }
     }
 
+    /// The credentials to pull `image` with from another registry: the pod's pull secrets',
+    /// then the node's (none for the cluster's own registry).
+    async fn credentials(&self, image: &str) -> super::images::Credentials {
+        let Some(registry) = crate::oci::Reference::parse(image)
+            .ok()
+            .and_then(|r| r.registry)
+            .filter(|r| !self.agent.images.local_names.contains(r))
+        else {
+            return Vec::new();
+        };
+        let (mut credentials, missing) =
+            super::images::pull_secret_credentials(self.agent.client.as_ref(), &self.meta.pod, &registry).await;
+        if !missing.is_empty() {
+            self.event(
+                true,
+                "FailedToRetrieveImagePullSecret",
+                &format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    missing.join(", ")
+                ),
+            );
+        }
+        credentials.extend(self.agent.images.remote.node_credentials(&registry));
+        credentials
+    }
+
     async fn run(mut self) {
         let backoff = self.agent.config.backoff.clone();
         let mut delay = backoff.initial;
@@ -456,9 +482,12 @@ impl ContainerTask {
             // Pull and compile.
             let runtime = self.agent.runtime.clone();
             let began = Instant::now();
-            let pulled = self.agent.images.pull(&image, &policy, |digest| runtime.is_compiled(digest)).await;
+            let credentials = self.credentials(&image).await;
+            let pulled =
+                self.agent.images.pull(&image, &policy, &credentials, |digest| runtime.is_compiled(digest)).await;
             let pulled = match pulled {
                 Ok(pulled) => {
+                    self.agent.hold_image(&pulled.image_id, &image, pulled.size);
                     if pulled.bytes.is_empty() {
                         self.event(false, "Pulled", &format!("Container image {image:?} already present on machine"));
                     } else {

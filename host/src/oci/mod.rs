@@ -1,12 +1,15 @@
 //! OCI images of WebAssembly components: references (`reference`), the cluster's own
-//! registry storage under the data dir (`store`: blobs by digest, manifests, tags), and what
-//! a pod's image must look like to run (`manifest`: the wasm artifact media types).
+//! registry storage under the data dir (`store`: blobs by digest, manifests, tags), what
+//! a pod's image must look like to run (`manifest`: the wasm artifact media types), and
+//! other registries (`remote`, configured by `config`: `--registry-config`).
 //!
-//! It knows neither HTTP nor the API: `api::oci` serves the distribution API over this
-//! store, the node agent reads images from it, `cmd::image` pushes to it over HTTPS.
+//! It knows nothing of the API: `api::oci` serves the distribution API over the store, the
+//! node agent reads images from it or pulls them with `remote`, `cmd::image` pushes to it.
 
+pub mod config;
 pub mod manifest;
 pub mod reference;
+pub mod remote;
 pub mod store;
 
 pub use reference::Reference;

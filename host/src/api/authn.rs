@@ -45,7 +45,7 @@ fn basic_password(encoded: &str) -> Option<String> {
 
 /// Paths the anonymous user may read.
 fn public(method: &Method, path: &str) -> bool {
-    method == Method::GET && matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
+    method == Method::GET && matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/" | "/cacerts")
 }
 
 pub(super) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {

@@ -67,6 +67,9 @@ pub struct AppState {
     pub images: crate::oci::BlobStore,
     /// The node agents this process runs (`pods/log` reaches them).
     pub kubelets: kubelet::Kubelets,
+    /// The cluster CA's certificate in PEM (`/cacerts`, which a joining node checks
+    /// against its token's hash before it trusts this server).
+    pub cluster_ca: Arc<str>,
 }
 
 impl AppState {
@@ -100,6 +103,9 @@ impl AppState {
         token: &str,
         audiences: &[String],
     ) -> Result<(crate::auth::UserInfo, Vec<String>), String> {
+        if let Some(token) = crate::auth::bootstrap::BootstrapToken::parse(token) {
+            return self.authenticate_bootstrap_token(&token).await.map(|user| (user, Vec::new()));
+        }
         let audiences = if audiences.is_empty() { &self.api_audiences[..] } else { audiences };
         let signer = self.token_signer().await.map_err(|e| e.to_string())?;
         let claims = signer.verify(token, reviews::now_seconds(), audiences).map_err(|e| e.to_string())?;
@@ -118,6 +124,20 @@ impl AppState {
             ));
         }
         Ok((crate::auth::UserInfo::service_account(&claims.namespace, &claims.name, &claims.uid), matched))
+    }
+
+    /// A bootstrap token's user, if its Secret in kube-system makes it valid now.
+    async fn authenticate_bootstrap_token(
+        &self,
+        token: &crate::auth::bootstrap::BootstrapToken,
+    ) -> Result<crate::auth::UserInfo, String> {
+        let registry = self.registry().map_err(|e| e.to_string())?;
+        let secrets = registry.resource("", "v1", "secrets").ok_or("secrets are not served")?;
+        let secret = registry
+            .get_cached(&secrets, Some(crate::auth::bootstrap::NAMESPACE), &token.secret_name())
+            .await
+            .map_err(|_| "invalid bootstrap token".to_string())?;
+        token.verify(&serde_json::Value::Object(secret), reviews::now_seconds().max(0) as u64)
     }
 
     fn openapi(&self) -> Result<Arc<openapi::Documents>, ApiError> {
@@ -145,6 +165,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/version", get(discovery::version))
         .route("/version/", get(discovery::version))
+        .route("/cacerts", get(cacerts))
         .route("/api", get(discovery::api_versions))
         // As kube-apiserver, which some clients' discovery URLs end with a slash for.
         .route("/api/", get(discovery::api_versions))
@@ -225,6 +246,13 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         "the server does not allow this method on the requested resource ({method} {})",
         uri.path()
     ))
+}
+
+/// `/cacerts` (k3s' path): the cluster CA, to anyone; a joining node trusts it only if its
+/// hash is the one its token carries.
+async fn cacerts(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], state.cluster_ca.to_string()).into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

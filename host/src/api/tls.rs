@@ -116,6 +116,11 @@ impl TlsFiles {
         self.read(CA_CERT)
     }
 
+    /// The CA's private key in PEM (what signs node certificates).
+    pub fn ca_key_pem(&self) -> Result<String, TlsError> {
+        self.read(CA_KEY)
+    }
+
     /// The admin client certificate and key in PEM.
     pub fn admin_pem(&self) -> Result<(String, String), TlsError> {
         Ok((self.read(ADMIN_CERT)?, self.read(ADMIN_KEY)?))
@@ -167,7 +172,7 @@ impl TlsFiles {
 
 /// Write `content` to `path` so that a reader sees either no file or all of it (clients
 /// poll for these files while the server starts): a temp file beside it, then a rename.
-fn write_whole(path: &Path, content: &str, mode: u32) -> Result<(), TlsError> {
+pub fn write_whole(path: &Path, content: &str, mode: u32) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| TlsError::Io { what: "write", path: path.to_path_buf(), source };
     let mut partial = path.as_os_str().to_owned();

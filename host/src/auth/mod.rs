@@ -1,11 +1,12 @@
-//! Who a request comes from: the user a client certificate or a service-account token
-//! names, or `system:anonymous`. Until authorization plugins exist, every authenticated
+//! Who a request comes from: the user a client certificate, a service-account token or a
+//! bootstrap token (`bootstrap`) names, or `system:anonymous`. Until authorization plugins exist, every authenticated
 //! user may do everything and the anonymous user may only read the health and version
 //! endpoints.
 //!
 //! Owns identities and tokens; knows nothing of HTTP (the API's middleware extracts the
 //! credential) or of storage (the registry keeps the signing key).
 
+pub mod bootstrap;
 pub mod tokens;
 
 use serde_json::{json, Value};

@@ -57,14 +57,17 @@ pub async fn run(command: ImageCommand) -> anyhow::Result<()> {
 }
 
 /// The registry's base URL and a client with the kubeconfig's credentials.
-struct Registry {
-    client: reqwest::Client,
+pub(super) struct Registry {
+    pub client: reqwest::Client,
     base: String,
+    /// The API server's URL.
+    pub api: String,
     /// `host:port` of the server.
     host: String,
 }
 
-fn connect(options: &ClientOptions) -> anyhow::Result<Registry> {
+/// The server and a client with the kubeconfig's credentials, as kubectl finds them.
+pub(super) fn connect(options: &ClientOptions) -> anyhow::Result<Registry> {
     let path = match &options.kubeconfig {
         Some(path) => path.clone(),
         None => match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
@@ -129,7 +132,7 @@ fn connect(options: &ClientOptions) -> anyhow::Result<Registry> {
         builder = builder.default_headers(headers);
     }
     let host = base.split("://").nth(1).unwrap_or(&base).to_string();
-    Ok(Registry { client: builder.build()?, base: format!("{base}/v2"), host })
+    Ok(Registry { client: builder.build()?, base: format!("{base}/v2"), api: base, host })
 }
 
 /// The registry's error message from a failed answer.

@@ -1,5 +1,5 @@
 //! The command line: `wasmkube serve`, `wasmkube kubeconfig`, `wasmkube store ...`,
-//! `wasmkube bench ...`, `wasmkube plugin ...`, `wasmkube image ...`.
+//! `wasmkube bench ...`, `wasmkube plugin ...`, `wasmkube image ...`, `wasmkube token ...`.
 //!
 //! Every command follows Kubernetes' pattern: flags parse into `Options`, `complete()`
 //! fills defaults, `validate()` returns every problem at once ([`InvalidOptions`], exit
@@ -11,6 +11,7 @@ mod kubeconfig;
 mod plugin;
 pub(crate) mod serve;
 mod store;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,9 @@ enum Command {
     /// Images in the cluster's registry: push a component, list, remove.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Bootstrap tokens for joining nodes.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Every problem found on the command line, reported together.
@@ -107,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Bench(command) => bench::run(command).await,
             Command::Plugin(command) => plugin::run(command).await,
             Command::Image(command) => image::run(command).await,
+            Command::Token(command) => token::run(command).await,
         }
     })
 }

@@ -560,6 +560,42 @@ fn elect(
 
 /// What `serve` writes the admin kubeconfig as, in the data dir.
 pub const KUBECONFIG_FILE: &str = "kubeconfig";
+/// Where `serve` writes a join token for nodes (`wasmkube node --token "$(cat ...)"`), as
+/// k3s' `node-token`.
+pub const NODE_TOKEN_FILE: &str = "node-token";
+
+/// The join token file and the CA its hash is of.
+struct JoinTokenFile {
+    path: PathBuf,
+    ca_pem: String,
+}
+
+/// Make sure the data dir's join token is valid here: reuse the one written before while its
+/// Secret exists; otherwise make a new bootstrap token (no expiry, as k3s' node token) and
+/// write it in K10 form.
+async fn ensure_join_token(
+    client: Arc<dyn crate::client::Client>,
+    file: JoinTokenFile,
+) -> Result<(), crate::registry::Error> {
+    use crate::auth::bootstrap::{BootstrapToken, JoinToken, NAMESPACE};
+    let secrets = client
+        .resource("", "v1", "secrets")
+        .ok_or_else(|| crate::registry::Error::Internal("secrets are not served".into()))?;
+    let written = std::fs::read_to_string(&file.path).ok().and_then(|t| JoinToken::parse(&t).ok());
+    if let Some(join) = written {
+        if client.get(&secrets, Some(NAMESPACE), &join.token.secret_name()).await.is_ok() {
+            return Ok(());
+        }
+    }
+    let token = BootstrapToken::generate();
+    let secret = token.secret("the join token wasmkube serve wrote to its data dir", None);
+    client.create(&secrets, Some(NAMESPACE), secret, &crate::registry::WriteOptions::default()).await?;
+    let text = format!("{}\n", JoinToken::format(&file.ca_pem, &token));
+    crate::api::tls::write_whole(&file.path, &text, 0o600)
+        .map_err(|e| crate::registry::Error::Internal(format!("cannot write the join token: {e}")))?;
+    tracing::info!(path = %file.path.display(), "wrote a join token for nodes");
+    Ok(())
+}
 
 impl Server {
     /// Bind, write certificates and the kubeconfig, and start opening storage; ready once
@@ -614,6 +650,7 @@ impl Server {
             api_audiences: options.api_audiences.clone().into(),
             images: images.clone(),
             kubelets: kubelets.clone(),
+            cluster_ca: tls.ca_pem()?.into(),
         });
         let http = {
             let mut stopped = stopped.clone();
@@ -631,6 +668,12 @@ impl Server {
         let (selection, election) = (options.controllers.clone(), options.election.clone());
         let sim_nodes = options.sim_nodes.clone();
         let node_ipam = options.node_ipam.clone();
+        let csr_signer = crate::controllers::csr::CsrSigner {
+            ca_cert_pem: tls.ca_pem()?,
+            ca_key_pem: tls.ca_key_pem()?,
+            duration: std::time::Duration::from_secs(365 * 24 * 3600),
+        };
+        let join_token = JoinTokenFile { path: options.data_dir.join(NODE_TOKEN_FILE), ca_pem: tls.ca_pem()? };
         let node_agent = options.node_agent.clone().map(|mut agent| {
             agent.local_registries = vec![advertise.to_string(), format!("localhost:{}", advertise.port())];
             agent
@@ -709,6 +752,14 @@ impl Server {
                 )
                 .await?;
             }
+            tokio::spawn(crate::controllers::csr::run(
+                client.clone(),
+                informers.clone(),
+                csr_signer,
+                lead.clone(),
+                stopped.clone(),
+            ));
+            step("writing a node join token", STEP_DEADLINE, ensure_join_token(client.clone(), join_token)).await?;
             if let Some(ipam) = node_ipam {
                 tokio::spawn(crate::controllers::node_ipam::run(
                     client.clone(),

@@ -134,6 +134,9 @@ impl GarbageCollector {
     pub fn start(host: Arc<Context>) -> Self {
         let queue: Arc<WorkQueue<Item>> = WorkQueue::new();
         let followed: Arc<Followed> = Arc::default();
+        // The generation before the resources: a resource served in between (a CRD created
+        // as the GC starts) then shows as a change to follow, not as one already seen.
+        let generation = host.client.served_generation();
         followed.follow_new(&host, &queue);
         let gc = Arc::new(Worker { host: host.clone(), followed: followed.clone(), queue: queue.clone() });
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = (0..WORKERS)
@@ -162,7 +165,7 @@ impl GarbageCollector {
             })
             .collect();
         // Resources served later (a CRD's) are followed as they come.
-        let (watching, generation) = (gc.clone(), host.client.served_generation());
+        let watching = gc.clone();
         tasks.push(tokio::spawn(async move {
             let mut seen = generation;
             loop {

@@ -7,6 +7,7 @@
 //!   objects (`plugins`).
 
 pub mod crd;
+pub mod csr;
 pub mod gc;
 pub mod manager;
 mod metrics;

@@ -117,6 +117,9 @@ impl Registry {
         // pod's QoS class) sees the object admission made; the defaults then fill what it
         // cleared (a status' defaults), as kube-apiserver's defaulting on read does.
         strategy.prepare_for_create(&mut object);
+        if resource.group == "certificates.k8s.io" && resource.kind == "CertificateSigningRequest" {
+            record_requester(&mut object, options.user.as_ref());
+        }
         fill_defaults(&resource, &mut object);
         let mut warnings = check_schema(&resource, &mut object, options)?;
         if managed == ManagedFields::Record {
@@ -639,5 +642,19 @@ fn validate(resource: &Resource, object: &Object, name: &str, old: Option<&Objec
             format!("{}.{}", resource.kind, resource.group)
         };
         Err(Error::Invalid { kind, name: name.into(), causes })
+    }
+}
+
+/// A CertificateSigningRequest says who asked (`spec.username`, `uid`, `groups`, `extra`),
+/// set from the request's user whatever the body said, as kube-apiserver's strategy does;
+/// approvers decide on it.
+fn record_requester(object: &mut Object, user: Option<&crate::auth::UserInfo>) {
+    let user = user.cloned().unwrap_or_else(crate::auth::UserInfo::server);
+    let spec = object.entry("spec").or_insert_with(|| Value::Object(Object::new()));
+    if let Value::Object(spec) = spec {
+        spec.insert("username".into(), Value::String(user.username));
+        spec.insert("uid".into(), Value::String(user.uid));
+        spec.insert("groups".into(), Value::Array(user.groups.into_iter().map(Value::String).collect()));
+        spec.remove("extra");
     }
 }

@@ -2,8 +2,8 @@
 //! node agent, leader election, informers) reach the API — the verbs with the API's
 //! semantics and errors, over resources named as discovery names them ([`ApiResource`]).
 //! One interface, two implementations (DESIGN.md): [`RegistryClient`], the registry in
-//! this process; and, for a component in a process of its own (`wasmkube node`), HTTPS to
-//! an API server (not yet written). A component holds an `Arc<dyn Client>` and behaves the
+//! this process; and, for a component in a process of its own (`wasmkube node`),
+//! [`HttpsClient`], HTTPS to an API server. A component holds an `Arc<dyn Client>` and behaves the
 //! same over either; authorization will sit where every in-process caller passes.
 //!
 //! The same in-process client answers plugins' `client` import ([`crate::plugins::Client`]:
@@ -11,11 +11,13 @@
 //!
 //! It knows neither HTTP routing nor storage: it calls the registry's verbs.
 
+mod https;
 mod in_process;
 
 use futures::stream::BoxStream;
 use serde_json::{Map, Value};
 
+pub use self::https::HttpsClient;
 pub use self::in_process::RegistryClient;
 use crate::registry::{
     ApiResource, DeleteOptions, Error, ListOptions, Object, ObjectList, Patch, Revision, Selectors, Subresource,

@@ -315,6 +315,12 @@ impl Strategy for DataMaps {
     }
 }
 
+/// Every built-in resource's names (what a client in another process may name without
+/// asking discovery).
+pub fn resources() -> Vec<ApiResource> {
+    strategies().iter().map(|s| *s.resource()).collect()
+}
+
 pub(super) fn strategies() -> Vec<Arc<dyn Strategy>> {
     ROWS.iter()
         .map(|&(group, version, kind, plural, singular, namespaced, short_names, categories, subresources)| {

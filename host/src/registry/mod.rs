@@ -57,6 +57,7 @@ mod validation;
 mod watch;
 mod write;
 
+pub use self::builtin::resources as builtin_resources;
 pub use self::custom::{CustomResource, PrinterColumn, ScalePaths, CLEANUP_FINALIZER};
 pub use self::error::{Cause, Error};
 pub use self::object::NameRule;

@@ -133,7 +133,7 @@ pub struct Selectors {
 }
 
 impl Selectors {
-    pub(super) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()
     }
 

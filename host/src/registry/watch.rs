@@ -36,6 +36,13 @@ pub struct Change {
 }
 
 impl Change {
+    /// A change read from another server's watch (`object` as it was served, with its
+    /// resourceVersion, which is `revision`).
+    pub(crate) fn from_wire(event_type: EventType, object: Bytes, revision: Revision) -> Self {
+        let event = CachedEvent::new(revision, event_type, Bytes::new(), object, None);
+        Change { event: Arc::new(event), shown: event_type }
+    }
+
     /// ADDED, MODIFIED or DELETED, as this watcher sees it.
     pub fn event_type(&self) -> EventType {
         self.shown

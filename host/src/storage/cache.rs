@@ -139,7 +139,13 @@ impl CachedEvent {
         cell.get_or_init(|| encode(self)).clone()
     }
 
-    fn new(revision: Revision, event_type: EventType, key: Bytes, object: Bytes, prev_object: Option<Bytes>) -> Self {
+    pub(crate) fn new(
+        revision: Revision,
+        event_type: EventType,
+        key: Bytes,
+        object: Bytes,
+        prev_object: Option<Bytes>,
+    ) -> Self {
         Self { revision, event_type, key, object, prev_object, encodings: Default::default() }
     }
 }

@@ -154,3 +154,80 @@ fn csr_body(name: &str, request: &str) -> Value {
             "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
             "usages": ["digital signature", "client auth"]}})
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_process_joins_with_its_token_and_runs_pods() {
+    let cluster = Cluster::start_with_node(&[]).await;
+    let path = cluster.dir.path().join("data/node-token");
+    let token = wait_for("serve to write its join token", Duration::from_secs(30), || {
+        let path = path.clone();
+        async move { std::fs::read_to_string(path).ok() }
+    })
+    .await;
+    let token = token.trim().to_string();
+    let node_dir = tempfile::tempdir().unwrap();
+    let data = node_dir.path().join("data");
+
+    // A token whose CA hash is not the server's: the node refuses to talk to it.
+    let mut forged = token.clone();
+    let flipped = if forged.as_bytes()[3] == b'0' { "1" } else { "0" };
+    forged.replace_range(3..4, flipped);
+    let mut refusing = wasmkube_tests::Process::start(&[
+        "node",
+        "--server",
+        &cluster.api.base,
+        "--token",
+        &forged,
+        "--node-name",
+        "node-x",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let (code, said) = refusing.wait_exit(Duration::from_secs(30)).await;
+    assert_ne!(code, Some(0));
+    assert!(said.contains("refusing to trust it"), "{said}");
+
+    // The real token: the node joins, registers, gets a range and runs what is bound to it.
+    let log = node_dir.path().join("node.log");
+    let _node = wasmkube_tests::Process::start_logged(
+        &[
+            "node",
+            "--server",
+            &cluster.api.base,
+            "--token",
+            &token,
+            "--node-name",
+            "node-b",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &log,
+    );
+    let node = wait_for("node-b to be Ready", Duration::from_secs(60), || async {
+        let (_, node) = cluster.request(Method::GET, "/api/v1/nodes/node-b", None).await;
+        let ready =
+            node["status"]["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(node)
+    })
+    .await;
+    let node_ip = node["status"]["addresses"][0]["address"].as_str().unwrap().to_string();
+    assert!(data.join("node/client.crt").exists(), "the node keeps its certificate");
+    let component = wasmkube_tests::workload_component("hello-command");
+    let (ok, _, err) = cluster.wasmkube(&["image", "push", component.to_str().unwrap(), "hello-command:v1"]);
+    assert!(ok, "{err}");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "on-b"},
+        "spec": {"nodeName": "node-b", "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "hello-command:v1", "args": ["echo", "joined"]}]}});
+    let (code, answer) = cluster.request(Method::POST, "/api/v1/namespaces/default/pods", Some(pod)).await;
+    assert_eq!(code, 201, "{answer}");
+    let done = wait_for("the pod on node-b to succeed", Duration::from_secs(60), || async {
+        let (_, pod) = cluster.request(Method::GET, "/api/v1/namespaces/default/pods/on-b", None).await;
+        (pod["status"]["phase"] == "Succeeded").then_some(pod)
+    })
+    .await
+    .clone();
+    assert_eq!(done["status"]["hostIP"], node_ip, "{done}");
+    assert_eq!(done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0);
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(said.contains("joined; the node agent runs"), "{said}");
+}

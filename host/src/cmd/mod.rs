@@ -8,6 +8,7 @@
 mod bench;
 mod image;
 mod kubeconfig;
+mod node;
 mod plugin;
 pub(crate) mod serve;
 mod store;
@@ -46,6 +47,8 @@ enum Command {
     /// Images in the cluster's registry: push a component, list, remove.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run a node agent alone, joining the cluster at --server with a join token.
+    Node(node::NodeOptions),
     /// Bootstrap tokens for joining nodes.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -112,6 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Plugin(command) => plugin::run(command).await,
             Command::Image(command) => image::run(command).await,
             Command::Token(command) => token::run(command).await,
+            Command::Node(options) => node::run(options).await,
         }
     })
 }

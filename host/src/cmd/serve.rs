@@ -242,6 +242,7 @@ impl ValidServeOptions {
             backoff: Default::default(),
             local_registries: Vec::new(),
             registry_config: Default::default(),
+            cluster_registry: None,
         });
         self
     }
@@ -456,6 +457,7 @@ impl CompletedServeOptions {
             backoff,
             local_registries: Vec::new(),
             registry_config,
+            cluster_registry: None,
         });
         let api_audiences: Vec<String> = o.api_audiences.iter().map(|a| a.trim().to_string()).collect();
         if api_audiences.iter().any(String::is_empty) {
@@ -495,7 +497,7 @@ impl CompletedServeOptions {
 const RESERVED_LOOPBACK: crate::machinery::cidr::Ipv4Net = crate::machinery::cidr::Ipv4Net::RESERVED_LOOPBACK;
 
 /// This machine's host name, lowercased, as the kubelet names its node.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_lowercase())
@@ -905,7 +907,7 @@ impl Server {
 }
 
 /// Wait for SIGINT or SIGTERM; returns which.
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(term) => term,

@@ -119,6 +119,7 @@ pub async fn run(
         images: Images {
             store: images,
             local_names: config.local_registries.clone(),
+            cluster_registry: config.cluster_registry.clone(),
             remote: crate::oci::remote::Remote::new(config.registry_config.clone()),
             cache: crate::oci::BlobStore::new(&config.dir),
         },

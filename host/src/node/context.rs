@@ -59,6 +59,9 @@ pub struct AgentConfig {
     pub local_registries: Vec<String>,
     /// How other registries are reached (`--registry-config`).
     pub registry_config: crate::oci::config::RegistryConfig,
+    /// `host:port` of the cluster's registry when it is another process's (`wasmkube node`):
+    /// a reference naming no registry is pulled from there over HTTPS.
+    pub cluster_registry: Option<String>,
 }
 
 /// Who writes (managedFields).

@@ -36,6 +36,8 @@ pub(super) struct Images {
     pub store: BlobStore,
     /// `host:port` names under which the cluster's own registry is also reached.
     pub local_names: Vec<String>,
+    /// The cluster's registry when it is another process's (a joined node's server).
+    pub cluster_registry: Option<String>,
     /// Other registries, as `--registry-config` says to reach them.
     pub remote: Remote,
     /// What this node pulled from other registries (`<node dir>/registry/`), by digest.
@@ -66,6 +68,11 @@ impl Images {
         };
         if let Some(registry) = reference.registry.as_deref().filter(|r| !self.local_names.iter().any(|n| n == r)) {
             return self.pull_remote(image, registry, &reference, policy, credentials, runtime_has).await;
+        }
+        if let Some(cluster) = &self.cluster_registry {
+            // The cluster's registry, reached over HTTPS with the node's own credentials.
+            let own: Credentials = self.remote.node_credentials(cluster).into_iter().collect();
+            return self.pull_remote(image, cluster, &reference, policy, &own, runtime_has).await;
         }
         let manifest = match self.store.manifest(&reference.repository, reference.manifest_reference()).await {
             Ok(manifest) => manifest,

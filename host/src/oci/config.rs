@@ -97,6 +97,14 @@ impl RegistryConfig {
         Ok(config)
     }
 
+    /// Reach `registry` with `ca_file`'s CA and `credentials` (what a joined node does for
+    /// the cluster's own registry).
+    pub fn add_host(&mut self, registry: &str, ca_file: &Path, credentials: (String, String)) {
+        let auth = Auth { username: Some(credentials.0), password: Some(credentials.1), auth: None };
+        let tls = Tls { ca_file: Some(ca_file.to_path_buf()), insecure_skip_verify: false };
+        self.configs.insert(registry.to_string(), HostConfig { auth: Some(auth), tls: Some(tls) });
+    }
+
     /// How `registry` (`host[:port]`) is reached.
     pub fn host(&self, registry: &str) -> Result<Host, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { registry: registry.to_string(), message };

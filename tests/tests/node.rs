@@ -916,3 +916,21 @@ async fn pods_pull_from_another_registry_with_their_pull_secrets() {
     phase(&cluster, "cached", "Succeeded").await;
     assert_eq!(logs(&cluster, "cached", "c"), "from the cache\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_attach_writes_to_a_containers_stdin_and_follows_its_output() {
+    let cluster = Cluster::start_with_node(&[]).await;
+    push(&cluster, "hello-command");
+    let reader = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "hello-command:v1",
+            "args": ["stdin"], "stdin": true, "stdinOnce": true}]}});
+    create(&cluster, "/api/v1/namespaces/default/pods", reader).await;
+    container_status(&cluster, "reader", "reader to run", |s| s["state"]["running"].is_object()).await;
+    // What is typed reaches the container; what it prints comes back; the end of input
+    // (stdinOnce) ends the container, and with it the session.
+    let (ok, out, err) = kubectl_with_input(&cluster, &["attach", "-i", "reader"], "typed in\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("typed in"), "{out}");
+    phase(&cluster, "reader", "Succeeded").await;
+    assert_eq!(logs(&cluster, "reader", "c"), "typed in\n");
+}

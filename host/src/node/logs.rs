@@ -29,8 +29,9 @@ pub struct ContainerLog {
     state: Mutex<LogState>,
     /// Bumped on every write; true once the run ended (followers stop).
     written: watch::Sender<(u64, bool)>,
-    /// What is written, as written, for attached sessions.
-    attached: broadcast::Sender<(Stream, Bytes)>,
+    /// What is written, as written, for attached sessions (made by the first attach: most
+    /// containers never have one, and a channel's buffer is kilobytes).
+    attached: Mutex<Option<broadcast::Sender<(Stream, Bytes)>>>,
 }
 
 struct LogState {
@@ -50,7 +51,7 @@ impl ContainerLog {
             path,
             state: Mutex::new(LogState { file: Some(file), size: 0, partial: [Vec::new(), Vec::new()] }),
             written: watch::channel((0, false)).0,
-            attached: broadcast::channel(256).0,
+            attached: Mutex::new(None),
         }))
     }
 
@@ -66,12 +67,12 @@ impl ContainerLog {
 
     /// What is written from now on, as written (an attached session's view).
     pub fn attach(&self) -> broadcast::Receiver<(Stream, Bytes)> {
-        self.attached.subscribe()
+        self.attached.lock().get_or_insert_with(|| broadcast::channel(256).0).subscribe()
     }
 
     fn write(&self, stream: Stream, bytes: &[u8]) {
-        if self.attached.receiver_count() > 0 {
-            let _ = self.attached.send((stream, Bytes::copy_from_slice(bytes)));
+        if let Some(attached) = self.attached.lock().as_ref().filter(|a| a.receiver_count() > 0) {
+            let _ = attached.send((stream, Bytes::copy_from_slice(bytes)));
         }
         let mut state = self.state.lock();
         let index = stream as usize;

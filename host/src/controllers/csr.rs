@@ -39,28 +39,13 @@ pub async fn run(
     client: Arc<dyn Client>,
     informers: Arc<Informers>,
     signer: CsrSigner,
-    mut leading: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
+    leading: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        if *leading.borrow_and_update() {
-            let (done, finished) = watch::channel(false);
-            let handle = tokio::spawn(work(client.clone(), informers.clone(), signer.clone(), finished));
-            tokio::select! {
-                _ = leading.wait_for(|l| !*l) => {},
-                _ = stop.wait_for(|s| *s) => {},
-            }
-            let _ = done.send(true);
-            let _ = handle.await;
-        }
-        tokio::select! {
-            changed = leading.changed() => if changed.is_err() { return },
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
+    crate::machinery::leader::while_leading(leading, stop, |finished| {
+        work(client.clone(), informers.clone(), signer.clone(), finished)
+    })
+    .await;
 }
 
 async fn work(client: Arc<dyn Client>, informers: Arc<Informers>, signer: CsrSigner, mut stop: watch::Receiver<bool>) {

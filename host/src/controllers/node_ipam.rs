@@ -30,29 +30,13 @@ pub async fn run(
     client: Arc<dyn Client>,
     informers: Arc<Informers>,
     config: NodeIpam,
-    mut leading: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
+    leading: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        if *leading.borrow_and_update() {
-            let (done, finished) = watch::channel(false);
-            let work = allocate(client.clone(), informers.clone(), config.clone(), finished);
-            let handle = tokio::spawn(work);
-            tokio::select! {
-                _ = leading.wait_for(|l| !*l) => {},
-                _ = stop.wait_for(|s| *s) => {},
-            }
-            let _ = done.send(true);
-            let _ = handle.await;
-        }
-        tokio::select! {
-            changed = leading.changed() => if changed.is_err() { return },
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
+    crate::machinery::leader::while_leading(leading, stop, |finished| {
+        allocate(client.clone(), informers.clone(), config.clone(), finished)
+    })
+    .await;
 }
 
 async fn allocate(

@@ -310,3 +310,32 @@ mod tests {
         assert!(!Observed::still_valid(&observed, held_for), "15 s without a change: expired");
     }
 }
+
+/// Run `work` on a task of its own each time `leading` turns true, telling it to stop (its
+/// receiver turns true) and awaiting it when leadership is lost; return at `stop`. What a
+/// leader-only controller of the host does with its term.
+pub async fn while_leading<F, Fut>(mut leading: watch::Receiver<bool>, mut stop: watch::Receiver<bool>, mut work: F)
+where
+    F: FnMut(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        if *leading.borrow_and_update() {
+            let (done, finished) = watch::channel(false);
+            let handle = tokio::spawn(work(finished));
+            tokio::select! {
+                _ = leading.wait_for(|l| !*l) => {},
+                _ = stop.wait_for(|s| *s) => {},
+            }
+            let _ = done.send(true);
+            let _ = handle.await;
+        }
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
